@@ -1,0 +1,181 @@
+//! Types shared by the XDP program and the agent.
+//!
+//! Everything here crosses the kernel/user boundary through BPF maps, so every
+//! type is `#[repr(C)]` with no implicit padding (checked by the const asserts
+//! at the bottom): the verifier rejects reads of uninitialised padding in keys,
+//! and userspace would otherwise hash garbage bytes.
+#![no_std]
+
+pub mod counters;
+
+pub use counters::{Counter, DropReason, PassReason, Verdict, COUNTER_SLOTS};
+
+/// Bumped whenever a map's key or value layout, a map's size, or the counter
+/// numbering changes. It is part of the pin directory (`.../v1/`), so an agent
+/// with a new layout never reuses maps pinned by an old one.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// The NTP port, used until the agent writes [`FilterConfig`].
+pub const NTP_PORT: u16 = 123;
+
+/// The bpffs names the maps and the program are pinned under. BPF object
+/// names are limited to 15 characters.
+pub mod names {
+    pub const PROGRAM: &str = "ntp_filter";
+    pub const CONFIG: &str = "NF_CONFIG";
+    pub const POLICY: &str = "NF_POLICY";
+    pub const SOURCES: &str = "NF_SOURCES";
+    pub const LOCAL_ADDRS: &str = "NF_LOCAL";
+    pub const COUNTERS: &str = "NF_COUNTERS";
+    pub const ALL_MAPS: [&str; 5] = [CONFIG, POLICY, SOURCES, LOCAL_ADDRS, COUNTERS];
+}
+
+/// Capacity of the address maps. A router has a handful of servers and a few
+/// hundred local addresses at most; the bound keeps memory fixed.
+pub const MAX_SOURCES: u32 = 1024;
+pub const MAX_LOCAL_ADDRS: u32 = 4096;
+
+/// How deep the program looks for VLAN tags (802.1Q and 802.1ad).
+pub const MAX_VLAN_TAGS: usize = 2;
+/// How many IPv6 extension headers the program walks before giving up.
+pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+/// The smallest NTP message: the 48-byte header.
+pub const NTP_HEADER_LEN: usize = 48;
+
+/// A source address as the maps key it: IPv4 as an IPv4-mapped IPv6 address
+/// (`::ffff:a.b.c.d`), so one 16-byte key type serves both families.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AddrKey {
+    pub addr: [u8; 16],
+}
+
+impl AddrKey {
+    #[inline(always)]
+    pub const fn from_v4(octets: [u8; 4]) -> Self {
+        Self {
+            addr: [
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, octets[0], octets[1], octets[2],
+                octets[3],
+            ],
+        }
+    }
+
+    #[inline(always)]
+    pub const fn from_v6(octets: [u8; 16]) -> Self {
+        Self { addr: octets }
+    }
+}
+
+/// The class of a source address. Its number indexes [`POLICY`](names::POLICY)
+/// and the per-class counters.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SourceClass {
+    /// Any address not configured as a server or peer.
+    Other = 0,
+    /// An address configured with `--server`.
+    Server = 1,
+    /// An address configured with `--peer`.
+    Peer = 2,
+}
+
+impl SourceClass {
+    pub const COUNT: usize = 3;
+    pub const ALL: [SourceClass; 3] = [SourceClass::Other, SourceClass::Server, SourceClass::Peer];
+
+    #[inline(always)]
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Other),
+            1 => Some(Self::Server),
+            2 => Some(Self::Peer),
+            _ => None,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Other => "other",
+            Self::Server => "server",
+            Self::Peer => "peer",
+        }
+    }
+}
+
+/// Value of the sources map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceEntry {
+    /// A [`SourceClass`] as u8 (`Server` or `Peer`).
+    pub class: u8,
+    pub _pad: u8,
+    /// For a server: the local UDP port our requests to it currently leave
+    /// from, host byte order. A mode-4 reply to any other port is dropped
+    /// (RFC 9109). 0 means no request outstanding: every reply is dropped.
+    pub reply_port: u16,
+}
+
+/// What the local-address map knows about a destination.
+pub mod local_kind {
+    pub const UNICAST: u8 = 1;
+    pub const BROADCAST: u8 = 2;
+}
+
+/// The single entry of the config map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FilterConfig {
+    /// The NTP port, host byte order. 0 (an unwritten map) means [`NTP_PORT`].
+    pub ntp_port: u16,
+    /// [`config_flags`] bits.
+    pub flags: u16,
+}
+
+pub mod config_flags {
+    /// Emit aya-log debug records for each drop. Costs ~20 ns a packet and
+    /// fills the log ring under a flood, so it is off unless asked for.
+    pub const LOG_DROPS: u16 = 1 << 0;
+    /// Pass non-first UDP fragments addressed to the box instead of dropping
+    /// them. Safe because the first fragment, which carries the ports, is
+    /// still filtered and Linux discards overlapping fragments; needed only
+    /// when the box's own UDP services (not NTP) receive fragmented datagrams.
+    pub const PASS_NON_FIRST_FRAGMENTS: u16 = 1 << 1;
+}
+
+/// Bitmask of NTP modes (bit `m` set = mode `m` allowed), one per class.
+pub type ModeMask = u8;
+
+pub const fn mode_bit(mode: u8) -> ModeMask {
+    1 << (mode & 7)
+}
+
+/// The router note's client mode: servers may send replies (4), peers
+/// symmetric messages (1, 2), everyone else nothing.
+pub const fn client_policy(class: SourceClass) -> ModeMask {
+    match class {
+        SourceClass::Other => 0,
+        SourceClass::Server => mode_bit(4),
+        SourceClass::Peer => mode_bit(1) | mode_bit(2),
+    }
+}
+
+/// Server mode additionally accepts client requests (3) from any address.
+pub const fn server_policy(class: SourceClass) -> ModeMask {
+    client_policy(class) | mode_bit(3)
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all four are repr(C), Copy, and have no padding (asserted below),
+    // so any byte pattern of their size is a valid value.
+    unsafe impl aya::Pod for super::AddrKey {}
+    unsafe impl aya::Pod for super::SourceEntry {}
+    unsafe impl aya::Pod for super::FilterConfig {}
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<AddrKey>() == 16);
+    assert!(core::mem::size_of::<SourceEntry>() == 4);
+    assert!(core::mem::size_of::<FilterConfig>() == 4);
+};
