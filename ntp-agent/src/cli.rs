@@ -1,0 +1,99 @@
+//! The command line. Scripts depend on these names; keep them stable.
+
+use std::{net::IpAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{filter::XdpModeArg, policy::ModeOverride};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ntp-agent",
+    version,
+    about = "NTP client for routers with an XDP filter at the NIC"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Attach the filter to the interfaces, keep its maps current, and run.
+    Run(RunArgs),
+    /// Remove the filter from interfaces and delete its pins.
+    Detach(DetachArgs),
+    /// Show the filter's state and counters (read from the pinned maps).
+    Status(StatusArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Sync the clock, never serve: the router note's client mode.
+    Client,
+    /// Also answer NTP clients (mode 3 accepted from any address).
+    Server,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Interface to filter (repeat for several).
+    #[arg(long = "iface", value_name = "IF", required = true)]
+    pub ifaces: Vec<String>,
+    /// NTP server address (repeat for several); its mode-4 replies pass.
+    #[arg(long = "server", value_name = "ADDR")]
+    pub servers: Vec<IpAddr>,
+    /// Symmetric peer address (repeat for several); its modes 1 and 2 pass.
+    #[arg(long = "peer", value_name = "ADDR")]
+    pub peers: Vec<IpAddr>,
+    #[arg(long, value_enum, default_value_t = Mode::Client)]
+    pub mode: Mode,
+    #[arg(long = "xdp-mode", value_enum, default_value_t = XdpModeArg::Auto)]
+    pub xdp_mode: XdpModeArg,
+    #[command(flatten)]
+    pub pins: PinArgs,
+    /// Never change the system clock (measure and report only).
+    #[arg(long)]
+    pub no_clock_adjust: bool,
+    /// Replace the allowed modes of a class: `server=4`, `peer=1,2,4`,
+    /// `other=` (none). Repeat per class. Overrides the --mode defaults.
+    #[arg(long = "allow-modes", value_name = "CLASS=MODES")]
+    pub allow_modes: Vec<ModeOverride>,
+    /// UDP port NTP uses on this network.
+    #[arg(long, default_value_t = 123, value_parser = clap::value_parser!(u16).range(1..))]
+    pub ntp_port: u16,
+    /// Pass non-first UDP fragments addressed to the box (dropped by default).
+    #[arg(long)]
+    pub pass_non_first_fragments: bool,
+    /// Log every drop from the XDP program (debug; costs ~20 ns a packet).
+    #[arg(long)]
+    pub bpf_log: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PinArgs {
+    /// Base directory on bpffs for the pinned link and maps; the layout
+    /// version is appended (`<DIR>/v1`).
+    #[arg(long = "pin-dir", value_name = "DIR", default_value = crate::filter::pins::DEFAULT_BASE)]
+    pub pin_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct DetachArgs {
+    /// Only this interface (repeat for several); without it, every
+    /// interface and all the maps.
+    #[arg(long = "iface", value_name = "IF")]
+    pub ifaces: Vec<String>,
+    #[command(flatten)]
+    pub pins: PinArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub pins: PinArgs,
+    /// Machine-readable output (field names documented in the README).
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,44 @@
+//! The XDP filter seen from userspace: load, attach, pins, maps, reconcile,
+//! local addresses.
+
+pub mod attach;
+pub mod local_addrs;
+pub mod maps;
+pub mod object;
+pub mod pins;
+pub mod reconcile;
+pub mod stats;
+
+use anyhow::{bail, Context as _, Result};
+use aya::{programs::Xdp, Ebpf, EbpfLoader};
+use ntp_filter_common::names;
+
+pub use attach::{Attachment, XdpModeArg};
+pub use maps::FilterMaps;
+pub use pins::PinDir;
+pub use reconcile::Desired;
+
+/// Loads the embedded program, reusing (or creating and pinning) the maps
+/// under `pins`, and verifies it.
+pub fn load(pins: &PinDir) -> Result<Ebpf> {
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(pins.root())
+        .load(object::PROGRAM_OBJECT)
+        .context("loading the XDP program")?;
+    let prog: &mut Xdp = program(&mut ebpf)?;
+    prog.load().context("the kernel rejected the XDP program")?;
+    Ok(ebpf)
+}
+
+pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    let Some(prog) = ebpf.program_mut(names::PROGRAM) else {
+        bail!("the embedded object has no program {}", names::PROGRAM);
+    };
+    Ok(prog.try_into()?)
+}
+
+/// The interface index, or a clear error naming the interface.
+pub fn ifindex(iface: &str) -> Result<u32> {
+    nix::net::if_::if_nametoindex(iface)
+        .map_err(|_| anyhow::anyhow!("unknown interface {iface:?}: check `ip link` for its name"))
+}

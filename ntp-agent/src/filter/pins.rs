@@ -1,0 +1,231 @@
+//! The pin directory: where the link and maps outlive the agent.
+//!
+//! Layout: `<base>/v<LAYOUT_VERSION>/` holds the maps by name and one
+//! `link-<ifname>` per interface. The version in the path keeps an agent
+//! with a new map layout from reusing maps an old one pinned (aya reuses a
+//! pinned map without comparing its layout).
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context as _, Result};
+use aya::maps::{MapInfo, MapType};
+use ntp_filter_common::{
+    names, AddrKey, FilterConfig, ModeMask, SourceClass, SourceEntry, COUNTER_SLOTS,
+    LAYOUT_VERSION, MAX_LOCAL_ADDRS, MAX_SOURCES,
+};
+
+pub const DEFAULT_BASE: &str = "/sys/fs/bpf/ntp-filter";
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+#[derive(Clone, Debug)]
+pub struct PinDir {
+    base: PathBuf,
+    root: PathBuf,
+}
+
+impl PinDir {
+    pub fn new(base: impl Into<PathBuf>) -> Self {
+        let base = base.into();
+        let root = base.join(format!("v{LAYOUT_VERSION}"));
+        Self { base, root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    pub fn link(&self, iface: &str) -> PathBuf {
+        self.root.join(format!("link-{iface}"))
+    }
+
+    /// Interfaces with a pinned link, from the directory listing.
+    pub fn linked_interfaces(&self) -> Result<Vec<String>> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", self.root.display())),
+        };
+        let mut ifaces = Vec::new();
+        for entry in entries {
+            let name = entry?.file_name();
+            if let Some(iface) = name.to_str().and_then(|n| n.strip_prefix("link-")) {
+                ifaces.push(iface.to_owned());
+            }
+        }
+        ifaces.sort();
+        Ok(ifaces)
+    }
+
+    /// Whether any map is pinned here already (a previous agent ran).
+    pub fn has_maps(&self) -> bool {
+        names::ALL_MAPS.iter().any(|n| self.map(n).exists())
+    }
+
+    /// Makes sure the directory is on a mounted bpffs, mounting
+    /// `/sys/fs/bpf` when it is absent, and creates the versioned directory.
+    pub fn prepare(&self) -> Result<()> {
+        let mount_point = bpffs_mount_point(&self.base);
+        if !is_bpffs(&mount_point) {
+            mount_bpffs(&mount_point)?;
+        }
+        std::fs::create_dir_all(&self.root).with_context(|| {
+            format!(
+                "cannot create pin directory {} (is it on a bpffs mount?)",
+                self.root.display()
+            )
+        })
+    }
+
+    /// Refuses maps pinned here with another shape than this build's, which
+    /// would otherwise be reused blindly and misread.
+    pub fn check_layout(&self) -> Result<()> {
+        for spec in expected_maps() {
+            let path = self.map(spec.name);
+            if !path.exists() {
+                continue;
+            }
+            let info = MapInfo::from_pin(&path)
+                .with_context(|| format!("reading pinned map {}", path.display()))?;
+            let found = (
+                info.map_type().ok(),
+                info.key_size(),
+                info.value_size(),
+                info.max_entries(),
+            );
+            let want = (
+                Some(spec.map_type),
+                spec.key_size,
+                spec.value_size,
+                spec.max_entries,
+            );
+            if found != want {
+                bail!(
+                    "pin directory {} holds an incompatible map {}: found {:?} key {} B value {} B max {} entries, this agent needs {:?} key {} B value {} B max {}; remove it with `ntp-agent detach --pin-dir {}` or choose another --pin-dir",
+                    self.root.display(),
+                    spec.name,
+                    found.0,
+                    found.1,
+                    found.2,
+                    found.3,
+                    want.0,
+                    want.1,
+                    want.2,
+                    want.3,
+                    self.base.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every pin here and the directory itself. Unlinking the link
+    /// pin detaches the program once no process holds the link open.
+    pub fn remove_all(&self) -> Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", self.root.display())),
+        };
+        for entry in entries {
+            let path = entry?.path();
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            removed.push(path);
+        }
+        std::fs::remove_dir(&self.root)
+            .with_context(|| format!("removing {}", self.root.display()))?;
+        // The base is ours too unless something else lives in it.
+        let _ = std::fs::remove_dir(&self.base);
+        removed.sort();
+        Ok(removed)
+    }
+}
+
+struct MapSpec {
+    name: &'static str,
+    map_type: MapType,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+}
+
+fn expected_maps() -> [MapSpec; 5] {
+    use std::mem::size_of;
+    let u32_size = size_of::<u32>() as u32;
+    [
+        MapSpec {
+            name: names::CONFIG,
+            map_type: MapType::Array,
+            key_size: u32_size,
+            value_size: size_of::<FilterConfig>() as u32,
+            max_entries: 1,
+        },
+        MapSpec {
+            name: names::POLICY,
+            map_type: MapType::Array,
+            key_size: u32_size,
+            value_size: size_of::<ModeMask>() as u32,
+            max_entries: SourceClass::COUNT as u32,
+        },
+        MapSpec {
+            name: names::SOURCES,
+            map_type: MapType::Hash,
+            key_size: size_of::<AddrKey>() as u32,
+            value_size: size_of::<SourceEntry>() as u32,
+            max_entries: MAX_SOURCES,
+        },
+        MapSpec {
+            name: names::LOCAL_ADDRS,
+            map_type: MapType::Hash,
+            key_size: size_of::<AddrKey>() as u32,
+            value_size: 1,
+            max_entries: MAX_LOCAL_ADDRS,
+        },
+        MapSpec {
+            name: names::COUNTERS,
+            map_type: MapType::PerCpuArray,
+            key_size: u32_size,
+            value_size: size_of::<u64>() as u32,
+            max_entries: COUNTER_SLOTS,
+        },
+    ]
+}
+
+/// `/sys/fs/bpf` for the default layout; for a custom base, the base's
+/// top-level bpffs directory is assumed to be `/sys/fs/bpf` as well unless
+/// the base itself sits elsewhere, in which case the base's parent is used.
+fn bpffs_mount_point(base: &Path) -> PathBuf {
+    let sys = Path::new("/sys/fs/bpf");
+    if base.starts_with(sys) {
+        sys.to_path_buf()
+    } else {
+        base.parent().unwrap_or(base).to_path_buf()
+    }
+}
+
+pub fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .unwrap_or(false)
+}
+
+fn mount_bpffs(at: &Path) -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    std::fs::create_dir_all(at).ok();
+    mount(Some("bpf"), at, Some("bpf"), MsFlags::empty(), None::<&str>).map_err(|e| {
+        anyhow::anyhow!(
+            "bpffs is not mounted at {} and mounting it failed ({e}): mount it with `mount -t bpf bpf {}` (needs CAP_SYS_ADMIN), or pass a --pin-dir on a bpffs mount",
+            at.display(),
+            at.display()
+        )
+    })?;
+    tracing::info!(path = %at.display(), "mounted bpffs");
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! ntp-agent: loads the ntp-filter XDP program, keeps its maps in step with
+//! the configuration and the box's addresses, and reports its state.
+
+pub mod caps;
+pub mod cli;
+pub mod detach;
+pub mod filter;
+pub mod policy;
+pub mod run;
+pub mod status;

@@ -1,0 +1,168 @@
+//! `ntp-agent status`: the filter section, read straight from the pins so it
+//! works whether or not the agent is running (e.g. after `kill -9`).
+
+use std::{fmt::Write as _, net::IpAddr};
+
+use anyhow::Result;
+use ntp_filter_common::{SourceClass, LAYOUT_VERSION};
+use serde::Serialize;
+
+use crate::{
+    cli::StatusArgs,
+    filter::{stats::FilterStats, FilterMaps, PinDir},
+    policy::Modes,
+};
+
+#[derive(Serialize)]
+pub struct FilterStatus {
+    pub layout_version: u32,
+    pub pin_dir: String,
+    pub ntp_port: u16,
+    pub interfaces: Vec<InterfaceStatus>,
+    /// Allowed NTP modes per class, as lists.
+    pub policy: std::collections::BTreeMap<&'static str, Vec<u8>>,
+    pub servers: Vec<IpAddr>,
+    pub peers: Vec<IpAddr>,
+    pub local_addresses: usize,
+    pub counters: FilterStats,
+}
+
+#[derive(Serialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    /// `native`, `skb`, `hw`, or `unknown` when iproute2 cannot tell.
+    pub xdp_mode: String,
+}
+
+fn ip_of(key: &ntp_filter_common::AddrKey) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(key.addr);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+pub fn collect(pins: &PinDir) -> Result<FilterStatus> {
+    let maps = FilterMaps::open(pins)?;
+    let cfg = maps.config()?;
+    let masks = maps.policy()?;
+    let mut servers = Vec::new();
+    let mut peers = Vec::new();
+    for (key, entry) in maps.sources()? {
+        match SourceClass::from_u8(entry.class) {
+            Some(SourceClass::Server) => servers.push(ip_of(&key)),
+            Some(SourceClass::Peer) => peers.push(ip_of(&key)),
+            _ => {}
+        }
+    }
+    let interfaces = pins
+        .linked_interfaces()?
+        .into_iter()
+        .map(|name| InterfaceStatus {
+            xdp_mode: xdp_mode(&name).unwrap_or_else(|| "unknown".into()),
+            name,
+        })
+        .collect();
+    Ok(FilterStatus {
+        layout_version: LAYOUT_VERSION,
+        pin_dir: pins.root().display().to_string(),
+        ntp_port: if cfg.ntp_port == 0 { 123 } else { cfg.ntp_port },
+        interfaces,
+        policy: SourceClass::ALL
+            .iter()
+            .map(|c| {
+                let mask = masks[*c as usize];
+                (c.name(), (0..8).filter(|m| mask & (1 << m) != 0).collect())
+            })
+            .collect(),
+        servers,
+        peers,
+        local_addresses: maps.local_addrs()?.len(),
+        counters: FilterStats::from_slots(&maps.counters()?),
+    })
+}
+
+/// The attach mode as the kernel reports it (IFLA_XDP via iproute2).
+fn xdp_mode(iface: &str) -> Option<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-j", "-d", "link", "show", "dev", iface])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let mode = v.get(0)?.get("xdp")?.get("mode")?.as_u64()?;
+    Some(
+        match mode {
+            1 => "native",
+            2 => "skb",
+            3 => "hw",
+            _ => "unknown",
+        }
+        .into(),
+    )
+}
+
+pub fn render_text(s: &FilterStatus) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "filter info:");
+    let _ = writeln!(out, "        pin dir:    {}", s.pin_dir);
+    let _ = writeln!(out, "        ntp port:   {}", s.ntp_port);
+    for i in &s.interfaces {
+        let _ = writeln!(out, "        interface:  {} (xdp {})", i.name, i.xdp_mode);
+    }
+    if s.interfaces.is_empty() {
+        let _ = writeln!(out, "        interface:  none attached");
+    }
+    for class in SourceClass::ALL {
+        let mask = s.policy[class.name()].iter().fold(0u8, |m, b| m | 1 << b);
+        let _ = writeln!(
+            out,
+            "        allow {:<7} modes {}",
+            class.name(),
+            Modes(mask)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "        sources:    {} server, {} peer; {} local addresses",
+        s.servers.len(),
+        s.peers.len(),
+        s.local_addresses
+    );
+    let c = &s.counters;
+    let _ = writeln!(out, "filter drops:");
+    let _ = writeln!(out, "     class   mode    passed   dropped");
+    for (class, modes) in &c.by_class_mode {
+        for (mode, pd) in modes {
+            let _ = writeln!(
+                out,
+                "     {class:<7} {mode:>4} {:>9} {:>9}",
+                pd.passed, pd.dropped
+            );
+        }
+    }
+    let reasons: Vec<String> = c.drops.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    let _ = writeln!(
+        out,
+        "     dropped {} by reason: {}",
+        c.total_dropped,
+        reasons.join(", ")
+    );
+    let passes: Vec<String> = c.passes.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    let _ = writeln!(
+        out,
+        "     passed {} by reason: {}",
+        c.total_passed,
+        passes.join(", ")
+    );
+    out
+}
+
+pub fn status(args: StatusArgs) -> Result<()> {
+    let s = collect(&PinDir::new(&args.pins.pin_dir))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", render_text(&s));
+    }
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! A bounds-checked read position in the packet.
+//!
+//! Every read compares `start + off + size_of::<T>()` with `data_end` right
+//! before it, in the shape the verifier tracks; a failed check is `None`, so
+//! no caller can read past the end by forgetting a check.
+
+use core::mem;
+
+use aya_ebpf::programs::XdpContext;
+
+pub struct Cursor {
+    start: usize,
+    end: usize,
+    off: usize,
+}
+
+impl Cursor {
+    #[inline(always)]
+    pub fn new(ctx: &XdpContext) -> Self {
+        Self {
+            start: ctx.data(),
+            end: ctx.data_end(),
+            off: 0,
+        }
+    }
+
+    /// A reference to a `T` at the current position, if the packet holds one.
+    #[inline(always)]
+    pub fn peek<T>(&self) -> Option<&T> {
+        let at = self.start + self.off;
+        if at + mem::size_of::<T>() > self.end {
+            return None;
+        }
+        // SAFETY: the range [at, at + size_of::<T>()) lies inside the packet
+        // (checked above); every T used here is a plain byte-array header
+        // with alignment 1, so any address is aligned for it.
+        Some(unsafe { &*(at as *const T) })
+    }
+
+    /// Like [`peek`](Self::peek), then moves past the `T`.
+    #[inline(always)]
+    pub fn read<T>(&mut self) -> Option<&T> {
+        let at = self.start + self.off;
+        if at + mem::size_of::<T>() > self.end {
+            return None;
+        }
+        self.off += mem::size_of::<T>();
+        // SAFETY: as in `peek`.
+        Some(unsafe { &*(at as *const T) })
+    }
+
+    /// Moves `len` bytes on, if the packet is that long. `len` must be
+    /// bounded by the caller (a header length field), which keeps the offset
+    /// within what the verifier accepts.
+    #[inline(always)]
+    pub fn skip(&mut self, len: usize) -> Option<()> {
+        if self.start + self.off + len > self.end {
+            return None;
+        }
+        self.off += len;
+        Some(())
+    }
+}

@@ -1,0 +1,51 @@
+use network_types::ip::Ipv4Hdr;
+use ntp_filter_common::{AddrKey, DropReason, PassReason};
+
+use super::{Cursor, DstKind, Fragment, L4};
+
+const IPPROTO_UDP: u8 = 17;
+const MORE_FRAGMENTS: u16 = 0x2000;
+const OFFSET_MASK: u16 = 0x1fff;
+
+/// Reads an IPv4 header with its options and leaves the cursor on the UDP
+/// header. IHL must be 5..=15: network-types' `options_len()` underflows on
+/// IHL < 5, so the length is computed here from the masked nibble.
+#[inline(always)]
+pub fn parse(cur: &mut Cursor) -> Result<L4, PassReason> {
+    let ip: &Ipv4Hdr = cur.peek().ok_or(PassReason::Truncated)?;
+    let version = ip.vihl >> 4;
+    let ihl = (ip.vihl & 0x0f) as usize;
+    if version != 4 || ihl < 5 {
+        return Err(PassReason::BadHeader);
+    }
+    if ip.proto != IPPROTO_UDP {
+        return Err(PassReason::NotUdp);
+    }
+    let dst_octets = ip.dst_addr;
+    let src = AddrKey::from_v4(ip.src_addr);
+    let dst = AddrKey::from_v4(dst_octets);
+    let frags = u16::from_be_bytes(ip.frags);
+    cur.skip(ihl * 4).ok_or(PassReason::Truncated)?;
+
+    let (fragment, hidden) = if frags & OFFSET_MASK != 0 {
+        (Fragment::Later, Some(DropReason::Fragment))
+    } else if frags & MORE_FRAGMENTS != 0 {
+        (Fragment::First, None)
+    } else {
+        (Fragment::None, None)
+    };
+    // 224.0.0.0/4 multicast and the limited broadcast reach every host on
+    // the link; subnet broadcasts are in the local map.
+    let dst_kind = if dst_octets[0] & 0xf0 == 0xe0 || dst_octets == [255; 4] {
+        DstKind::Group
+    } else {
+        DstKind::Unicast
+    };
+    Ok(L4 {
+        src,
+        dst,
+        dst_kind,
+        fragment,
+        hidden,
+    })
+}

@@ -1,0 +1,94 @@
+//! The decision for a UDP datagram: is it NTP for the box, and if so, does
+//! the router note's table allow its mode from its source?
+
+use ntp_filter_common::{
+    config_flags, mode_bit, DropReason, FilterConfig, PassReason, SourceClass, NTP_PORT,
+};
+
+use crate::{
+    maps::{NF_LOCAL, NF_POLICY, NF_SOURCES},
+    parse::{udp, Cursor, DstKind, Fragment, L4},
+};
+
+pub enum Outcome {
+    Pass(PassReason),
+    Drop(DropReason),
+    /// An NTP header from a classified source reached the policy table.
+    Decided {
+        class: u8,
+        mode: u8,
+        drop: Option<DropReason>,
+    },
+}
+
+/// Transit traffic to hosts behind the router is not ours to filter.
+#[inline(always)]
+fn for_us(l4: &L4) -> bool {
+    l4.dst_kind == DstKind::Group || NF_LOCAL.get_ptr(l4.dst).is_some()
+}
+
+#[inline(always)]
+pub fn decide(cur: &mut Cursor, l4: &L4, cfg: &FilterConfig) -> Outcome {
+    if let Some(reason) = l4.hidden {
+        // Ports unknown: anything for the box might be NTP.
+        if !for_us(l4) {
+            return Outcome::Pass(PassReason::NotLocal);
+        }
+        if reason == DropReason::Fragment && cfg.flags & config_flags::PASS_NON_FIRST_FRAGMENTS != 0
+        {
+            return Outcome::Pass(PassReason::NonFirstFragment);
+        }
+        return Outcome::Drop(reason);
+    }
+    let Some(udp) = udp::parse(cur) else {
+        // A first fragment too short to hold the ports is the classic tiny-
+        // fragment trick to slip past port filters.
+        if l4.fragment == Fragment::First && for_us(l4) {
+            return Outcome::Drop(DropReason::Fragment);
+        }
+        return Outcome::Pass(PassReason::Truncated);
+    };
+    let port = if cfg.ntp_port == 0 {
+        NTP_PORT
+    } else {
+        cfg.ntp_port
+    };
+    if udp.src_port != port && udp.dst_port != port {
+        return Outcome::Pass(PassReason::NotNtpPort);
+    }
+    if !for_us(l4) {
+        return Outcome::Pass(PassReason::NotLocal);
+    }
+    if l4.fragment != Fragment::None {
+        return Outcome::Drop(DropReason::Fragment);
+    }
+    let Some(first) = udp::ntp_first_byte(cur, &udp) else {
+        return Outcome::Drop(DropReason::ShortPayload);
+    };
+    let version = (first >> 3) & 7;
+    if version == 0 || version > 4 {
+        return Outcome::Drop(DropReason::BadVersion);
+    }
+    let mode = first & 7;
+
+    let source = NF_SOURCES.get_ptr(l4.src);
+    let (class, reply_port) = match source {
+        // SAFETY: the value is 4 plain bytes; a concurrent update by the
+        // agent can at worst give a torn but valid entry.
+        Some(entry) => unsafe { ((*entry).class, (*entry).reply_port) },
+        None => (SourceClass::Other as u8, 0),
+    };
+    let allowed = NF_POLICY.get(class as u32).copied().unwrap_or(0);
+    let drop = if allowed & mode_bit(mode) == 0 {
+        Some(if class == SourceClass::Other as u8 {
+            DropReason::UnknownSource
+        } else {
+            DropReason::ModeNotAllowed
+        })
+    } else if class == SourceClass::Server as u8 && mode == 4 && udp.dst_port != reply_port {
+        Some(DropReason::WrongReplyPort)
+    } else {
+        None
+    };
+    Outcome::Decided { class, mode, drop }
+}
