@@ -1,1 +1,55 @@
-//! placeholder
+//! Network-namespace test harness for the ntp-filter integration tests.
+//!
+//! Everything a test creates (namespaces, veths, pins, processes, temp dirs)
+//! is owned by an RAII guard, so it is torn down on success, failure and
+//! panic alike. Only documentation address ranges are used, and all traffic
+//! stays inside namespaces the test created itself.
+//!
+//! Typical use (all fallible calls return `anyhow::Result`):
+//! ```no_run
+//! use ntp_filter_tests::{addrs::*, *};
+//! # fn main() -> anyhow::Result<()> {
+//! if !require_privileged("outsider_client_is_dropped") {
+//!     return Ok(());
+//! }
+//! let lab = RouterLab::new("outcli")?;
+//! let pins = PinDir::new("outcli")?;
+//! let mut agent = run_agent(lab.router(), &["run", "--iface", WAN_IF, "--pin-dir", pins.as_str()])?;
+//! agent.wait_for_line("attached", std::time::Duration::from_secs(10))?;
+//! let obs = lab.observe_wan()?;
+//! let tx = lab.raw_sender()?;
+//! let pkt = NtpPacket::new(mode::CLIENT);
+//! tx.send(&lab.ntp_frame(sock(OUTSIDER_V4, 50000), sock(ROUTER_V4, 123), pkt).frame())?;
+//! lab.sync(&tx, &obs)?; // marker barrier: now "not seen" means "dropped"
+//! assert_eq!(obs.count(&Match::ntp(OUTSIDER_V4.into(), mode::CLIENT)), 0);
+//! # Ok(()) }
+//! ```
+
+pub mod bpffs;
+pub mod frame;
+pub mod lab;
+pub mod netns;
+pub mod observe;
+pub mod packet;
+pub mod privileged;
+pub mod process;
+pub mod sender;
+pub mod testxdp;
+pub mod topology;
+pub mod udp;
+
+mod sys;
+mod util;
+
+pub use bpffs::{ensure_bpffs, PinDir};
+pub use lab::{addrs, RouterLab};
+pub use netns::Netns;
+pub use observe::{parse_udp, Frame, Match, Observer, UdpInfo};
+pub use packet::{ethernet, mode, Ipv6Ext, NtpPacket, UdpFrame};
+pub use privileged::{reap_stale, require_privileged};
+pub use process::{agent_bin, run_agent, run_agent_once, Child, Finished};
+pub use sender::RawSender;
+pub use testxdp::TestXdp;
+pub use topology::Topology;
+pub use udp::{Datagram, UdpEndpoint};
+pub use util::TempDir;
