@@ -1,0 +1,197 @@
+//! RFC 5905 clock filter: the last eight samples of one source, the one with the
+//! lowest delay is its current estimate.
+//!
+//! Samples are stored as *phase* (`offset + C(t)`, where `C` is the correction
+//! the discipline has applied to the local clock up to the sample time). Unlike a
+//! raw offset this does not go stale when the clock is slewed or stepped, so old
+//! samples can be compared with new ones; `Projection` turns a phase back into
+//! the offset it implies now.
+
+use std::collections::VecDeque;
+
+/// Frequency tolerance used for dispersion growth. RFC 5905 uses 15 ppm; at
+/// maxpoll 10 that lets eight-sample-old dispersion reach ~0.1 s and hides a
+/// 50 ms falseticker inside overlapping intervals. Like chrony (maxclockerror)
+/// we assume 1 ppm for a disciplined clock.
+pub const PHI: f64 = 1e-6;
+/// Dispersion of an empty filter slot (RFC 5905 MAXDISP).
+pub const MAXDISP: f64 = 16.0;
+pub const NSTAGE: usize = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    /// Monotonic time of the measurement, seconds.
+    pub time: f64,
+    /// Offset plus the clock correction applied up to `time`.
+    pub phase: f64,
+    /// Offset as measured (for display of the raw value).
+    pub offset: f64,
+    pub delay: f64,
+    /// Dispersion at measurement time (precisions + PHI * round trip).
+    pub dispersion: f64,
+}
+
+/// Maps phases to offsets at `now`: offset = phase + freq * (now - time) - correction.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Projection {
+    pub now: f64,
+    /// Total correction applied to the clock up to `now`, seconds.
+    pub correction: f64,
+    /// Estimated phase drift rate of the uncorrected clock (s/s).
+    pub freq: f64,
+}
+
+impl Projection {
+    pub fn offset(&self, s: &Sample) -> f64 {
+        s.phase + self.freq * (self.now - s.time) - self.correction
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FilterOutput {
+    pub sample: Sample,
+    /// Offset of the chosen sample projected to now.
+    pub offset: f64,
+    pub delay: f64,
+    /// Peer dispersion (RFC 5905 weighted sum over the sorted stages).
+    pub dispersion: f64,
+    /// RMS of the differences between the chosen offset and the others.
+    pub jitter: f64,
+    /// Lowest delay in the register (reference for weighting newer samples).
+    pub min_delay: f64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ClockFilter {
+    samples: VecDeque<Sample>,
+}
+
+impl ClockFilter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, s: Sample) {
+        if self.samples.len() == NSTAGE {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(s);
+    }
+
+    pub fn clear(&mut self) {
+        self.samples.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    pub fn latest(&self) -> Option<&Sample> {
+        self.samples.back()
+    }
+
+    pub fn output(&self, proj: &Projection, precision: f64) -> Option<FilterOutput> {
+        let mut sorted: Vec<Sample> = self.samples.iter().copied().collect();
+        if sorted.is_empty() {
+            return None;
+        }
+        // Lowest delay first; among equal delays the newer one.
+        sorted.sort_by(|a, b| a.delay.total_cmp(&b.delay).then(b.time.total_cmp(&a.time)));
+        let best = sorted[0];
+        let mut dispersion = 0.0;
+        for i in 0..NSTAGE {
+            let d = sorted
+                .get(i)
+                .map(|s| (s.dispersion + PHI * (proj.now - s.time).max(0.0)).min(MAXDISP))
+                .unwrap_or(MAXDISP);
+            dispersion += d / f64::powi(2.0, i as i32 + 1);
+        }
+        let best_offset = proj.offset(&best);
+        let jitter = if sorted.len() > 1 {
+            let sum: f64 = sorted[1..]
+                .iter()
+                .map(|s| (proj.offset(s) - best_offset).powi(2))
+                .sum();
+            (sum / (sorted.len() - 1) as f64).sqrt()
+        } else {
+            0.0
+        }
+        .max(precision);
+        Some(FilterOutput {
+            sample: best,
+            offset: best_offset,
+            delay: best.delay,
+            dispersion,
+            jitter,
+            min_delay: best.delay,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(time: f64, offset: f64, delay: f64) -> Sample {
+        Sample {
+            time,
+            phase: offset,
+            offset,
+            delay,
+            dispersion: 1e-6,
+        }
+    }
+
+    #[test]
+    fn picks_minimum_delay_and_keeps_eight() {
+        let mut f = ClockFilter::new();
+        let delays = [5e-3, 4e-3, 1e-3, 6e-3, 2e-3, 9e-3, 3e-3, 7e-3, 8e-3];
+        for (i, d) in delays.iter().enumerate() {
+            f.add(s(i as f64 * 64.0, i as f64 * 1e-4, *d));
+        }
+        assert_eq!(f.len(), 8);
+        let proj = Projection {
+            now: 600.0,
+            correction: 0.0,
+            freq: 0.0,
+        };
+        let out = f.output(&proj, 1e-9).unwrap();
+        assert_eq!(out.delay, 1e-3);
+        assert!((out.offset - 2e-4).abs() < 1e-12);
+        assert!(out.jitter > 0.0);
+        assert!(out.dispersion > 0.0 && out.dispersion < MAXDISP);
+        // Once the 1 ms sample is pushed out, the 2 ms one wins.
+        f.add(s(600.0, 0.0, 9e-3));
+        f.add(s(664.0, 0.0, 9e-3));
+        let out = f.output(&proj, 1e-9).unwrap();
+        assert_eq!(out.delay, 2e-3);
+    }
+
+    #[test]
+    fn projection_accounts_for_corrections() {
+        let mut f = ClockFilter::new();
+        // Measured +10 ms at t=0 with no correction yet applied.
+        f.add(s(0.0, 0.01, 1e-3));
+        // After the discipline slewed the clock by 10 ms the projected offset is 0.
+        let proj = Projection {
+            now: 10.0,
+            correction: 0.01,
+            freq: 0.0,
+        };
+        let out = f.output(&proj, 1e-9).unwrap();
+        assert!(out.offset.abs() < 1e-12);
+        // An uncorrected drift of -1 ppm shows up as a growing negative offset.
+        let proj = Projection {
+            now: 1000.0,
+            correction: 0.01,
+            freq: -1e-6,
+        };
+        assert!((f.output(&proj, 1e-9).unwrap().offset + 1e-3).abs() < 1e-12);
+        // A single sample: peer dispersion is dominated by empty stages.
+        assert!(f.output(&proj, 1e-9).unwrap().dispersion > 7.9);
+    }
+}

@@ -1,0 +1,762 @@
+//! The façade the agent drives: owns the sources, runs selection after every
+//! new sample, feeds the discipline and hands back packets to send and clock
+//! actions to apply.
+//!
+//! Two clocks are passed in: `now` is monotonic time (a `Duration` since agent
+//! start; timers are expressed in it), `clock` / `recv` are readings of the
+//! clock being disciplined, as NTP timestamps.
+
+use crate::discipline::{ClockAction, Discipline, DisciplineConfig, UpdateOutcome};
+use crate::filter::{Sample, PHI};
+use crate::packet::{KissCode, LeapIndicator, RefId};
+use crate::select::{self, Candidate, SelectError, Tally};
+use crate::server::ServerState;
+use crate::source::{
+    CheckContext, KodState, ReceiveOutcome, RejectCounters, Source, SourceConfig, SourceKind,
+};
+use crate::time::NtpTimestamp;
+use rand::RngCore;
+use serde::Serialize;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Regression samples the poll interval of the system peer aims for.
+const POLL_TARGET: f64 = 8.0;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct SourceId(pub usize);
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SystemConfig {
+    pub discipline: DisciplineConfig,
+    /// Sources farther than this (root distance, seconds) are not used.
+    pub max_root_distance: f64,
+    /// Reference ids of this host (its addresses); used for loop detection.
+    pub own_refids: Vec<RefId>,
+    /// log2 seconds of the local clock reading precision.
+    pub precision: i8,
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        SystemConfig {
+            discipline: DisciplineConfig::default(),
+            max_root_distance: 1.5,
+            own_refids: Vec::new(),
+            precision: -20,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Send `packet` to the source (from port 123 for symmetric peers).
+    Send {
+        source: SourceId,
+        address: IpAddr,
+        packet: [u8; 48],
+    },
+    Clock(ClockAction),
+}
+
+/// Why the system is not synchronised.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub enum UnsyncReason {
+    NoSources,
+    WaitingForFirstSamples,
+    NoReachableSources,
+    /// Every source sent DENY/RSTR.
+    SourcesRefuseService(KissCode),
+    /// Sources disagree; no majority intersection.
+    NoMajority,
+    /// Reachable, but too far (root distance) or unsynchronised.
+    NoSuitableSources,
+    /// The measured offset exceeds the panic threshold; clock left alone.
+    PanicThreshold {
+        offset: f64,
+    },
+}
+
+impl fmt::Display for UnsyncReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnsyncReason::NoSources => write!(f, "no sources configured"),
+            UnsyncReason::WaitingForFirstSamples => write!(f, "waiting for first samples"),
+            UnsyncReason::NoReachableSources => write!(f, "no reachable sources"),
+            UnsyncReason::SourcesRefuseService(c) => {
+                write!(f, "source refuses service (KoD {c})")
+            }
+            UnsyncReason::NoMajority => write!(f, "no majority agreement (falsetickers)"),
+            UnsyncReason::NoSuitableSources => {
+                write!(f, "no suitable sources (distance or stratum)")
+            }
+            UnsyncReason::PanicThreshold { offset } => {
+                write!(
+                    f,
+                    "offset {offset:.3} s exceeds panic threshold, clock not set"
+                )
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SourceStatus {
+    pub id: SourceId,
+    pub remote: String,
+    /// As displayed: dotted quad, or a 4-character code at stratum 0/1.
+    pub refid: String,
+    pub stratum: u8,
+    /// `u` server, `s` symmetric peer.
+    pub kind: char,
+    /// Seconds since the last accepted reply.
+    pub when: Option<u64>,
+    /// Poll interval, seconds.
+    pub poll: u64,
+    /// Reach register (display it in octal).
+    pub reach: u8,
+    pub delay_ms: Option<f64>,
+    pub offset_ms: Option<f64>,
+    pub jitter_ms: Option<f64>,
+    pub tally: char,
+    pub tally_kind: Tally,
+    pub rejects: RejectCounters,
+    pub kod: KodState,
+    /// "reachable", "unreachable" or e.g. "unreachable: KoD DENY".
+    pub state: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SystemStatus {
+    pub synchronized: bool,
+    pub reason: Option<String>,
+    pub reason_kind: Option<UnsyncReason>,
+    pub stratum: u8,
+    pub system_peer: Option<SourceId>,
+    pub refid: String,
+    pub offset_ms: f64,
+    pub jitter_ms: f64,
+    pub root_delay_ms: f64,
+    pub root_dispersion_ms: f64,
+    pub leap: LeapIndicator,
+    /// Long-term frequency estimate (for the drift file), ppm.
+    pub frequency_ppm: f64,
+    /// Currently requested frequency including slew, ppm.
+    pub applied_frequency_ppm: f64,
+    pub clock_updates: u32,
+    pub clock_steps: u32,
+}
+
+#[derive(Clone, Debug)]
+struct SourceSlot {
+    source: Source,
+    tally: Tally,
+    sent: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct System {
+    cfg: SystemConfig,
+    slots: Vec<SourceSlot>,
+    discipline: Discipline,
+    started: bool,
+    system_peer: Option<usize>,
+    survivors: Vec<usize>,
+    offset: f64,
+    jitter: f64,
+    reason: Option<UnsyncReason>,
+    panic: Option<f64>,
+    leap: LeapIndicator,
+    reference_time: NtpTimestamp,
+    disciplined_by: Option<usize>,
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+impl System {
+    pub fn new(cfg: SystemConfig) -> Self {
+        System {
+            discipline: Discipline::new(cfg.discipline.clone()),
+            cfg,
+            slots: Vec::new(),
+            started: false,
+            system_peer: None,
+            survivors: Vec::new(),
+            offset: 0.0,
+            jitter: 0.0,
+            reason: Some(UnsyncReason::NoSources),
+            panic: None,
+            leap: LeapIndicator::NoWarning,
+            reference_time: NtpTimestamp::ZERO,
+            disciplined_by: None,
+        }
+    }
+
+    pub fn config(&self) -> &SystemConfig {
+        &self.cfg
+    }
+
+    /// Adds a server or peer; its first request is due immediately.
+    pub fn add_source(&mut self, cfg: SourceConfig, now: Duration) -> SourceId {
+        self.slots.push(SourceSlot {
+            source: Source::new(cfg, secs(now)),
+            tally: Tally::NotUsable,
+            sent: 0,
+        });
+        if self.reason == Some(UnsyncReason::NoSources) {
+            self.reason = Some(UnsyncReason::WaitingForFirstSamples);
+        }
+        SourceId(self.slots.len() - 1)
+    }
+
+    pub fn source(&self, id: SourceId) -> Option<&Source> {
+        self.slots.get(id.0).map(|s| &s.source)
+    }
+
+    /// Source configured for this address, to route incoming packets.
+    pub fn source_by_address(&self, addr: IpAddr) -> Option<SourceId> {
+        self.slots
+            .iter()
+            .position(|s| s.source.config().address == addr)
+            .map(SourceId)
+    }
+
+    /// Long-term frequency estimate in ppm, for the drift file.
+    pub fn frequency_ppm(&self) -> f64 {
+        self.discipline.frequency_ppm()
+    }
+
+    /// Seed the frequency estimate (e.g. from the drift file).
+    pub fn set_frequency(&mut self, ppm: f64, now: Duration) -> Action {
+        Action::Clock(self.discipline.set_frequency(secs(now), ppm))
+    }
+
+    pub fn is_synchronized(&self) -> bool {
+        self.reason.is_none()
+    }
+
+    /// Monotonic time at which `handle_timers` must next be called.
+    pub fn next_wakeup(&self) -> Option<Duration> {
+        if !self.started {
+            return Some(Duration::ZERO);
+        }
+        self.slots
+            .iter()
+            .filter_map(|s| s.source.next_poll_at())
+            .chain(self.discipline.next_timer())
+            .min_by(f64::total_cmp)
+            .map(|t| Duration::from_secs_f64(t.max(0.0)))
+    }
+
+    /// Sends due requests and ends finished slews.
+    pub fn handle_timers(
+        &mut self,
+        now: Duration,
+        clock: NtpTimestamp,
+        rng: &mut impl RngCore,
+    ) -> Vec<Action> {
+        let t = secs(now);
+        let mut actions = Vec::new();
+        if !self.started {
+            self.started = true;
+            actions.push(Action::Clock(self.discipline.initial_action()));
+        }
+        if let Some(a) = self.discipline.handle_timer(t) {
+            actions.push(Action::Clock(a));
+        }
+        let state = self.server_state(clock);
+        let mut polled = false;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.source.next_poll_at().is_some_and(|at| at <= t) {
+                let packet = slot.source.poll(t, clock, rng, &state);
+                slot.sent += 1;
+                polled = true;
+                actions.push(Action::Send {
+                    source: SourceId(i),
+                    address: slot.source.config().address,
+                    packet,
+                });
+            }
+        }
+        if polled {
+            self.reselect(t);
+        }
+        actions
+    }
+
+    /// Processes a packet from source `id`, received when the disciplined clock
+    /// read `recv` (monotonic `now`).
+    pub fn handle_packet(
+        &mut self,
+        id: SourceId,
+        data: &[u8],
+        recv: NtpTimestamp,
+        now: Duration,
+    ) -> Vec<Action> {
+        let t = secs(now);
+        let precision = self.precision();
+        let ctx = CheckContext {
+            max_root_distance: self.cfg.max_root_distance,
+            own_refids: self.cfg.own_refids.clone(),
+            leap_armed: matches!(
+                self.leap,
+                LeapIndicator::InsertSecond | LeapIndicator::DeleteSecond
+            ),
+            precision,
+        };
+        let Some(slot) = self.slots.get_mut(id.0) else {
+            return Vec::new();
+        };
+        let m = match slot.source.receive(data, recv, t, &ctx) {
+            ReceiveOutcome::Accepted(m) => m,
+            ReceiveOutcome::Kod(_) => {
+                self.reselect(t);
+                return Vec::new();
+            }
+            ReceiveOutcome::Rejected(_) => return Vec::new(),
+        };
+        let proj = self.discipline.projection(t);
+        slot.source.add_sample(Sample {
+            time: t,
+            phase: m.offset + proj.correction,
+            offset: m.offset,
+            delay: m.delay,
+            dispersion: m.dispersion,
+        });
+        let out = slot.source.filter.output(&proj, precision);
+        let (jitter, min_delay) = out
+            .map(|o| (o.jitter, o.min_delay))
+            .unwrap_or((0.0, m.delay));
+        let stable = m.offset.abs() < 4.0 * jitter;
+
+        self.reselect(t);
+        let mut actions = Vec::new();
+        if self.system_peer == Some(id.0) {
+            // Frequency comes from the system peer's own samples (a regression
+            // over a mix of sources would see jumps whenever the survivor set
+            // changes); the other survivors shift the offset via `bias`.
+            if self.disciplined_by != Some(id.0) {
+                self.discipline.reset_samples();
+                self.disciplined_by = Some(id.0);
+            }
+            let excess = (m.delay - min_delay).max(0.0);
+            let var = (excess / 2.0).powi(2) + (0.5 * jitter).powi(2) + 1e-14;
+            let phase = m.offset + proj.correction;
+            let bias = out.map(|o| self.offset - o.offset).unwrap_or(0.0);
+            let (outcome, clock) = self.discipline.update(t, phase, var, bias);
+            match outcome {
+                UpdateOutcome::PanicRefused { offset } => {
+                    self.panic = Some(offset);
+                }
+                UpdateOutcome::Step { offset } => {
+                    self.panic = None;
+                    for s in &mut self.slots {
+                        s.source.clock_stepped(offset);
+                    }
+                }
+                UpdateOutcome::Slew { .. } => self.panic = None,
+            }
+            if self.panic.is_none() {
+                self.reference_time = recv;
+            }
+            actions.extend(clock.into_iter().map(Action::Clock));
+            self.update_reason();
+            // chrony: keep about POLL_TARGET samples in the regression; fewer
+            // means the clock wanders faster than we sample it.
+            let n = self.discipline.sample_count() as f64;
+            let mut adj = (n / POLL_TARGET - 1.0) / POLL_TARGET;
+            if n < POLL_TARGET {
+                adj *= 2.0;
+            }
+            self.slots[id.0].source.adjust_poll_score(adj);
+        } else if let Some(slot) = self.slots.get_mut(id.0) {
+            slot.source.adapt_poll(stable);
+        }
+        if let Some(a) = self.vote_leap() {
+            actions.push(Action::Clock(a));
+        }
+        actions
+    }
+
+    fn precision(&self) -> f64 {
+        f64::powi(2.0, self.cfg.precision as i32)
+    }
+
+    fn reselect(&mut self, t: f64) {
+        let proj = self.discipline.projection(t);
+        let mut cands = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            slot.tally = Tally::NotUsable;
+            let s = &slot.source;
+            if s.is_denied() || s.reach == 0 || s.stratum >= 16 {
+                continue;
+            }
+            let Some(out) = s
+                .filter
+                .output(&proj, f64::powi(2.0, self.cfg.precision as i32))
+            else {
+                continue;
+            };
+            let dist =
+                (s.root_delay + out.delay) / 2.0 + s.root_dispersion + out.dispersion + out.jitter;
+            if dist > self.cfg.max_root_distance {
+                continue;
+            }
+            cands.push(Candidate {
+                id: i,
+                offset: out.offset,
+                root_distance: dist,
+                jitter: out.jitter,
+                stratum: s.stratum,
+            });
+        }
+        match select::select(&cands, self.cfg.max_root_distance, self.system_peer) {
+            Ok(mut sel) => {
+                // A source that missed its last poll should not discipline the
+                // clock while a responsive survivor exists.
+                let stale = |i: usize| self.slots[i].source.reach & 0b11 == 0;
+                if stale(sel.system_peer) {
+                    if let Some(&fresh) = sel.survivors.iter().find(|&&i| !stale(i)) {
+                        for t in &mut sel.tallies {
+                            if t.0 == sel.system_peer {
+                                t.1 = Tally::Candidate;
+                            } else if t.0 == fresh {
+                                t.1 = Tally::SystemPeer;
+                            }
+                        }
+                        sel.system_peer = fresh;
+                    }
+                }
+                for (i, tally) in sel.tallies {
+                    self.slots[i].tally = tally;
+                }
+                self.system_peer = Some(sel.system_peer);
+                self.survivors = sel.survivors;
+                self.offset = sel.offset;
+                self.jitter = sel.jitter;
+            }
+            Err(e) => {
+                if e == SelectError::NoMajority {
+                    for c in &cands {
+                        self.slots[c.id].tally = Tally::Falseticker;
+                    }
+                }
+                self.system_peer = None;
+                self.survivors.clear();
+            }
+        }
+        self.update_reason();
+    }
+
+    fn update_reason(&mut self) {
+        self.reason = if self.slots.is_empty() {
+            Some(UnsyncReason::NoSources)
+        } else if let Some(offset) = self.panic {
+            Some(UnsyncReason::PanicThreshold { offset })
+        } else if self.system_peer.is_some() {
+            if self.discipline.updates() > 0 {
+                None
+            } else {
+                Some(UnsyncReason::WaitingForFirstSamples)
+            }
+        } else if self.slots.iter().any(|s| s.tally == Tally::Falseticker) {
+            Some(UnsyncReason::NoMajority)
+        } else if let Some(code) = self.all_denied() {
+            Some(UnsyncReason::SourcesRefuseService(code))
+        } else if self.slots.iter().any(|s| {
+            !s.source.is_denied()
+                && (s.source.reach != 0 || (s.source.last_reply.is_none() && s.sent < 8))
+                && s.source.filter.len() < 4
+        }) {
+            Some(UnsyncReason::WaitingForFirstSamples)
+        } else if self
+            .slots
+            .iter()
+            .any(|s| !s.source.is_denied() && s.source.reach != 0)
+        {
+            Some(UnsyncReason::NoSuitableSources)
+        } else {
+            Some(UnsyncReason::NoReachableSources)
+        };
+    }
+
+    fn all_denied(&self) -> Option<KissCode> {
+        let mut code = None;
+        for s in &self.slots {
+            match s.source.kod_state() {
+                KodState::Denied(c) => code = Some(c),
+                _ => return None,
+            }
+        }
+        code
+    }
+
+    /// Majority of the survivors decides the leap indicator handed to the clock.
+    fn vote_leap(&mut self) -> Option<ClockAction> {
+        if !self.is_synchronized() || self.survivors.is_empty() {
+            return None;
+        }
+        let n = self.survivors.len();
+        let count = |l: LeapIndicator| {
+            self.survivors
+                .iter()
+                .filter(|&&i| self.slots[i].source.leap == l)
+                .count()
+        };
+        let vote = if 2 * count(LeapIndicator::InsertSecond) > n {
+            LeapIndicator::InsertSecond
+        } else if 2 * count(LeapIndicator::DeleteSecond) > n {
+            LeapIndicator::DeleteSecond
+        } else {
+            LeapIndicator::NoWarning
+        };
+        if vote != self.leap {
+            self.leap = vote;
+            Some(ClockAction::SetLeap(vote))
+        } else {
+            None
+        }
+    }
+
+    /// System variables as a server (and symmetric peer) announces them.
+    pub fn server_state(&self, clock: NtpTimestamp) -> ServerState {
+        let Some(sp) = self.system_peer.filter(|_| self.is_synchronized()) else {
+            return ServerState::unsynchronized(self.cfg.precision);
+        };
+        let src = &self.slots[sp].source;
+        let latest = src.filter.latest();
+        let delay = latest.map(|s| s.delay).unwrap_or(0.0);
+        let disp = latest.map(|s| s.dispersion).unwrap_or(0.0);
+        let age = (clock - self.reference_time).to_seconds().max(0.0);
+        ServerState {
+            leap: self.leap,
+            stratum: src.stratum.saturating_add(1).min(16),
+            precision: self.cfg.precision,
+            root_delay: src.root_delay + delay,
+            root_dispersion: src.root_dispersion
+                + disp
+                + self.jitter
+                + self.discipline.last_offset().abs()
+                + PHI * age,
+            reference_id: RefId::from_ip(src.config().address),
+            reference_time: self.reference_time,
+        }
+    }
+
+    pub fn status(&self, clock: NtpTimestamp) -> SystemStatus {
+        let st = self.server_state(clock);
+        SystemStatus {
+            synchronized: self.is_synchronized(),
+            reason: self.reason.map(|r| r.to_string()),
+            reason_kind: self.reason,
+            stratum: st.stratum,
+            system_peer: self.system_peer.map(SourceId),
+            refid: st.reference_id.display(st.stratum),
+            offset_ms: self.offset * 1e3,
+            jitter_ms: self.jitter * 1e3,
+            root_delay_ms: st.root_delay * 1e3,
+            root_dispersion_ms: st.root_dispersion * 1e3,
+            leap: st.leap,
+            frequency_ppm: self.discipline.frequency_ppm(),
+            applied_frequency_ppm: self.discipline.applied_frequency_ppm(),
+            clock_updates: self.discipline.updates(),
+            clock_steps: self.discipline.steps(),
+        }
+    }
+
+    pub fn source_status(&self, now: Duration) -> Vec<SourceStatus> {
+        let t = secs(now);
+        let proj = self.discipline.projection(t);
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| {
+                let s = &slot.source;
+                let out = s.filter.output(&proj, self.precision());
+                let state = match s.kod_state() {
+                    KodState::Denied(c) => format!("unreachable: KoD {c}"),
+                    _ if s.reach == 0 => "unreachable".to_string(),
+                    KodState::RateLimited { .. } => "reachable (KoD RATE)".to_string(),
+                    KodState::None => "reachable".to_string(),
+                };
+                SourceStatus {
+                    id: SourceId(i),
+                    remote: s.config().address.to_string(),
+                    refid: s.refid.display(s.stratum),
+                    stratum: s.stratum,
+                    kind: match s.config().kind {
+                        SourceKind::Server => 'u',
+                        SourceKind::Peer => 's',
+                    },
+                    when: s.last_reply.map(|r| (t - r).max(0.0) as u64),
+                    poll: 1u64 << s.poll_exponent().clamp(0, 17),
+                    reach: s.reach,
+                    delay_ms: out.map(|o| o.delay * 1e3),
+                    offset_ms: out.map(|o| o.offset * 1e3),
+                    jitter_ms: out.map(|o| o.jitter * 1e3),
+                    tally: slot.tally.as_char(),
+                    tally_kind: slot.tally,
+                    rejects: *s.counters(),
+                    kod: s.kod_state(),
+                    state,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{Mode, NtpPacket};
+    use crate::server::build_reply;
+    use crate::time::NtpDuration;
+    use rand::SeedableRng;
+    use std::net::Ipv4Addr;
+
+    const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+
+    fn server_state() -> ServerState {
+        ServerState {
+            leap: LeapIndicator::NoWarning,
+            stratum: 1,
+            precision: -20,
+            root_delay: 0.0,
+            root_dispersion: 1e-5,
+            reference_id: RefId(*b"GPS\0"),
+            reference_time: NtpTimestamp::ZERO,
+        }
+    }
+
+    /// Drives one system against a perfect server whose clock is `offset` ahead,
+    /// with a fixed 1 ms round trip; the local clock is never adjusted.
+    fn exchange(sys: &mut System, n: usize, offset: f64) -> Vec<Action> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let base = NtpTimestamp::from_seconds_fraction(3_950_000_000, 0);
+        let mut all = Vec::new();
+        let mut t = 0.0;
+        let mut sent = 0;
+        while sent < n {
+            t = sys.next_wakeup().unwrap().as_secs_f64().max(t);
+            let clock = base + NtpDuration::from_seconds(t);
+            for a in sys.handle_timers(Duration::from_secs_f64(t), clock, &mut rng) {
+                let Action::Send { source, packet, .. } = a else {
+                    all.push(a);
+                    continue;
+                };
+                sent += 1;
+                let req = NtpPacket::decode(&packet).unwrap();
+                let srv = clock + NtpDuration::from_seconds(offset + 0.0005);
+                let reply = build_reply(&req, &server_state(), srv, srv).unwrap();
+                let recv = clock + NtpDuration::from_seconds(0.001);
+                all.extend(sys.handle_packet(
+                    source,
+                    &reply.encode(),
+                    recv,
+                    Duration::from_secs_f64(t + 0.001),
+                ));
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn single_server_synchronizes() {
+        let mut sys = System::new(SystemConfig::default());
+        let id = sys.add_source(SourceConfig::server(SERVER), Duration::ZERO);
+        assert_eq!(sys.source_by_address(SERVER), Some(id));
+        let st = sys.status(NtpTimestamp::ZERO);
+        assert_eq!(st.reason_kind, Some(UnsyncReason::WaitingForFirstSamples));
+        assert_eq!(st.stratum, 16);
+
+        let actions = exchange(&mut sys, 3, 0.01);
+        assert!(!sys.is_synchronized(), "needs four samples first");
+        assert!(matches!(
+            actions[0],
+            Action::Clock(ClockAction::SetFrequency { .. })
+        ));
+        let actions = exchange(&mut sys, 2, 0.01);
+        assert!(sys.is_synchronized());
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, Action::Clock(ClockAction::SetFrequency { ppm }) if *ppm > 0.0)));
+        let st = sys.status(NtpTimestamp::ZERO);
+        assert_eq!(st.stratum, 2);
+        assert_eq!(st.refid, "192.0.2.1");
+        assert_eq!(st.system_peer, Some(id));
+        let src = &sys.source_status(Duration::from_secs(20))[0];
+        assert_eq!(src.tally, '*');
+        assert_eq!(src.kind, 'u');
+        assert_eq!(src.refid, "GPS");
+        assert!(src.reach > 0);
+        assert!((src.delay_ms.unwrap() - 1.0).abs() < 0.01);
+        // Serializes for the agent's JSON output.
+        let json = serde_json::to_string(&(st, sys.source_status(Duration::ZERO))).unwrap();
+        assert!(json.contains("\"synchronized\":true"));
+
+        // As a server now: stratum 2, refid = our source's address.
+        let s = sys.server_state(NtpTimestamp::ZERO);
+        assert_eq!(s.stratum, 2);
+        assert_eq!(s.reference_id, RefId([192, 0, 2, 1]));
+        let mut req = NtpPacket::new(Mode::Client);
+        req.transmit_timestamp = NtpTimestamp::from_bits(42);
+        let reply = build_reply(&req, &s, NtpTimestamp::ZERO, NtpTimestamp::ZERO).unwrap();
+        assert_eq!(reply.origin_timestamp, NtpTimestamp::from_bits(42));
+    }
+
+    #[test]
+    fn large_offset_steps_and_frequency_seed() {
+        let mut sys = System::new(SystemConfig::default());
+        assert!(matches!(
+            sys.set_frequency(-12.5, Duration::ZERO),
+            Action::Clock(ClockAction::SetFrequency { ppm }) if (ppm + 12.5).abs() < 1e-9
+        ));
+        assert!((sys.frequency_ppm() + 12.5).abs() < 1e-9);
+        sys.add_source(SourceConfig::server(SERVER), Duration::ZERO);
+        let actions = exchange(&mut sys, 5, 0.5);
+        let steps: Vec<_> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Clock(ClockAction::Step { offset_seconds }) => Some(*offset_seconds),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(steps.len(), 1);
+        assert!((steps[0] - 0.5).abs() < 1e-3);
+    }
+
+    #[test]
+    fn panic_threshold_reported() {
+        let mut sys = System::new(SystemConfig::default());
+        sys.add_source(SourceConfig::server(SERVER), Duration::ZERO);
+        let actions = exchange(&mut sys, 6, 5000.0);
+        assert!(!actions
+            .iter()
+            .any(|a| matches!(a, Action::Clock(ClockAction::Step { .. }))));
+        assert!(!sys.is_synchronized());
+        let st = sys.status(NtpTimestamp::ZERO);
+        assert!(matches!(
+            st.reason_kind,
+            Some(UnsyncReason::PanicThreshold { .. })
+        ));
+    }
+
+    #[test]
+    fn ipv6_refid_is_md5_prefix() {
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(RefId::from_ip(a), RefId([0x39, 0xab, 0x9b, 0x37]));
+    }
+
+    #[test]
+    fn no_sources_reason() {
+        let sys = System::new(SystemConfig::default());
+        assert_eq!(
+            sys.status(NtpTimestamp::ZERO).reason.as_deref(),
+            Some("no sources configured")
+        );
+        assert_eq!(sys.next_wakeup(), Some(Duration::ZERO));
+    }
+}

@@ -1,0 +1,293 @@
+//! Acceptance: closed-loop simulations of the real core (see `ntp_proto::sim`).
+//! Thresholds from chrony's simulation suite (clknetsim defaults: time limit
+//! 1 ms, frequency limit 500 ppm, RMS 0.3 ms, frequency RMS 1e-5, sync <= 210 s).
+
+use ntp_proto::sim::{run, ClientReport, Report, Scenario};
+use ntp_proto::{KissCode, KodState, LeapIndicator, UnsyncReason};
+
+fn client(r: &Report, i: usize) -> &ClientReport {
+    print!("{}", r.summary());
+    &r.clients[i]
+}
+
+fn assert_chrony_default(c: &ClientReport) {
+    let sync = c.sync_time.expect("never synchronised");
+    assert!(sync <= 210.0, "sync time {sync}");
+    assert!(
+        c.max_error_after_sync <= 1e-3,
+        "max {}",
+        c.max_error_after_sync
+    );
+    assert!(
+        c.rms_error_after_sync <= 3e-4,
+        "rms {}",
+        c.rms_error_after_sync
+    );
+    assert!(
+        c.freq_rms_after_sync <= 1e-5,
+        "freq rms {}",
+        c.freq_rms_after_sync
+    );
+    assert!(c.synchronized_at_end);
+    assert_eq!(c.steps, 0);
+}
+
+#[test]
+fn chrony_default_scenario() {
+    let r = run(&Scenario::chrony_default(1));
+    assert_chrony_default(client(&r, 0));
+}
+
+#[test]
+fn chrony_default_scenario_several_seeds() {
+    for seed in 2..=6 {
+        let r = run(&Scenario::chrony_default(seed));
+        assert_chrony_default(client(&r, 0));
+    }
+}
+
+#[test]
+fn jitter_10us() {
+    // chrony: 35 +- 8 us. Sanity bound only.
+    for seed in 1..=3 {
+        let r = run(&Scenario::with_jitter(seed, 1e-5));
+        let c = client(&r, 0);
+        assert!(c.synchronized_at_end);
+        assert!(
+            c.rms_error_after_sync <= 1e-4,
+            "rms {}",
+            c.rms_error_after_sync
+        );
+    }
+}
+
+#[test]
+fn jitter_1ms() {
+    // chrony: 475 +- 93 us
+    for seed in 1..=3 {
+        let r = run(&Scenario::with_jitter(seed, 1e-3));
+        let c = client(&r, 0);
+        assert!(c.sync_time.is_some());
+        assert!(c.synchronized_at_end);
+        assert!(
+            c.rms_error_after_sync <= 1e-3,
+            "rms {}",
+            c.rms_error_after_sync
+        );
+    }
+}
+
+#[test]
+fn jitter_10ms() {
+    // chrony: 1603 +- 447 us
+    for seed in 1..=3 {
+        let r = run(&Scenario::with_jitter(seed, 1e-2));
+        let c = client(&r, 0);
+        assert!(c.sync_time.is_some());
+        assert!(c.synchronized_at_end);
+        assert!(
+            c.rms_error_after_sync <= 3.5e-3,
+            "rms {}",
+            c.rms_error_after_sync
+        );
+    }
+}
+
+#[test]
+fn falseticker_is_rejected() {
+    let r = run(&Scenario::falseticker(1));
+    let c = client(&r, 0);
+    assert_eq!(c.sources[2].tally, 'x');
+    assert!(c.sources[..2].iter().any(|s| s.tally == '*'));
+    assert!(c.sources[..2]
+        .iter()
+        .all(|s| s.tally == '*' || s.tally == '+'));
+    assert!(c.synchronized_at_end);
+    assert!(c.sync_time.is_some_and(|t| t <= 210.0));
+    assert!(
+        c.rms_error_after_sync <= 3e-4,
+        "rms {}",
+        c.rms_error_after_sync
+    );
+    assert!(c.final_error.abs() < 1e-3);
+}
+
+#[test]
+fn silent_server_with_backup() {
+    let r = run(&Scenario::silent(1, true));
+    let c = client(&r, 0);
+    let s = &c.sources[0];
+    assert_eq!(s.reach, 0);
+    assert_eq!(s.tally, ' ');
+    assert_eq!(s.state, "unreachable");
+    assert_eq!(c.sources[1].tally, '*');
+    assert!(c.synchronized_at_end);
+    assert!(c.max_error_after_sync <= 1e-3);
+    assert!(
+        c.rms_error_after_sync <= 3e-4,
+        "rms {}",
+        c.rms_error_after_sync
+    );
+}
+
+#[test]
+fn silent_only_server() {
+    let r = run(&Scenario::silent(1, false));
+    let c = client(&r, 0);
+    assert!(c.ever_synchronized);
+    assert!(!c.synchronized_at_end);
+    assert_eq!(c.status.reason_kind, Some(UnsyncReason::NoReachableSources));
+    assert_eq!(c.status.reason.as_deref(), Some("no reachable sources"));
+    assert_eq!(c.sources[0].reach, 0);
+    assert_eq!(c.sources[0].state, "unreachable");
+}
+
+#[test]
+fn kod_rate_backs_off() {
+    let r = run(&Scenario::kod_rate(1));
+    let c = client(&r, 0);
+    let s = &c.sources[0];
+    assert!(matches!(s.kod, KodState::RateLimited { min_poll, .. } if min_poll >= 8));
+    assert!(s.poll >= 256, "poll {}", s.poll);
+    assert!(s.rejects.kod >= 1);
+    assert!(c.synchronized_at_end);
+    assert!(c.sync_time.is_some());
+}
+
+#[test]
+fn kod_deny_only_server() {
+    let r = run(&Scenario::kod_deny(1, false));
+    let c = client(&r, 0);
+    let s = &c.sources[0];
+    assert_eq!(s.kod, KodState::Denied(KissCode::Deny));
+    assert_eq!(s.state, "unreachable: KoD DENY");
+    assert_eq!(s.tally, ' ');
+    assert!(!c.synchronized_at_end);
+    assert_eq!(
+        c.status.reason_kind,
+        Some(UnsyncReason::SourcesRefuseService(KissCode::Deny))
+    );
+    assert_eq!(
+        c.status.reason.as_deref(),
+        Some("source refuses service (KoD DENY)")
+    );
+}
+
+#[test]
+fn kod_deny_with_backup() {
+    let r = run(&Scenario::kod_deny(1, true));
+    let c = client(&r, 0);
+    assert_eq!(c.sources[0].state, "unreachable: KoD DENY");
+    assert_eq!(c.sources[1].tally, '*');
+    assert!(c.synchronized_at_end);
+    assert!(c.rms_error_after_sync <= 3e-4);
+}
+
+#[test]
+fn leap_second_inserted() {
+    let sc = Scenario::leap_second(1);
+    let leap_at = sc.leap_at.unwrap();
+    let r = run(&sc);
+    let c = client(&r, 0);
+    let armed = c
+        .leap_actions
+        .iter()
+        .find(|(_, l)| *l == LeapIndicator::InsertSecond)
+        .expect("SetLeap(insert) not issued");
+    assert!(armed.0 < leap_at && armed.0 > leap_at - sc.leap_announce);
+    assert!(c
+        .leap_actions
+        .iter()
+        .any(|(t, l)| *t > leap_at && *l == LeapIndicator::NoWarning));
+    assert_eq!(c.leaps_applied, 1);
+    assert!(c.sync_time.is_some_and(|t| t <= 210.0));
+    assert!(
+        c.max_error_after_sync <= 1e-3,
+        "max {}",
+        c.max_error_after_sync
+    );
+    assert!(c.synchronized_at_end);
+    assert_eq!(c.status.leap, LeapIndicator::NoWarning);
+}
+
+#[test]
+fn two_second_offset_steps_once() {
+    let r = run(&Scenario::initial_offset(1, 2.0, false));
+    let c = client(&r, 0);
+    assert_eq!(c.steps, 1);
+    assert!((c.step_offsets[0] + 2.0).abs() < 0.01);
+    assert!(c.sync_time.is_some_and(|t| t <= 210.0));
+    assert!(c.max_error_after_sync <= 1e-3);
+    assert!(c.rms_error_after_sync <= 3e-4);
+    assert_eq!(c.status.clock_steps, 1);
+}
+
+#[test]
+fn panic_offset_refused() {
+    let r = run(&Scenario::initial_offset(1, 2000.0, false));
+    let c = client(&r, 0);
+    assert_eq!(c.steps, 0);
+    assert!(!c.synchronized_at_end);
+    assert!(!c.ever_synchronized);
+    assert!(matches!(
+        c.status.reason_kind,
+        Some(UnsyncReason::PanicThreshold { offset }) if offset < -1999.0
+    ));
+    assert!(c
+        .status
+        .reason
+        .as_ref()
+        .unwrap()
+        .contains("panic threshold"));
+}
+
+#[test]
+fn panic_offset_stepped_when_allowed() {
+    let r = run(&Scenario::initial_offset(1, 2000.0, true));
+    let c = client(&r, 0);
+    assert_eq!(c.steps, 1);
+    assert!(c.synchronized_at_end);
+    assert!(c.sync_time.is_some_and(|t| t <= 210.0));
+    assert!(c.rms_error_after_sync <= 3e-4);
+}
+
+#[test]
+fn symmetric_peers() {
+    let r = run(&Scenario::symmetric_peers(1));
+    let a = client(&r, 0);
+    let b = client(&r, 1);
+    assert_eq!(a.sources[0].kind, 'u');
+    assert_eq!(a.sources[0].tally, '*');
+    assert_eq!(a.sources[1].kind, 's');
+    // B is synchronised to A: A must not use it (loop).
+    assert!(a.sources[1].rejects.loop_detected > 0);
+    assert_eq!(b.sources[0].kind, 's');
+    assert_eq!(b.sources[0].tally, '*');
+    assert_eq!(b.status.stratum, 3);
+    assert!(b.synchronized_at_end);
+    assert!(b.sync_time.is_some_and(|t| t <= 300.0));
+    assert!(
+        b.rms_error_after_sync <= 5e-4,
+        "rms {}",
+        b.rms_error_after_sync
+    );
+    assert!(a.rms_error_after_sync <= 3e-4);
+}
+
+#[test]
+fn two_disagreeing_servers_have_no_majority() {
+    let mut sc = Scenario::falseticker(1);
+    sc.servers.remove(0);
+    sc.clients[0].targets.pop();
+    let r = run(&sc);
+    let c = client(&r, 0);
+    assert!(!c.synchronized_at_end);
+    assert_eq!(c.status.reason_kind, Some(UnsyncReason::NoMajority));
+    assert!(c.sources.iter().all(|s| s.tally == 'x'));
+}
+
+#[test]
+fn runs_across_2036_era_rollover() {
+    let r = run(&Scenario::era_rollover(1));
+    assert_chrony_default(client(&r, 0));
+}
