@@ -18,6 +18,7 @@ use ntp_filter_common::{
 };
 
 pub const DEFAULT_BASE: &str = "/sys/fs/bpf/ntp-filter";
+const BPFFS_MOUNT: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 #[derive(Clone, Debug)]
@@ -68,19 +69,25 @@ impl PinDir {
         names::ALL_MAPS.iter().any(|n| self.map(n).exists())
     }
 
-    /// Makes sure the directory is on a mounted bpffs, mounting
-    /// `/sys/fs/bpf` when it is absent, and creates the versioned directory.
+    /// Makes sure the directory is on a mounted bpffs and creates the
+    /// versioned directory. The one mount it makes itself is the standard
+    /// `/sys/fs/bpf`, absent on some fresh machines; any other place must
+    /// already be bpffs, so the agent never mounts over a path by surprise.
     pub fn prepare(&self) -> Result<()> {
-        let mount_point = bpffs_mount_point(&self.base);
-        if !is_bpffs(&mount_point) {
-            mount_bpffs(&mount_point)?;
+        let standard = Path::new(BPFFS_MOUNT);
+        let existing = first_existing_ancestor(&self.base);
+        if !is_bpffs(&existing) {
+            if self.base.starts_with(standard) && !is_bpffs(standard) {
+                mount_bpffs(standard)?;
+            } else {
+                bail!(
+                    "pin directory {} is not on a bpffs mount: use a directory under {BPFFS_MOUNT}, or mount bpffs there first (`mount -t bpf bpf DIR`)",
+                    self.base.display()
+                );
+            }
         }
-        std::fs::create_dir_all(&self.root).with_context(|| {
-            format!(
-                "cannot create pin directory {} (is it on a bpffs mount?)",
-                self.root.display()
-            )
-        })
+        std::fs::create_dir_all(&self.root)
+            .with_context(|| format!("cannot create pin directory {}", self.root.display()))
     }
 
     /// Refuses maps pinned here with another shape than this build's, which
@@ -198,16 +205,11 @@ fn expected_maps() -> [MapSpec; 5] {
     ]
 }
 
-/// `/sys/fs/bpf` for the default layout; for a custom base, the base's
-/// top-level bpffs directory is assumed to be `/sys/fs/bpf` as well unless
-/// the base itself sits elsewhere, in which case the base's parent is used.
-fn bpffs_mount_point(base: &Path) -> PathBuf {
-    let sys = Path::new("/sys/fs/bpf");
-    if base.starts_with(sys) {
-        sys.to_path_buf()
-    } else {
-        base.parent().unwrap_or(base).to_path_buf()
-    }
+fn first_existing_ancestor(path: &Path) -> PathBuf {
+    path.ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"))
+        .to_path_buf()
 }
 
 pub fn is_bpffs(path: &Path) -> bool {
@@ -218,10 +220,9 @@ pub fn is_bpffs(path: &Path) -> bool {
 
 fn mount_bpffs(at: &Path) -> Result<()> {
     use nix::mount::{mount, MsFlags};
-    std::fs::create_dir_all(at).ok();
     mount(Some("bpf"), at, Some("bpf"), MsFlags::empty(), None::<&str>).map_err(|e| {
         anyhow::anyhow!(
-            "bpffs is not mounted at {} and mounting it failed ({e}): mount it with `mount -t bpf bpf {}` (needs CAP_SYS_ADMIN), or pass a --pin-dir on a bpffs mount",
+            "bpffs is not mounted at {} and mounting it failed ({e}): mount it with `mount -t bpf bpf {}` (needs CAP_SYS_ADMIN)",
             at.display(),
             at.display()
         )

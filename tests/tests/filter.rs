@@ -1,0 +1,552 @@
+//! The filter in a real network: `ntp-agent run` in a router namespace, real
+//! frames from an outside namespace, and an AF_PACKET observer on the
+//! router's interface that only sees what XDP passed.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use ntp_filter_tests::{addrs::*, *};
+use serde_json::Value;
+
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(20);
+const CMD_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The router note's client-mode table, as the tests expect it.
+fn allowed_in_client_mode(src: IpAddr, mode: u8) -> bool {
+    let server = src == IpAddr::from(SERVER_V4) || src == IpAddr::from(SERVER_V6);
+    let peer = src == IpAddr::from(PEER_V4) || src == IpAddr::from(PEER_V6);
+    (server && mode == 4) || (peer && (mode == 1 || mode == 2))
+}
+
+/// Source port a source of this kind uses: servers and peers talk from 123,
+/// an outsider from anywhere.
+fn src_port(src: IpAddr) -> u16 {
+    if src == IpAddr::from(OUTSIDER_V4) || src == IpAddr::from(OUTSIDER_V6) {
+        50_000
+    } else {
+        123
+    }
+}
+
+fn all_sources() -> Vec<(IpAddr, IpAddr)> {
+    let mut v: Vec<(IpAddr, IpAddr)> = OUTSIDE_V4
+        .iter()
+        .map(|&s| (s.into(), ROUTER_V4.into()))
+        .collect();
+    v.extend(
+        OUTSIDE_V6
+            .iter()
+            .map(|&s| (IpAddr::from(s), IpAddr::from(ROUTER_V6))),
+    );
+    v
+}
+
+fn agent_args<'a>(pins: &'a PinDir, xdp_mode: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        "--iface",
+        WAN_IF,
+        "--server",
+        "192.0.2.10",
+        "--server",
+        "2001:db8::10",
+        "--peer",
+        "192.0.2.20",
+        "--peer",
+        "2001:db8::20",
+        "--pin-dir",
+        pins.as_str(),
+        "--xdp-mode",
+        xdp_mode,
+        "--no-clock-adjust",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+fn start_agent(lab: &RouterLab, args: &[&str]) -> Child {
+    let mut agent = run_agent(lab.router(), args).expect("start agent");
+    agent
+        .wait_for_line("running;", ATTACH_TIMEOUT)
+        .unwrap_or_else(|e| panic!("agent did not come up: {e:#}"));
+    agent
+}
+
+fn status_json(lab: &RouterLab, pins: &PinDir) -> Value {
+    let out = run_agent_once(
+        lab.router(),
+        &["status", "--json", "--pin-dir", pins.as_str()],
+        CMD_TIMEOUT,
+    )
+    .expect("status");
+    assert!(out.status.success(), "status failed: {}", out.log);
+    let start = out.log.find('{').expect("JSON in status output");
+    serde_json::from_str(&out.log[start..]).unwrap_or_else(|e| panic!("{e}: {}", out.log))
+}
+
+fn decision(status: &Value, class: &str, mode: u8, verdict: &str) -> u64 {
+    status["counters"]["by_class_mode"][class][mode.to_string()][verdict]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+fn counter(status: &Value, kind: &str, reason: &str) -> u64 {
+    status["counters"][kind][reason]
+        .as_u64()
+        .expect("counter present")
+}
+
+/// Sends one NTP frame of every mode from every source and checks that
+/// exactly the allowed ones got past XDP, on IPv4 and IPv6.
+fn check_policy_table(xdp_mode: &str, tag: &str) {
+    let lab = RouterLab::new(tag).unwrap();
+    let pins = PinDir::new(tag).unwrap();
+    let _agent = start_agent(&lab, &agent_args(&pins, xdp_mode, &[]));
+    let status = status_json(&lab, &pins);
+    assert_eq!(status["interfaces"][0]["xdp_mode"], xdp_mode, "{status}");
+
+    let obs = lab.observe_wan().unwrap();
+    let tx = lab.raw_sender().unwrap();
+    for (src, dst) in all_sources() {
+        for mode in mode::ALL {
+            let pkt = NtpPacket::new(mode);
+            let frame = lab.ntp_frame(
+                SocketAddr::new(src, src_port(src)),
+                SocketAddr::new(dst, 123),
+                pkt,
+            );
+            tx.send(&frame.frame()).unwrap();
+        }
+    }
+    lab.sync(&tx, &obs).unwrap();
+
+    let mut wrong = Vec::new();
+    for (src, _) in all_sources() {
+        for mode in mode::ALL {
+            let seen = obs.count(&Match::ntp(src, mode));
+            let want = usize::from(allowed_in_client_mode(src, mode));
+            if seen != want {
+                wrong.push(format!("{src} mode {mode}: seen {seen}, want {want}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{xdp_mode}: {}", wrong.join("; "));
+
+    let status = status_json(&lab, &pins);
+    assert_eq!(decision(&status, "server", 4, "passed"), 2, "{status}");
+    assert_eq!(decision(&status, "peer", 1, "passed"), 2);
+    assert_eq!(decision(&status, "peer", 2, "passed"), 2);
+    assert_eq!(decision(&status, "other", 3, "dropped"), 2);
+    assert_eq!(decision(&status, "other", 7, "dropped"), 2);
+    assert_eq!(decision(&status, "server", 3, "dropped"), 2);
+    // 8 outsider modes + 7 server + 6 peer, per family.
+    assert_eq!(counter(&status, "drops", "unknown_source"), 16);
+    assert_eq!(counter(&status, "drops", "mode_not_allowed"), 26);
+}
+
+#[test]
+fn policy_table_native_xdp() {
+    if !require_privileged("policy_table_native_xdp") {
+        return;
+    }
+    check_policy_table("native", "polnat");
+}
+
+#[test]
+fn policy_table_skb_xdp() {
+    if !require_privileged("policy_table_skb_xdp") {
+        return;
+    }
+    check_policy_table("skb", "polskb");
+}
+
+/// Real sockets: the kernel delivers to a socket on port 123 only what the
+/// filter passed, and a server reply to a port we have no request on is
+/// dropped at the NIC.
+#[test]
+fn real_sockets_receive_only_allowed_ntp() {
+    if !require_privileged("real_sockets_receive_only_allowed_ntp") {
+        return;
+    }
+    let lab = RouterLab::new("sock").unwrap();
+    let pins = PinDir::new("sock").unwrap();
+    let _agent = start_agent(&lab, &agent_args(&pins, "auto", &[]));
+
+    for (router, server, outsider) in [
+        (
+            IpAddr::from(ROUTER_V4),
+            IpAddr::from(SERVER_V4),
+            IpAddr::from(OUTSIDER_V4),
+        ),
+        (ROUTER_V6.into(), SERVER_V6.into(), OUTSIDER_V6.into()),
+    ] {
+        let rx = lab.router_udp(SocketAddr::new(router, 123)).unwrap();
+        let rx_other_port = lab.router_udp(SocketAddr::new(router, 40_000)).unwrap();
+        let from_server = lab.outside_udp(SocketAddr::new(server, 123)).unwrap();
+        let from_outsider = lab.outside_udp(SocketAddr::new(outsider, 50_000)).unwrap();
+
+        from_outsider
+            .send_to(
+                &NtpPacket::new(mode::CLIENT).to_bytes(),
+                SocketAddr::new(router, 123),
+            )
+            .unwrap();
+        from_outsider
+            .send_to(
+                &NtpPacket::new(mode::PRIVATE).to_bytes(),
+                SocketAddr::new(router, 123),
+            )
+            .unwrap();
+        from_server
+            .send_to(
+                &NtpPacket::new(mode::SERVER).to_bytes(),
+                SocketAddr::new(router, 40_000),
+            )
+            .unwrap();
+        from_server
+            .send_to(
+                &NtpPacket::new(mode::SERVER).to_bytes(),
+                SocketAddr::new(router, 123),
+            )
+            .unwrap();
+        rx.wait_for(|d| d.from.ip() == server, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("server reply not delivered over {router}: {e:#}"));
+        // Everything sent before the server's reply has been processed by now
+        // (one send lane, in order).
+        assert_eq!(
+            rx.count_matching(|d| d.from.ip() == outsider).unwrap(),
+            0,
+            "{router}"
+        );
+        assert_eq!(
+            rx_other_port.received().unwrap().len(),
+            0,
+            "{router}: wrong port delivered"
+        );
+    }
+    let status = status_json(&lab, &pins);
+    assert_eq!(counter(&status, "drops", "wrong_reply_port"), 2, "{status}");
+    assert_eq!(counter(&status, "drops", "unknown_source"), 4);
+    assert_eq!(decision(&status, "server", 4, "passed"), 2);
+}
+
+/// NTP to hosts behind the router is transit: the filter leaves it alone.
+#[test]
+fn transit_ntp_is_forwarded_untouched() {
+    if !require_privileged("transit_ntp_is_forwarded_untouched") {
+        return;
+    }
+    let lab = RouterLab::with_lan("transit").unwrap();
+    let pins = PinDir::new("transit").unwrap();
+    let _agent = start_agent(&lab, &agent_args(&pins, "auto", &[]));
+    for (host, outsider) in [
+        (IpAddr::from(LAN_HOST_V4), IpAddr::from(OUTSIDER_V4)),
+        (LAN_HOST_V6.into(), OUTSIDER_V6.into()),
+    ] {
+        let rx = lab.lan_udp(SocketAddr::new(host, 123)).unwrap();
+        let tx = lab.outside_udp(SocketAddr::new(outsider, 50_001)).unwrap();
+        for m in [mode::CLIENT, mode::CONTROL, mode::PRIVATE] {
+            tx.send_to(&NtpPacket::new(m).to_bytes(), SocketAddr::new(host, 123))
+                .unwrap();
+        }
+        rx.wait_for(
+            |d| d.ntp_mode() == Some(mode::PRIVATE),
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|e| panic!("transit to {host} blocked: {e:#}"));
+        assert_eq!(rx.received().unwrap().len(), 3, "{host}");
+    }
+    let status = status_json(&lab, &pins);
+    assert!(counter(&status, "passes", "not_local") >= 6, "{status}");
+    assert_eq!(status["counters"]["total_dropped"], 0);
+}
+
+/// Spawns a thread that keeps sending outsider mode-3 frames and server
+/// replies until stopped; returns how many of each it sent.
+struct Flood {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flood {
+    fn start(lab: &RouterLab) -> Self {
+        let tx = lab.raw_sender().unwrap();
+        let outsider = lab
+            .ntp_frame(
+                sock(OUTSIDER_V4, 50_000),
+                sock(ROUTER_V4, 123),
+                NtpPacket::new(mode::CLIENT),
+            )
+            .frame();
+        let server = lab
+            .ntp_frame(
+                sock(SERVER_V4, 123),
+                sock(ROUTER_V4, 123),
+                NtpPacket::new(mode::SERVER),
+            )
+            .frame();
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let (s, n) = (stop.clone(), sent.clone());
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                tx.send(&outsider).unwrap();
+                tx.send(&server).unwrap();
+                n.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        });
+        Self {
+            stop,
+            sent,
+            handle: Some(handle),
+        }
+    }
+
+    fn stop(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap();
+        self.sent.load(Ordering::Relaxed)
+    }
+}
+
+/// kill -9 leaves the filter enforcing; a restart swaps the program inside
+/// the pinned link with traffic flowing and never opens a gap; detach
+/// removes the link and every pin.
+#[test]
+fn survives_kill_restarts_in_place_and_detaches() {
+    if !require_privileged("survives_kill_restarts_in_place_and_detaches") {
+        return;
+    }
+    let lab = RouterLab::new("life").unwrap();
+    let pins = PinDir::new("life").unwrap();
+    let args = agent_args(&pins, "auto", &[]);
+    let mut agent = start_agent(&lab, &args);
+    let first_prog = xdp_prog_id(&lab).expect("program attached");
+
+    agent.signal(libc::SIGKILL);
+    agent.wait_exit(CMD_TIMEOUT).unwrap();
+    assert_eq!(
+        xdp_prog_id(&lab),
+        Some(first_prog),
+        "the filter went away with the agent"
+    );
+
+    let obs = lab.observe_wan().unwrap();
+    let flood = Flood::start(&lab);
+    std::thread::sleep(Duration::from_millis(100));
+    // Restart under traffic, with the same sources: valid replies must keep
+    // flowing and outsiders must stay out throughout the swap.
+    let mut agent = start_agent(&lab, &args);
+    assert!(
+        agent.log().contains("Reused"),
+        "pinned link not reused:\n{}",
+        agent.log()
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let sent = flood.stop();
+    let tx = lab.raw_sender().unwrap();
+    lab.sync(&tx, &obs).unwrap();
+    let second_prog = xdp_prog_id(&lab).expect("still attached");
+    assert_ne!(second_prog, first_prog, "program not swapped");
+    assert_eq!(
+        obs.count(&Match::ntp(OUTSIDER_V4.into(), mode::CLIENT)),
+        0,
+        "outsider passed"
+    );
+    assert_eq!(
+        obs.count(&Match::ntp(SERVER_V4.into(), mode::SERVER)),
+        sent,
+        "server replies lost"
+    );
+    assert!(sent > 50, "flood too small to mean anything: {sent}");
+
+    agent.stop().unwrap();
+    assert_eq!(
+        xdp_prog_id(&lab),
+        Some(second_prog),
+        "SIGTERM must leave the filter"
+    );
+
+    let out = run_agent_once(
+        lab.router(),
+        &["detach", "--pin-dir", pins.as_str()],
+        CMD_TIMEOUT,
+    )
+    .unwrap();
+    assert!(out.status.success(), "{}", out.log);
+    assert!(out.log.contains("link-wan0"), "{}", out.log);
+    assert_eq!(xdp_prog_id(&lab), None, "detach left XDP attached");
+    assert!(!pins.path().exists(), "pins left: {:?}", pins.entries());
+    // With the filter gone, the outsider reaches the stack again.
+    let mark = obs.mark();
+    tx.send(
+        &lab.ntp_frame(
+            sock(OUTSIDER_V4, 50_000),
+            sock(ROUTER_V4, 123),
+            NtpPacket::new(mode::CLIENT),
+        )
+        .frame(),
+    )
+    .unwrap();
+    lab.sync(&tx, &obs).unwrap();
+    assert_eq!(
+        obs.count_since(mark, |f| Match::ntp(OUTSIDER_V4.into(), mode::CLIENT)
+            .matches(f)),
+        1
+    );
+}
+
+/// The XDP program id on the router's wan0, from iproute2.
+fn xdp_prog_id(lab: &RouterLab) -> Option<u64> {
+    let out = lab
+        .router()
+        .ip(&["-j", "-d", "link", "show", "dev", WAN_IF])
+        .unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v[0]["xdp"]["prog"]["id"].as_u64()
+}
+
+/// A restart with another configuration reconciles the pinned maps: the
+/// removed server loses its pass, the added one gains it, server mode lets
+/// clients in.
+#[test]
+fn restart_reconciles_to_new_configuration() {
+    if !require_privileged("restart_reconciles_to_new_configuration") {
+        return;
+    }
+    let lab = RouterLab::new("recon").unwrap();
+    let pins = PinDir::new("recon").unwrap();
+    let mut agent = start_agent(
+        &lab,
+        &[
+            "run",
+            "--iface",
+            WAN_IF,
+            "--server",
+            "192.0.2.10",
+            "--pin-dir",
+            pins.as_str(),
+        ],
+    );
+    agent.stop().unwrap();
+    let _agent = start_agent(
+        &lab,
+        &[
+            "run",
+            "--iface",
+            WAN_IF,
+            "--server",
+            "192.0.2.20",
+            "--mode",
+            "server",
+            "--pin-dir",
+            pins.as_str(),
+        ],
+    );
+    let status = status_json(&lab, &pins);
+    assert_eq!(
+        status["servers"],
+        serde_json::json!(["192.0.2.20"]),
+        "{status}"
+    );
+    assert_eq!(status["policy"]["other"], serde_json::json!([3]));
+
+    let obs = lab.observe_wan().unwrap();
+    let tx = lab.raw_sender().unwrap();
+    let send = |src, m| {
+        tx.send(
+            &lab.ntp_frame(sock(src, 123), sock(ROUTER_V4, 123), NtpPacket::new(m))
+                .frame(),
+        )
+        .unwrap()
+    };
+    send(SERVER_V4, mode::SERVER);
+    send(PEER_V4, mode::SERVER);
+    send(OUTSIDER_V4, mode::CLIENT);
+    lab.sync(&tx, &obs).unwrap();
+    assert_eq!(
+        obs.count(&Match::ntp(SERVER_V4.into(), mode::SERVER)),
+        0,
+        "old server kept"
+    );
+    assert_eq!(
+        obs.count(&Match::ntp(PEER_V4.into(), mode::SERVER)),
+        1,
+        "new server missing"
+    );
+    assert_eq!(
+        obs.count(&Match::ntp(OUTSIDER_V4.into(), mode::CLIENT)),
+        1,
+        "server mode"
+    );
+}
+
+/// An address added to the box while the agent runs is protected as soon
+/// as the netlink event is processed.
+#[test]
+fn follows_local_address_changes() {
+    if !require_privileged("follows_local_address_changes") {
+        return;
+    }
+    let lab = RouterLab::new("addrs").unwrap();
+    let pins = PinDir::new("addrs").unwrap();
+    let _agent = start_agent(&lab, &agent_args(&pins, "auto", &[]));
+    let before = status_json(&lab, &pins)["local_addresses"]
+        .as_u64()
+        .unwrap();
+    lab.router()
+        .ip(&["addr", "add", "192.0.2.2/24", "dev", WAN_IF])
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = status_json(&lab, &pins)["local_addresses"]
+            .as_u64()
+            .unwrap();
+        if now > before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new address never reached the map"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let obs = lab.observe_wan().unwrap();
+    let tx = lab.raw_sender().unwrap();
+    let router2: IpAddr = "192.0.2.2".parse().unwrap();
+    tx.send(
+        &lab.ntp_frame(
+            sock(OUTSIDER_V4, 50_000),
+            SocketAddr::new(router2, 123),
+            NtpPacket::new(mode::CLIENT),
+        )
+        .frame(),
+    )
+    .unwrap();
+    lab.sync(&tx, &obs).unwrap();
+    assert_eq!(obs.count(&Match::ntp(OUTSIDER_V4.into(), mode::CLIENT)), 0);
+
+    lab.router()
+        .ip(&["addr", "del", "192.0.2.2/24", "dev", WAN_IF])
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while status_json(&lab, &pins)["local_addresses"]
+        .as_u64()
+        .unwrap()
+        != before
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "removed address stayed in the map"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
