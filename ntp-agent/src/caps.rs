@@ -44,6 +44,14 @@ pub fn require_filter_caps() -> Result<()> {
     )
 }
 
+/// Adjusting the clock needs CAP_SYS_TIME.
+pub fn require_clock_caps() -> Result<()> {
+    if has(effective()?, CAP_SYS_TIME) {
+        return Ok(());
+    }
+    bail!("missing capability CAP_SYS_TIME to adjust the clock: run as root, grant it, or pass --no-clock-adjust to only measure")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,8 @@ pub enum Command {
     Run(RunArgs),
     /// Remove the filter from interfaces and delete its pins.
     Detach(DetachArgs),
-    /// Show the filter's state and counters (read from the pinned maps).
+    /// Show time sync (from the running agent) and the filter's state and
+    /// counters (from the pinned maps).
     Status(StatusArgs),
 }
 
@@ -56,6 +57,11 @@ pub struct RunArgs {
     /// Never change the system clock (measure and report only).
     #[arg(long)]
     pub no_clock_adjust: bool,
+    #[command(flatten)]
+    pub sync: SyncArgs,
+    /// Unix socket `ntp-agent status` talks to (mode 0600).
+    #[arg(long = "control-socket", value_name = "PATH", default_value = crate::control::DEFAULT_PATH)]
+    pub control_socket: PathBuf,
     /// Replace the allowed modes of a class: `server=4`, `peer=1,2,4`,
     /// `other=` (none). Repeat per class. Overrides the --mode defaults.
     #[arg(long = "allow-modes", value_name = "CLASS=MODES")]
@@ -69,6 +75,41 @@ pub struct RunArgs {
     /// Log every drop from the XDP program (debug; costs ~20 ns a packet).
     #[arg(long)]
     pub bpf_log: bool,
+}
+
+/// Time-sync settings.
+#[derive(Args, Debug, Clone)]
+pub struct SyncArgs {
+    /// Shortest poll interval, log2 seconds (6 = 64 s).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i8).range(3..=17))]
+    pub minpoll: i8,
+    /// Longest poll interval, log2 seconds (10 = 1024 s).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i8).range(3..=17))]
+    pub maxpoll: i8,
+    /// Do not send the first requests in a quick burst.
+    #[arg(long)]
+    pub no_iburst: bool,
+    /// Send every request from this local port (e.g. 123 for strict
+    /// upstream firewalls) instead of a random port per request.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub source_port: Option<u16>,
+    /// Step instead of slewing when the offset exceeds this (seconds).
+    #[arg(long, default_value_t = 0.128, value_name = "SECONDS")]
+    pub step_threshold: f64,
+    /// Allow steps only during the first N clock updates (like chrony's
+    /// makestep); without it, steps are allowed at any time.
+    #[arg(long, value_name = "N")]
+    pub step_limit: Option<u32>,
+    /// Refuse to set the clock when the offset exceeds this (seconds).
+    #[arg(long, default_value_t = 1000.0, value_name = "SECONDS")]
+    pub panic_threshold: f64,
+    /// Allow one step beyond the panic threshold at start (like ntpd -g),
+    /// for boxes without a real-time clock.
+    #[arg(long)]
+    pub allow_panic_step: bool,
+    /// Frequency estimate kept across restarts.
+    #[arg(long, value_name = "PATH", default_value = "/var/lib/ntp-filter/drift")]
+    pub drift_file: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -93,6 +134,8 @@ pub struct DetachArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub pins: PinArgs,
+    #[arg(long = "control-socket", value_name = "PATH", default_value = crate::control::DEFAULT_PATH)]
+    pub control_socket: PathBuf,
     /// Machine-readable output (field names documented in the README).
     #[arg(long)]
     pub json: bool,

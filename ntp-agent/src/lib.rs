@@ -3,8 +3,12 @@
 
 pub mod caps;
 pub mod cli;
+pub mod clock;
+pub mod control;
 pub mod detach;
 pub mod filter;
+pub mod net;
 pub mod policy;
 pub mod run;
 pub mod status;
+pub mod sync;

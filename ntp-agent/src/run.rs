@@ -10,17 +10,23 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use ntp_filter_common::{config_flags, FilterConfig, SourceClass, SourceEntry};
 
+use ntp_proto::{DisciplineConfig, RefId, SystemConfig};
+
 use crate::{
     caps,
     cli::RunArgs,
+    clock::{Clock, ObserveOnly, SystemClock},
+    control,
     filter::{self, local_addrs, reconcile, Attachment, Desired, FilterMaps, PinDir},
     policy,
+    sync::{PollSettings, SyncSettings},
 };
 
-/// Until the time-sync core picks random ports, requests leave from the
-/// NTP port itself, so that is where replies are expected.
-fn reply_port(args: &RunArgs) -> u16 {
-    args.ntp_port
+/// Where a server's replies may arrive before its first request: nowhere
+/// (0) when each request picks a random port, which the sync loop registers
+/// before sending; the fixed port when the operator set one.
+fn initial_reply_port(args: &RunArgs) -> u16 {
+    args.sync.source_port.unwrap_or(0)
 }
 
 pub fn desired(args: &RunArgs) -> Result<Desired> {
@@ -31,7 +37,7 @@ pub fn desired(args: &RunArgs) -> Result<Desired> {
             SourceEntry {
                 class: SourceClass::Server as u8,
                 _pad: 0,
-                reply_port: reply_port(args),
+                reply_port: initial_reply_port(args),
             },
         );
     }
@@ -76,14 +82,21 @@ pub fn run(args: RunArgs) -> Result<()> {
     for iface in &args.ifaces {
         filter::ifindex(iface)?;
     }
+    let sync = sync_settings(&args)?;
     caps::require_filter_caps()?;
+    if !args.no_clock_adjust {
+        caps::require_clock_caps()?;
+    }
+    // Bound before anything is attached: a second agent on the same box
+    // stops here instead of fighting the first over the maps.
+    let control = control::bind_std(&args.control_socket)?;
     let pins = PinDir::new(&args.pins.pin_dir);
     pins.prepare()?;
     pins.check_layout()?;
     let fresh = !pins.has_maps();
 
     match setup(&args, &pins, &desired) {
-        Ok(ebpf) => serve(args, pins, ebpf),
+        Ok(ebpf) => serve(args, sync, control, pins, ebpf),
         Err(e) => {
             if fresh {
                 // Nothing of ours was here before this run: leave nothing.
@@ -131,7 +144,71 @@ fn setup(args: &RunArgs, pins: &PinDir, desired: &Desired) -> Result<aya::Ebpf> 
     Ok(ebpf)
 }
 
-fn serve(args: RunArgs, pins: PinDir, mut ebpf: aya::Ebpf) -> Result<()> {
+fn sync_settings(args: &RunArgs) -> Result<SyncSettings> {
+    if args.sync.minpoll > args.sync.maxpoll {
+        bail!(
+            "--minpoll {} is larger than --maxpoll {}",
+            args.sync.minpoll,
+            args.sync.maxpoll
+        );
+    }
+    if !(args.sync.step_threshold > 0.0) {
+        bail!(
+            "--step-threshold must be a positive number of seconds, not {}",
+            args.sync.step_threshold
+        );
+    }
+    if !(args.sync.panic_threshold >= 0.0) {
+        bail!(
+            "--panic-threshold must be ≥ 0 seconds (0 disables it), not {}",
+            args.sync.panic_threshold
+        );
+    }
+    let own_refids = local_addrs::current()?
+        .keys()
+        .map(|k| RefId::from_ip(status_ip(k)))
+        .collect();
+    let discipline = DisciplineConfig {
+        step_threshold: args.sync.step_threshold,
+        step_limit: args.sync.step_limit,
+        panic_threshold: (args.sync.panic_threshold > 0.0).then_some(args.sync.panic_threshold),
+        allow_panic_step_at_start: args.sync.allow_panic_step,
+        ..DisciplineConfig::default()
+    };
+    Ok(SyncSettings {
+        servers: args.servers.clone(),
+        peers: args.peers.clone(),
+        poll: PollSettings {
+            minpoll: args.sync.minpoll,
+            maxpoll: args.sync.maxpoll,
+            iburst: !args.sync.no_iburst,
+        },
+        system: SystemConfig {
+            discipline,
+            own_refids,
+            ..SystemConfig::default()
+        },
+        drift_file: Some(args.sync.drift_file.clone()),
+        ntp_port: args.ntp_port,
+        source_port: args.sync.source_port,
+        mode: args.mode,
+    })
+}
+
+fn status_ip(key: &ntp_filter_common::AddrKey) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(key.addr);
+    v6.to_ipv4_mapped()
+        .map(IpAddr::V4)
+        .unwrap_or(IpAddr::V6(v6))
+}
+
+fn serve(
+    args: RunArgs,
+    sync: SyncSettings,
+    control: control::Bound,
+    pins: PinDir,
+    mut ebpf: aya::Ebpf,
+) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -142,12 +219,37 @@ fn serve(args: RunArgs, pins: PinDir, mut ebpf: aya::Ebpf) -> Result<()> {
         }
         let maps = Arc::new(Mutex::new(FilterMaps::open(&pins)?));
         let _watcher = local_addrs::watch(maps.clone())?;
-        tracing::info!("running; SIGTERM or Ctrl-C stops the agent and leaves the filter enforcing");
-        wait_for_stop().await?;
+        let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
+        control.listener.set_nonblocking(true)?;
+        let listener = tokio::net::UnixListener::from_std(control.listener.try_clone()?)?;
+        tokio::spawn(control::serve(listener, control_tx));
+        let clock: Box<dyn Clock> = if args.no_clock_adjust {
+            Box::new(ObserveOnly)
+        } else {
+            Box::new(SystemClock::new()?)
+        };
+        tracing::info!(
+            clock = clock.describe(),
+            "running; SIGTERM or Ctrl-C stops the agent and leaves the filter enforcing"
+        );
+        crate::sync::run(
+            sync,
+            clock,
+            !args.no_clock_adjust,
+            Some(maps),
+            control_rx,
+            async {
+                if let Err(e) = wait_for_stop().await {
+                    tracing::error!("signal handling failed: {e:#}");
+                }
+            },
+        )
+        .await?;
         tracing::info!(
             "stopping; the filter stays attached with the last policy (fail closed). `ntp-agent detach --pin-dir {}` removes it",
             args.pins.pin_dir.display()
         );
+        drop(control);
         Ok(())
     })
 }

@@ -157,12 +157,108 @@ pub fn render_text(s: &FilterStatus) -> String {
     out
 }
 
-pub fn status(args: StatusArgs) -> Result<()> {
-    let s = collect(&PinDir::new(&args.pins.pin_dir))?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+/// The router's `show status ntp` layout for the agent's part.
+pub fn render_agent(agent: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let host = &agent["system"];
+    let _ = writeln!(out, "function info:");
+    let _ = writeln!(
+        out,
+        "        mode:  {}",
+        agent["mode"].as_str().unwrap_or("?")
+    );
+    let _ = writeln!(out, "host info:");
+    if host["synchronized"].as_bool() == Some(true) {
+        let _ = writeln!(out, "        status:   synchronized");
     } else {
-        print!("{}", render_text(&s));
+        let reason = host["reason"].as_str().unwrap_or("unknown reason");
+        let _ = writeln!(out, "        status:   unsynchronized ({reason})");
     }
-    Ok(())
+    let _ = writeln!(
+        out,
+        "        stratum:  {}",
+        host["stratum"].as_u64().unwrap_or(16)
+    );
+    let _ = writeln!(
+        out,
+        "        offset:   {:.3}ms",
+        host["offset_ms"].as_f64().unwrap_or(0.0)
+    );
+    let _ = writeln!(
+        out,
+        "        jitter:   {:.3}ms",
+        host["jitter_ms"].as_f64().unwrap_or(0.0)
+    );
+    let _ = writeln!(out, "peer info:");
+    let _ = writeln!(
+        out,
+        "     remote           refid      st t when poll reach   delay   offset  jitter"
+    );
+    let _ = writeln!(out, "{}", "=".repeat(78));
+    for p in agent["sources"].as_array().into_iter().flatten() {
+        let ms = |k: &str| {
+            p[k].as_f64()
+                .map(|v| format!("{v:.3}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        let when = p["when"]
+            .as_u64()
+            .map(|w| w.to_string())
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{}{:<15} {:<15} {:>2} {} {:>4} {:>4} {:>4o} {:>8} {:>8} {:>7}",
+            p["tally"].as_str().unwrap_or(" "),
+            p["remote"].as_str().unwrap_or("?"),
+            p["refid"].as_str().unwrap_or("?"),
+            p["stratum"].as_u64().unwrap_or(16),
+            p["kind"].as_str().unwrap_or("?"),
+            when,
+            p["poll"].as_u64().unwrap_or(0),
+            p["reach"].as_u64().unwrap_or(0),
+            ms("delay_ms"),
+            ms("offset_ms"),
+            ms("jitter_ms"),
+        );
+        let state = p["state"].as_str().unwrap_or("");
+        if state.contains("KoD") {
+            let _ = writeln!(out, "      {} {state}", p["remote"].as_str().unwrap_or("?"));
+        }
+    }
+    out
+}
+
+pub fn status(args: StatusArgs) -> Result<()> {
+    let agent = crate::control::request(&args.control_socket, "status");
+    let filter = collect(&PinDir::new(&args.pins.pin_dir));
+    if args.json {
+        let mut v = serde_json::json!({});
+        match &agent {
+            Ok(a) => {
+                v["mode"] = a["mode"].clone();
+                v["clock"] = a["clock"].clone();
+                v["host"] = a["system"].clone();
+                v["peers"] = a["sources"].clone();
+            }
+            Err(e) => v["agent_error"] = format!("{e:#}").into(),
+        }
+        match &filter {
+            Ok(f) => v["filter"] = serde_json::to_value(f)?,
+            Err(e) => v["filter_error"] = format!("{e:#}").into(),
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        match &agent {
+            Ok(a) => print!("{}", render_agent(a)),
+            Err(e) => println!("agent: {e:#}"),
+        }
+        match &filter {
+            Ok(f) => print!("{}", render_text(f)),
+            Err(e) => println!("filter: {e:#}"),
+        }
+    }
+    match (agent, filter) {
+        (Err(a), Err(_)) => Err(a),
+        _ => Ok(()),
+    }
 }

@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod agent;
 pub mod bpffs;
 pub mod frame;
 pub mod lab;
@@ -41,6 +42,7 @@ pub mod udp;
 mod sys;
 mod util;
 
+pub use agent::AgentEnv;
 pub use bpffs::{ensure_bpffs, PinDir};
 pub use lab::{addrs, RouterLab};
 pub use netns::Netns;

@@ -7,7 +7,6 @@ use ntp_filter_tests::{addrs::*, *};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Runs the agent in `ns`, expects failure, and returns its output.
 fn fails(ns: &Netns, args: &[&str]) -> String {
     let out = run_agent_once(ns, args, TIMEOUT).unwrap();
     assert!(
@@ -34,101 +33,83 @@ fn unknown_interface_bad_address_and_conflicts() {
         return;
     }
     let lab = RouterLab::new("badarg").unwrap();
-    let pins = PinDir::new("badarg").unwrap();
-    let p = pins.as_str();
+    let env = AgentEnv::new("badarg").unwrap();
     let r = lab.router();
+    let run_fails = |extra: &[&str]| env.run_failing(r, extra).unwrap();
 
-    let log = fails(r, &["run", "--iface", "nf-nosuch0", "--pin-dir", p]);
+    let log = run_fails(&["--iface", "nf-nosuch0"]);
     assert_says(&log, "unknown interface \"nf-nosuch0\"");
     // The good interface listed first must not be attached either.
-    let log = fails(
-        r,
-        &[
-            "run",
-            "--iface",
-            WAN_IF,
-            "--iface",
-            "nf-nosuch0",
-            "--pin-dir",
-            p,
-        ],
-    );
+    let log = run_fails(&["--iface", WAN_IF, "--iface", "nf-nosuch0"]);
     assert_says(&log, "unknown interface \"nf-nosuch0\"");
     assert!(!xdp_attached(r, WAN_IF));
 
-    let log = fails(
-        r,
-        &[
-            "run",
-            "--iface",
-            WAN_IF,
-            "--server",
-            "192.0.2.300",
-            "--pin-dir",
-            p,
-        ],
-    );
+    let log = run_fails(&["--iface", WAN_IF, "--server", "192.0.2.300"]);
     assert_says(&log, "invalid value '192.0.2.300' for '--server <ADDR>'");
-    let log = fails(
-        r,
-        &[
-            "run",
-            "--iface",
-            WAN_IF,
-            "--peer",
-            "2001:db8::zz",
-            "--pin-dir",
-            p,
-        ],
-    );
+    let log = run_fails(&["--iface", WAN_IF, "--peer", "2001:db8::zz"]);
     assert_says(&log, "invalid value '2001:db8::zz' for '--peer <ADDR>'");
-    let log = fails(
-        r,
-        &[
-            "run",
-            "--iface",
-            WAN_IF,
-            "--server",
-            "192.0.2.10",
-            "--peer",
-            "192.0.2.10",
-            "--pin-dir",
-            p,
-        ],
-    );
+    let log = run_fails(&[
+        "--iface",
+        WAN_IF,
+        "--server",
+        "192.0.2.10",
+        "--peer",
+        "192.0.2.10",
+    ]);
     assert_says(&log, "192.0.2.10 is given both as --server and as --peer");
+    let log = run_fails(&["--iface", WAN_IF, "--allow-modes", "server=9"]);
+    assert_says(&log, "mode \"9\" is not an NTP mode 0..7");
+    let log = run_fails(&["--iface", WAN_IF, "--minpoll", "10", "--maxpoll", "6"]);
+    assert_says(&log, "--minpoll 10 is larger than --maxpoll 6");
+
+    let ctl = env.control_socket();
     let log = fails(
         r,
         &[
             "run",
             "--iface",
             WAN_IF,
-            "--allow-modes",
-            "server=9",
             "--pin-dir",
-            p,
+            "/tmp/nf-not-bpffs",
+            "--control-socket",
+            &ctl,
+            "--no-clock-adjust",
         ],
-    );
-    assert_says(&log, "mode \"9\" is not an NTP mode 0..7");
-
-    let log = fails(
-        r,
-        &["run", "--iface", WAN_IF, "--pin-dir", "/tmp/nf-not-bpffs"],
     );
     assert_says(&log, "is not on a bpffs mount");
     assert!(!std::path::Path::new("/tmp/nf-not-bpffs").exists());
+    assert!(
+        !std::path::Path::new(&ctl).exists(),
+        "control socket left behind"
+    );
 
+    let p = env.pin_dir();
     let log = fails(r, &["detach", "--iface", WAN_IF, "--pin-dir", p]);
     assert_says(&log, "no filter attached to wan0");
-    let log = fails(r, &["status", "--pin-dir", p]);
+    let log = fails(r, &["status", "--pin-dir", p, "--control-socket", &ctl]);
     assert_says(&log, "is the filter loaded");
+    assert_says(&log, "the agent is not running");
 
     assert!(!xdp_attached(r, WAN_IF));
     assert!(
-        !pins.path().exists() || pins.entries().unwrap().is_empty(),
+        !env.pins.path().exists() || env.pins.entries().unwrap().is_empty(),
         "left: {:?}",
-        pins.entries()
+        env.pins.entries()
     );
+}
+
+/// A second agent on the same control socket is refused before it touches
+/// the filter.
+#[test]
+fn second_agent_is_refused() {
+    if !require_privileged("second_agent_is_refused") {
+        return;
+    }
+    let lab = RouterLab::new("twice").unwrap();
+    let env = AgentEnv::new("twice").unwrap();
+    let _first = env.start(lab.router(), &["--iface", WAN_IF]).unwrap();
+    let log = env.run_failing(lab.router(), &["--iface", WAN_IF]).unwrap();
+    assert_says(&log, "another agent is already running");
 }
 
 /// Without privileges the agent names the capabilities it lacks.
@@ -160,10 +141,13 @@ fn unmountable_bpffs_is_reported() {
         return;
     }
     let ns = Netns::new("nobpffs").unwrap();
+    let env = AgentEnv::new("nobpffs").unwrap();
     let script = format!(
         "umount /sys/fs/bpf 2>/dev/null; umount /sys/fs/bpf 2>/dev/null; \
-         exec setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin -- {} run --iface lo",
-        agent_bin().unwrap().display()
+         exec setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin -- {} run --iface lo \
+         --no-clock-adjust --control-socket {}",
+        agent_bin().unwrap().display(),
+        env.control_socket()
     );
     let out = ns
         .command("unshare")
@@ -194,17 +178,14 @@ fn incompatible_pinned_layout_is_refused() {
         return;
     }
     let lab = RouterLab::new("layout").unwrap();
-    let pins = PinDir::new("layout").unwrap();
-    let v1 = pins.path().join("v1");
+    let env = AgentEnv::new("layout").unwrap();
+    let v1 = env.pins.path().join("v1");
     std::fs::create_dir_all(&v1).unwrap();
     // An NF_CONFIG with an 8-byte value where this agent has 4 bytes.
     let wrong = aya_map_with_value_size_8();
     wrong.pin(v1.join("NF_CONFIG")).unwrap();
 
-    let log = fails(
-        lab.router(),
-        &["run", "--iface", WAN_IF, "--pin-dir", pins.as_str()],
-    );
+    let log = env.run_failing(lab.router(), &["--iface", WAN_IF]).unwrap();
     assert_says(&log, "holds an incompatible map NF_CONFIG");
     assert_says(&log, "ntp-agent detach --pin-dir");
     assert!(
@@ -226,26 +207,15 @@ fn failed_attach_rolls_back() {
         return;
     }
     let lab = RouterLab::with_lan("rollbk").unwrap();
-    let theirs = PinDir::new("rollbk-a").unwrap();
-    let ours = PinDir::new("rollbk-b").unwrap();
+    let theirs = AgentEnv::new("rollbk-a").unwrap();
+    let ours = AgentEnv::new("rollbk-b").unwrap();
     let r = lab.router();
     // Someone else's filter on lan0.
-    let mut other =
-        run_agent(r, &["run", "--iface", LAN_IF, "--pin-dir", theirs.as_str()]).unwrap();
-    other.wait_for_line("running;", TIMEOUT).unwrap();
+    let mut other = theirs.start(r, &["--iface", LAN_IF]).unwrap();
 
-    let log = fails(
-        r,
-        &[
-            "run",
-            "--iface",
-            WAN_IF,
-            "--iface",
-            LAN_IF,
-            "--pin-dir",
-            ours.as_str(),
-        ],
-    );
+    let log = ours
+        .run_failing(r, &["--iface", WAN_IF, "--iface", LAN_IF])
+        .unwrap();
     assert_says(
         &log,
         "interface lan0 already has an XDP program that is not ours",
@@ -253,16 +223,16 @@ fn failed_attach_rolls_back() {
     assert_says(&log, "ip link set dev lan0 xdp off");
     assert!(!xdp_attached(r, WAN_IF), "wan0 was left attached");
     assert!(
-        !ours.path().exists() || ours.entries().unwrap().is_empty(),
+        !ours.pins.path().exists() || ours.pins.entries().unwrap().is_empty(),
         "pins left: {:?}",
-        ours.entries()
+        ours.pins.entries()
     );
     assert!(
         xdp_attached(r, LAN_IF),
         "the other filter must be untouched"
     );
     other.stop().unwrap();
-    let out = run_agent_once(r, &["detach", "--pin-dir", theirs.as_str()], TIMEOUT).unwrap();
+    let out = run_agent_once(r, &["detach", "--pin-dir", theirs.pin_dir()], TIMEOUT).unwrap();
     assert!(out.status.success(), "{}", out.log);
 }
 

@@ -1,0 +1,27 @@
+//! The clock the NTP core disciplines: the real system clock, or an
+//! observe-only view of it that never changes anything (`--no-clock-adjust`,
+//! and every test).
+
+mod observe;
+mod system;
+
+use anyhow::Result;
+use ntp_proto::{ClockAction, NtpTimestamp};
+
+pub use observe::ObserveOnly;
+pub use system::{split_frequency, SystemClock};
+
+pub trait Clock: Send {
+    /// The clock's current reading.
+    fn now(&self) -> NtpTimestamp;
+    /// Carries out what the discipline asked for.
+    fn apply(&mut self, action: &ClockAction) -> Result<()>;
+    fn describe(&self) -> &'static str;
+}
+
+pub fn realtime_now() -> NtpTimestamp {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    NtpTimestamp::from_unix(since_epoch)
+}

@@ -1,0 +1,108 @@
+//! One agent's private places (pin dir, control socket, drift file), so
+//! tests running in parallel never share them, and the calls every agent
+//! test makes.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::Value;
+
+use crate::{run_agent, run_agent_once, Child, Netns, PinDir, TempDir};
+
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+const CMD_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct AgentEnv {
+    pub pins: PinDir,
+    tmp: TempDir,
+}
+
+impl AgentEnv {
+    pub fn new(tag: &str) -> Result<Self> {
+        Ok(Self {
+            pins: PinDir::new(tag)?,
+            tmp: TempDir::new(tag)?,
+        })
+    }
+
+    pub fn pin_dir(&self) -> &str {
+        self.pins.as_str()
+    }
+
+    pub fn control_socket(&self) -> String {
+        self.tmp.path().join("agent.sock").display().to_string()
+    }
+
+    /// `run` with this env's places and `--no-clock-adjust` (tests never
+    /// touch the clock), then `extra`.
+    pub fn run_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "run",
+            "--pin-dir",
+            self.pin_dir(),
+            "--control-socket",
+            &self.control_socket(),
+            "--drift-file",
+            &self.tmp.path().join("drift").display().to_string(),
+            "--no-clock-adjust",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// Starts `ntp-agent run …` in `ns` and waits until it is running.
+    pub fn start(&self, ns: &Netns, extra: &[&str]) -> Result<Child> {
+        let args = self.run_args(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut agent = run_agent(ns, &args)?;
+        agent
+            .wait_for_line("running;", START_TIMEOUT)
+            .context("the agent did not come up")?;
+        Ok(agent)
+    }
+
+    /// Runs `ntp-agent run …` expecting it to fail; returns its output.
+    pub fn run_failing(&self, ns: &Netns, extra: &[&str]) -> Result<String> {
+        let args = self.run_args(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run_agent_once(ns, &args, CMD_TIMEOUT)?;
+        if out.status.success() {
+            bail!("expected failure for {args:?}, got success:\n{}", out.log);
+        }
+        Ok(out.log)
+    }
+
+    /// `ntp-agent status --json` for this agent.
+    pub fn status(&self, ns: &Netns) -> Result<Value> {
+        let args = [
+            "status",
+            "--json",
+            "--pin-dir",
+            self.pin_dir(),
+            "--control-socket",
+            &self.control_socket(),
+        ];
+        let out = run_agent_once(ns, &args, CMD_TIMEOUT)?;
+        if !out.status.success() {
+            bail!("status failed: {}", out.log);
+        }
+        let start = out.log.find('{').context("no JSON in status output")?;
+        serde_json::from_str(&out.log[start..])
+            .with_context(|| format!("status output: {}", out.log))
+    }
+
+    /// `ntp-agent status` (text) for this agent.
+    pub fn status_text(&self, ns: &Netns) -> Result<String> {
+        let args = [
+            "status",
+            "--pin-dir",
+            self.pin_dir(),
+            "--control-socket",
+            &self.control_socket(),
+        ];
+        Ok(run_agent_once(ns, &args, CMD_TIMEOUT)?.log)
+    }
+}
