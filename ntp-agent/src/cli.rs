@@ -1,10 +1,10 @@
 //! The command line. Scripts depend on these names; keep them stable.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{filter::XdpModeArg, policy::ModeOverride};
+use crate::{filter::XdpModeArg, policy::ModeOverride, resolve::SourceSpec};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -42,12 +42,14 @@ pub struct RunArgs {
     /// Interface to filter (repeat for several).
     #[arg(long = "iface", value_name = "IF", required = true)]
     pub ifaces: Vec<String>,
-    /// NTP server address (repeat for several); its mode-4 replies pass.
+    /// NTP server, an address or a host name (every address it resolves
+    /// to); repeat for several. Its mode-4 replies pass.
     #[arg(long = "server", value_name = "ADDR")]
-    pub servers: Vec<IpAddr>,
-    /// Symmetric peer address (repeat for several); its modes 1 and 2 pass.
+    pub servers: Vec<SourceSpec>,
+    /// Symmetric peer, an address or a host name; repeat for several. Its
+    /// modes 1 and 2 pass.
     #[arg(long = "peer", value_name = "ADDR")]
-    pub peers: Vec<IpAddr>,
+    pub peers: Vec<SourceSpec>,
     #[arg(long, value_enum, default_value_t = Mode::Client)]
     pub mode: Mode,
     #[arg(long = "xdp-mode", value_enum, default_value_t = XdpModeArg::Auto)]

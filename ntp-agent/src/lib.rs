@@ -9,6 +9,7 @@ pub mod detach;
 pub mod filter;
 pub mod net;
 pub mod policy;
+pub mod resolve;
 pub mod run;
 pub mod status;
 pub mod sync;

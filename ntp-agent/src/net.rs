@@ -121,6 +121,43 @@ impl Transport {
         })
     }
 
+    /// The reply port a server's entry starts with: the fixed source port,
+    /// or 0 (nothing accepted) until its first request picks one.
+    fn initial_reply_port(&self) -> u16 {
+        match &self.shared {
+            Some((socket, _)) if self.shared_for_servers => {
+                socket.local_addr().map(|a| a.port()).unwrap_or(0)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Adds a source that joined at run time (a name resolved) to the
+    /// filter.
+    pub fn admit(&self, ip: IpAddr, class: SourceClass) -> Result<()> {
+        let Some(maps) = &self.maps else { return Ok(()) };
+        let reply_port = match class {
+            SourceClass::Server => self.initial_reply_port(),
+            _ => 0,
+        };
+        maps.lock()
+            .expect("maps lock poisoned")
+            .put_source(key_of(ip), SourceEntry { class: class as u8, _pad: 0, reply_port })
+            .with_context(|| format!("adding {ip} to the filter"))
+    }
+
+    /// Removes a source that left (its name no longer resolves to it).
+    pub fn forget(&mut self, id: SourceId, ip: IpAddr) -> Result<()> {
+        if let Some(reader) = self.per_server.remove(&id) {
+            reader.abort();
+        }
+        let Some(maps) = &self.maps else { return Ok(()) };
+        maps.lock()
+            .expect("maps lock poisoned")
+            .remove_source(&key_of(ip))
+            .with_context(|| format!("removing {ip} from the filter"))
+    }
+
     fn register_reply_port(&self, server: IpAddr, port: u16) -> Result<()> {
         if let Some(maps) = &self.maps {
             let entry = SourceEntry {

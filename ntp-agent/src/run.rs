@@ -19,6 +19,7 @@ use crate::{
     control,
     filter::{self, local_addrs, reconcile, Attachment, Desired, FilterMaps, PinDir},
     policy,
+    resolve::SourceSpec,
     sync::{PollSettings, SyncSettings},
 };
 
@@ -29,9 +30,22 @@ fn initial_reply_port(args: &RunArgs) -> u16 {
     args.sync.source_port.unwrap_or(0)
 }
 
+fn addresses(specs: &[SourceSpec]) -> Vec<IpAddr> {
+    specs
+        .iter()
+        .filter_map(|s| match s {
+            SourceSpec::Addr(ip) => Some(*ip),
+            SourceSpec::Name(_) => None,
+        })
+        .collect()
+}
+
+/// The filter's state from the configuration. Sources given by name join
+/// the sources map when the sync loop has resolved them.
 pub fn desired(args: &RunArgs) -> Result<Desired> {
+    let servers = addresses(&args.servers);
     let mut sources = BTreeMap::new();
-    for &ip in &args.servers {
+    for &ip in &servers {
         sources.insert(
             local_addrs::key_of(ip),
             SourceEntry {
@@ -41,8 +55,8 @@ pub fn desired(args: &RunArgs) -> Result<Desired> {
             },
         );
     }
-    for &ip in &args.peers {
-        if args.servers.contains(&ip) {
+    for ip in addresses(&args.peers) {
+        if servers.contains(&ip) {
             bail!("{ip} is given both as --server and as --peer: an address is one or the other");
         }
         sources.insert(
@@ -69,10 +83,6 @@ pub fn desired(args: &RunArgs) -> Result<Desired> {
         policy: policy::table(args.mode, &args.allow_modes),
         sources,
     })
-}
-
-fn show(ip: &IpAddr) -> String {
-    ip.to_string()
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -135,8 +145,8 @@ fn setup(args: &RunArgs, pins: &PinDir, desired: &Desired) -> Result<aya::Ebpf> 
         tracing::info!(
             iface = %iface,
             xdp = ?how,
-            servers = ?args.servers.iter().map(show).collect::<Vec<_>>(),
-            peers = ?args.peers.iter().map(show).collect::<Vec<_>>(),
+            servers = ?args.servers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            peers = ?args.peers.iter().map(ToString::to_string).collect::<Vec<_>>(),
             mode = ?args.mode,
             "filter attached"
         );

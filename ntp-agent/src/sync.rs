@@ -19,7 +19,15 @@ use rand::SeedableRng as _;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{cli::Mode, clock::Clock, filter::FilterMaps, net::Transport};
+use ntp_filter_common::SourceClass;
+
+use crate::{
+    cli::Mode,
+    clock::Clock,
+    filter::FilterMaps,
+    net::Transport,
+    resolve::{resolve, SourceSpec},
+};
 
 #[derive(Clone, Debug)]
 pub struct PollSettings {
@@ -30,8 +38,8 @@ pub struct PollSettings {
 
 #[derive(Clone, Debug)]
 pub struct SyncSettings {
-    pub servers: Vec<IpAddr>,
-    pub peers: Vec<IpAddr>,
+    pub servers: Vec<SourceSpec>,
+    pub peers: Vec<SourceSpec>,
     pub poll: PollSettings,
     pub system: SystemConfig,
     /// Where the frequency estimate is kept across restarts (only used when
@@ -70,24 +78,28 @@ pub async fn run(
     let mono = |at: Instant| at.saturating_duration_since(start);
     let mut system = System::new(settings.system.clone());
     let mut kinds = HashMap::new();
-    for (&addr, kind) in settings
+    let mut names = Vec::new();
+    for (spec, kind) in settings
         .servers
         .iter()
-        .map(|a| (a, SourceKind::Server))
-        .chain(settings.peers.iter().map(|a| (a, SourceKind::Peer)))
+        .map(|s| (s, SourceKind::Server))
+        .chain(settings.peers.iter().map(|s| (s, SourceKind::Peer)))
     {
-        let base = match kind {
-            SourceKind::Server => SourceConfig::server(addr),
-            SourceKind::Peer => SourceConfig::peer(addr),
-        };
-        let cfg = SourceConfig {
-            minpoll: settings.poll.minpoll,
-            maxpoll: settings.poll.maxpoll,
-            iburst: settings.poll.iburst,
-            ..base
-        };
-        kinds.insert(system.add_source(cfg, mono(Instant::now())), kind);
+        match spec {
+            SourceSpec::Addr(addr) => {
+                let id = system.add_source(source_config(&settings.poll, *addr, kind), mono(Instant::now()));
+                kinds.insert(id, kind);
+            }
+            SourceSpec::Name(name) => names.push(NamedSource {
+                name: name.clone(),
+                kind,
+                sources: Vec::new(),
+                next_resolve: Instant::now(),
+            }),
+        }
     }
+    let (resolved_tx, mut resolved_rx) = mpsc::channel::<(usize, std::io::Result<Vec<IpAddr>>)>(16);
+    let mut resolve_timer = tokio::time::interval(RESOLVE_CHECK);
 
     let drift_file = settings.drift_file.clone().filter(|_| adjusting);
     if let Some(path) = &drift_file {
@@ -160,6 +172,30 @@ pub async fn run(
                 save_drift(drift_file.as_ref(), &system);
                 Vec::new()
             }
+            _ = resolve_timer.tick() => {
+                let now = Instant::now();
+                let status = system.source_status(mono(now));
+                for (index, named) in names.iter_mut().enumerate() {
+                    if named.due(now, &status) {
+                        named.next_resolve = now + RESOLVE_RETRY;
+                        let (name, port, tx) = (named.name.clone(), settings.ntp_port, resolved_tx.clone());
+                        tokio::spawn(async move {
+                            let _ = tx.send((index, resolve(&name, port).await)).await;
+                        });
+                    }
+                }
+                Vec::new()
+            }
+            Some((index, result)) = resolved_rx.recv() => {
+                let named = &mut names[index];
+                match result {
+                    Ok(addrs) => {
+                        named.apply(addrs, &mut system, &mut kinds, &mut transport, &settings.poll, mono(Instant::now()));
+                    }
+                    Err(e) => tracing::warn!(name = %named.name, "cannot resolve: {e}; retrying in {}s", RESOLVE_RETRY.as_secs()),
+                }
+                Vec::new()
+            }
         };
         for action in actions {
             match action {
@@ -187,6 +223,98 @@ pub async fn run(
     }
     save_drift(drift_file.as_ref(), &system);
     Ok(())
+}
+
+fn source_config(poll: &PollSettings, addr: IpAddr, kind: SourceKind) -> SourceConfig {
+    let base = match kind {
+        SourceKind::Server => SourceConfig::server(addr),
+        SourceKind::Peer => SourceConfig::peer(addr),
+    };
+    SourceConfig {
+        minpoll: poll.minpoll,
+        maxpoll: poll.maxpoll,
+        iburst: poll.iburst,
+        ..base
+    }
+}
+
+/// How often names are checked, how soon a failed resolution is retried,
+/// and how long a resolved name whose sources all went silent waits
+/// before it is resolved again.
+const RESOLVE_CHECK: Duration = Duration::from_secs(5);
+const RESOLVE_RETRY: Duration = Duration::from_secs(30);
+const RERESOLVE_SILENT: Duration = Duration::from_secs(600);
+
+/// A `--server NAME` / `--peer NAME` and the sources it currently stands for.
+struct NamedSource {
+    name: String,
+    kind: SourceKind,
+    sources: Vec<(IpAddr, SourceId)>,
+    next_resolve: Instant,
+}
+
+impl NamedSource {
+    /// Unresolved names are retried; resolved ones only when every source
+    /// they gave has become unreachable.
+    fn due(&self, now: Instant, status: &[SourceStatus]) -> bool {
+        if now < self.next_resolve {
+            return false;
+        }
+        self.sources.is_empty()
+            || self.sources.iter().all(|(_, id)| {
+                status
+                    .iter()
+                    .any(|s| s.id == *id && s.reach == 0 && s.when.is_some())
+            })
+    }
+
+    /// Adds the new addresses (to the core and the filter), then retires
+    /// those the name no longer resolves to: add before remove.
+    fn apply(
+        &mut self,
+        addrs: Vec<IpAddr>,
+        system: &mut System,
+        kinds: &mut HashMap<SourceId, SourceKind>,
+        transport: &mut Transport,
+        poll: &PollSettings,
+        now: Duration,
+    ) {
+        let class = match self.kind {
+            SourceKind::Server => SourceClass::Server,
+            SourceKind::Peer => SourceClass::Peer,
+        };
+        let mut kept = Vec::new();
+        for &addr in &addrs {
+            if let Some(&(_, id)) = self.sources.iter().find(|(a, _)| *a == addr) {
+                kept.push((addr, id));
+                continue;
+            }
+            if system.source_by_address(addr).is_some() {
+                tracing::warn!(name = %self.name, %addr, "address is already a source; not added twice");
+                continue;
+            }
+            if let Err(e) = transport.admit(addr, class) {
+                tracing::error!("{e:#}");
+                continue;
+            }
+            let id = system.add_source(source_config(poll, addr, self.kind), now);
+            kinds.insert(id, self.kind);
+            tracing::info!(name = %self.name, %addr, "source added");
+            kept.push((addr, id));
+        }
+        for &(addr, id) in &self.sources {
+            if !kept.iter().any(|(_, k)| *k == id) {
+                system.retire_source(id, now);
+                kinds.remove(&id);
+                if let Err(e) = transport.forget(id, addr) {
+                    tracing::error!("{e:#}");
+                }
+                tracing::info!(name = %self.name, %addr, "source removed: the name no longer resolves to it");
+            }
+        }
+        self.sources = kept;
+        self.next_resolve = Instant::now() + RERESOLVE_SILENT;
+    }
 }
 
 fn report(

@@ -153,6 +153,9 @@ struct SourceSlot {
     source: Source,
     tally: Tally,
     sent: u32,
+    /// Replaced (e.g. its name now resolves elsewhere): kept so SourceIds
+    /// stay stable, but never polled, selected or shown again.
+    retired: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -205,6 +208,7 @@ impl System {
             source: Source::new(cfg, secs(now)),
             tally: Tally::NotUsable,
             sent: 0,
+            retired: false,
         });
         if self.reason == Some(UnsyncReason::NoSources) {
             self.reason = Some(UnsyncReason::WaitingForFirstSamples);
@@ -213,15 +217,32 @@ impl System {
     }
 
     pub fn source(&self, id: SourceId) -> Option<&Source> {
-        self.slots.get(id.0).map(|s| &s.source)
+        self.slots.get(id.0).filter(|s| !s.retired).map(|s| &s.source)
+    }
+
+    /// Stops using a source for good: no more polls, packets from it are
+    /// ignored, and it leaves selection and status.
+    pub fn retire_source(&mut self, id: SourceId, now: Duration) {
+        if let Some(slot) = self.slots.get_mut(id.0) {
+            slot.retired = true;
+            slot.tally = Tally::NotUsable;
+            if self.system_peer == Some(id.0) {
+                self.system_peer = None;
+            }
+            self.reselect(secs(now));
+        }
     }
 
     /// Source configured for this address, to route incoming packets.
     pub fn source_by_address(&self, addr: IpAddr) -> Option<SourceId> {
         self.slots
             .iter()
-            .position(|s| s.source.config().address == addr)
+            .position(|s| !s.retired && s.source.config().address == addr)
             .map(SourceId)
+    }
+
+    fn active_slots(&self) -> impl Iterator<Item = &SourceSlot> {
+        self.slots.iter().filter(|s| !s.retired)
     }
 
     /// Long-term frequency estimate in ppm, for the drift file.
@@ -243,8 +264,7 @@ impl System {
         if !self.started {
             return Some(Duration::ZERO);
         }
-        self.slots
-            .iter()
+        self.active_slots()
             .filter_map(|s| s.source.next_poll_at())
             .chain(self.discipline.next_timer())
             .min_by(f64::total_cmp)
@@ -270,6 +290,9 @@ impl System {
         let state = self.server_state(clock);
         let mut polled = false;
         for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.retired {
+                continue;
+            }
             if slot.source.next_poll_at().is_some_and(|at| at <= t) {
                 let packet = slot.source.poll(t, clock, rng, &state);
                 slot.sent += 1;
@@ -307,7 +330,7 @@ impl System {
             ),
             precision,
         };
-        let Some(slot) = self.slots.get_mut(id.0) else {
+        let Some(slot) = self.slots.get_mut(id.0).filter(|s| !s.retired) else {
             return Vec::new();
         };
         let m = match slot.source.receive(data, recv, t, &ctx) {
@@ -391,7 +414,7 @@ impl System {
         for (i, slot) in self.slots.iter_mut().enumerate() {
             slot.tally = Tally::NotUsable;
             let s = &slot.source;
-            if s.is_denied() || s.reach == 0 || s.stratum >= 16 {
+            if slot.retired || s.is_denied() || s.reach == 0 || s.stratum >= 16 {
                 continue;
             }
             let Some(out) = s
@@ -452,7 +475,7 @@ impl System {
     }
 
     fn update_reason(&mut self) {
-        self.reason = if self.slots.is_empty() {
+        self.reason = if self.active_slots().next().is_none() {
             Some(UnsyncReason::NoSources)
         } else if let Some(offset) = self.panic {
             Some(UnsyncReason::PanicThreshold { offset })
@@ -462,19 +485,18 @@ impl System {
             } else {
                 Some(UnsyncReason::WaitingForFirstSamples)
             }
-        } else if self.slots.iter().any(|s| s.tally == Tally::Falseticker) {
+        } else if self.active_slots().any(|s| s.tally == Tally::Falseticker) {
             Some(UnsyncReason::NoMajority)
         } else if let Some(code) = self.all_denied() {
             Some(UnsyncReason::SourcesRefuseService(code))
-        } else if self.slots.iter().any(|s| {
+        } else if self.active_slots().any(|s| {
             !s.source.is_denied()
                 && (s.source.reach != 0 || (s.source.last_reply.is_none() && s.sent < 8))
                 && s.source.filter.len() < 4
         }) {
             Some(UnsyncReason::WaitingForFirstSamples)
         } else if self
-            .slots
-            .iter()
+            .active_slots()
             .any(|s| !s.source.is_denied() && s.source.reach != 0)
         {
             Some(UnsyncReason::NoSuitableSources)
@@ -485,7 +507,7 @@ impl System {
 
     fn all_denied(&self) -> Option<KissCode> {
         let mut code = None;
-        for s in &self.slots {
+        for s in self.active_slots() {
             match s.source.kod_state() {
                 KodState::Denied(c) => code = Some(c),
                 _ => return None,
@@ -573,6 +595,7 @@ impl System {
         self.slots
             .iter()
             .enumerate()
+            .filter(|(_, slot)| !slot.retired)
             .map(|(i, slot)| {
                 let s = &slot.source;
                 let out = s.filter.output(&proj, self.precision());
@@ -758,5 +781,25 @@ mod tests {
             Some("no sources configured")
         );
         assert_eq!(sys.next_wakeup(), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn retired_source_leaves_polling_selection_and_status() {
+        let mut sys = System::new(SystemConfig::default());
+        let id = sys.add_source(SourceConfig::server(SERVER), Duration::ZERO);
+        exchange(&mut sys, 6, 0.01);
+        assert!(sys.is_synchronized());
+        sys.retire_source(id, Duration::from_secs(100));
+        assert!(!sys.is_synchronized());
+        assert_eq!(sys.source_by_address(SERVER), None);
+        assert!(sys.source_status(Duration::from_secs(100)).is_empty());
+        assert_eq!(
+            sys.status(NtpTimestamp::ZERO).reason_kind,
+            Some(UnsyncReason::NoSources)
+        );
+        // The slot stays, so ids handed out later are new ones.
+        let again = sys.add_source(SourceConfig::server(SERVER), Duration::from_secs(100));
+        assert_ne!(again, id);
+        assert_eq!(sys.source_by_address(SERVER), Some(again));
     }
 }

@@ -120,8 +120,8 @@ mod tests {
         let (ticks, rest) = split_frequency(83_333.0, 10_000);
         assert_eq!(ticks, 833);
         assert!((rest - 33.0).abs() < 1e-9, "{rest}");
-        let (ticks, rest) = split_frequency(-1_250.0, 10_000);
-        assert_eq!((ticks, rest), (-12, -50.0));
+        let (ticks, rest) = split_frequency(-1_230.0, 10_000);
+        assert_eq!((ticks, rest), (-12, -30.0));
     }
 
     #[test]
