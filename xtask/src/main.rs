@@ -43,6 +43,13 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run every time-sync simulation scenario (simulated clock and network,
+    /// the real NTP core) and print its figures next to chrony's.
+    Sim {
+        /// Seeds per scenario.
+        #[arg(long, default_value_t = 5)]
+        seeds: u32,
+    },
     /// Setup, build, then `cargo test --workspace --release`.
     ///
     /// Arguments after `--` go to the test binaries (`cargo xtask test -- --nocapture`,
@@ -131,6 +138,21 @@ fn run(task: Task) -> Result<ExitCode> {
             require_privileged,
             args,
         } => return test(&common, require_privileged, &args),
+        Task::Sim { seeds } => {
+            Cmd::cargo()
+                .args([
+                    "run",
+                    "--quiet",
+                    "--release",
+                    "-p",
+                    "ntp-proto",
+                    "--example",
+                    "simreport",
+                    "--",
+                ])
+                .arg(seeds.to_string())
+                .run()?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
