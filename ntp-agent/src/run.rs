@@ -162,13 +162,13 @@ fn sync_settings(args: &RunArgs) -> Result<SyncSettings> {
             args.sync.maxpoll
         );
     }
-    if !(args.sync.step_threshold > 0.0) {
+    if args.sync.step_threshold.is_nan() || args.sync.step_threshold <= 0.0 {
         bail!(
             "--step-threshold must be a positive number of seconds, not {}",
             args.sync.step_threshold
         );
     }
-    if !(args.sync.panic_threshold >= 0.0) {
+    if args.sync.panic_threshold.is_nan() || args.sync.panic_threshold < 0.0 {
         bail!(
             "--panic-threshold must be ≥ 0 seconds (0 disables it), not {}",
             args.sync.panic_threshold

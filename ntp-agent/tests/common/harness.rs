@@ -1,0 +1,272 @@
+//! Loading the real XDP program into a private pin directory and filling its
+//! maps the way `ntp-agent run` does, for BPF_PROG_TEST_RUN.
+
+use std::{collections::BTreeMap, io::Write as _, net::IpAddr, path::Path};
+
+use anyhow::{bail, Context as _, Result};
+use aya::{
+    programs::{TestRun, TestRunOptions, TestRunResult, Xdp},
+    Ebpf,
+};
+use clap::Parser as _;
+use ntp_agent::{
+    cli::{Cli, Command, Mode},
+    filter::{self, pins::is_bpffs, reconcile, Desired, FilterMaps, PinDir},
+    run,
+};
+use ntp_filter_common::{local_kind, AddrKey, SourceClass, SourceEntry};
+
+use super::addrs::*;
+
+pub const BPFFS: &str = "/sys/fs/bpf";
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+/// Writes past the test harness's output capture: a skip must show up in
+/// CI logs even when the test "passes".
+pub fn say(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
+
+/// Why this process cannot load XDP programs and pin maps, if it cannot.
+pub fn privilege_problem() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        return Some(format!("not root: euid {euid}"));
+    }
+    if !is_bpffs(Path::new(BPFFS)) {
+        return Some(format!("{BPFFS} is not a bpffs mount"));
+    }
+    None
+}
+
+/// True if the privileged test `name` can run. Otherwise prints a SKIP line
+/// and returns false, or panics when `NF_REQUIRE_PRIVILEGED=1` (CI must never
+/// count a skip as a pass).
+pub fn require_privileged(name: &str) -> bool {
+    let Some(reason) = privilege_problem() else {
+        return true;
+    };
+    let msg =
+        format!("SKIP {name}: needs root and bpffs ({reason}); run: sudo -E cargo xtask test");
+    if std::env::var("NF_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("NF_REQUIRE_PRIVILEGED=1 but {msg}");
+    }
+    say(&msg);
+    false
+}
+
+/// Removes the pin directory when dropped, also while unwinding from a
+/// failed assertion.
+pub struct PinGuard(pub PinDir);
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.remove_all() {
+            say(&format!(
+                "warning: cleaning up {}: {e:#}",
+                self.0.root().display()
+            ));
+        }
+    }
+}
+
+/// Deletes `<BPFFS>/nf-<tag>-<pid>-<n>` pin directories left by killed runs
+/// of this test or example (the owning process no longer exists). The name
+/// shape matches the one the `tests` crate's reaper understands too.
+fn reap_stale(tag: &str) {
+    let prefix = format!("nf-{tag}-");
+    let Ok(entries) = std::fs::read_dir(BPFFS) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            say(&format!("reaping stale {}", entry.path().display()));
+            let _ = PinDir::new(entry.path()).remove_all();
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The policy-relevant part of the agent's configuration for a fixture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Env {
+    pub mode: Mode,
+    pub ntp_port: u16,
+    pub pass_non_first_fragments: bool,
+}
+
+impl Env {
+    pub const CLIENT: Env = Env {
+        mode: Mode::Client,
+        ntp_port: 123,
+        pass_non_first_fragments: false,
+    };
+    pub const SERVER: Env = Env {
+        mode: Mode::Server,
+        ..Env::CLIENT
+    };
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Env::CLIENT
+    }
+}
+
+/// What `ntp-agent run --server 192.0.2.10 --server 2001:db8::10 --peer
+/// 192.0.2.20 --peer 2001:db8::20 --source-port <NTP port> [--mode server]
+/// [--ntp-port N] [--pass-non-first-fragments]` puts in the maps, parsed
+/// from the command line (not a struct literal) so the agent's own defaults
+/// apply and new options do not break the test.
+///
+/// `--source-port` makes the agent send every request from that port, so
+/// the servers' registered reply port is the NTP port. Two more servers the
+/// sync loop would have registered itself are added the way it does, in
+/// the sources map: one whose request left from an ephemeral port, and one
+/// with no request outstanding (reply port 0).
+pub fn desired(env: Env) -> Result<Desired> {
+    let mut argv: Vec<String> = ["ntp-agent", "run", "--iface", "lo"]
+        .map(String::from)
+        .to_vec();
+    for ip in [SERVER4, SERVER6] {
+        argv.extend(["--server".into(), ip.to_string()]);
+    }
+    for ip in [PEER4, PEER6] {
+        argv.extend(["--peer".into(), ip.to_string()]);
+    }
+    let mode = match env.mode {
+        Mode::Client => "client",
+        Mode::Server => "server",
+    };
+    argv.extend(["--mode".into(), mode.into()]);
+    argv.extend(["--ntp-port".into(), env.ntp_port.to_string()]);
+    argv.extend(["--source-port".into(), env.ntp_port.to_string()]);
+    if env.pass_non_first_fragments {
+        argv.push("--pass-non-first-fragments".into());
+    }
+    let cli = Cli::try_parse_from(&argv).with_context(|| format!("parsing {argv:?}"))?;
+    let Command::Run(args) = cli.command else {
+        bail!("{argv:?} is not `run`");
+    };
+    let mut d = run::desired(&args)?;
+    // The fixtures rest on these; say so plainly if the agent's mapping
+    // from options to map entries changes.
+    for (ip, class, reply_port) in [
+        (SERVER4, SourceClass::Server, env.ntp_port),
+        (SERVER6, SourceClass::Server, env.ntp_port),
+        (PEER4, SourceClass::Peer, 0),
+        (PEER6, SourceClass::Peer, 0),
+    ] {
+        let entry = d.sources.get(&key(ip));
+        let want = (class as u8, reply_port);
+        if entry.map(|e| (e.class, e.reply_port)) != Some(want) {
+            bail!(
+                "run::desired({argv:?}) maps {ip} to {entry:?}; the fixtures assume class {class:?} with reply port {reply_port}"
+            );
+        }
+    }
+    for (ips, reply_port) in [
+        ([EPHEMERAL4, EPHEMERAL6], EPHEMERAL_REPLY_PORT),
+        ([IDLE4, IDLE6], 0),
+    ] {
+        for ip in ips {
+            d.sources.insert(
+                key(ip),
+                SourceEntry {
+                    class: SourceClass::Server as u8,
+                    _pad: 0,
+                    reply_port,
+                },
+            );
+        }
+    }
+    Ok(d)
+}
+
+pub fn key(ip: IpAddr) -> AddrKey {
+    filter::local_addrs::key_of(ip)
+}
+
+/// The box's own addresses: what `local_addrs::current()` would report for
+/// an interface with 192.0.2.1/24 and 2001:db8::1/64.
+pub fn local_addrs() -> BTreeMap<AddrKey, u8> {
+    BTreeMap::from([
+        (key(LOCAL4), local_kind::UNICAST),
+        (key(LOCAL6), local_kind::UNICAST),
+        (key(SUBNET_BCAST4), local_kind::BROADCAST),
+    ])
+}
+
+/// The loaded program with its maps, in a pin directory of its own.
+/// Field order is drop order: program and map fds first, then the pins.
+pub struct Harness {
+    pub ebpf: Ebpf,
+    pub maps: FilterMaps,
+    env: Env,
+    _pins: PinGuard,
+}
+
+impl Harness {
+    /// Loads the program under `<BPFFS>/nf-<tag>-<pid>-0` and fills the maps
+    /// for [`Env::CLIENT`]. `None` (after printing SKIP) without privileges.
+    pub fn start(test_name: &str, tag: &str) -> Option<Self> {
+        if !require_privileged(test_name) {
+            return None;
+        }
+        reap_stale(tag);
+        let base = Path::new(BPFFS).join(format!("nf-{tag}-{}-0", std::process::id()));
+        let pins = PinGuard(PinDir::new(&base));
+        Some(Self::load(pins).unwrap_or_else(|e| panic!("loading the filter: {e:#}")))
+    }
+
+    fn load(pins: PinGuard) -> Result<Self> {
+        pins.0.prepare()?;
+        let ebpf = filter::load(&pins.0)?;
+        let mut maps = FilterMaps::open(&pins.0)?;
+        reconcile::apply(&mut maps, &desired(Env::CLIENT)?)?;
+        reconcile::apply_local(&mut maps, &local_addrs())?;
+        Ok(Self {
+            ebpf,
+            maps,
+            env: Env::CLIENT,
+            _pins: pins,
+        })
+    }
+
+    /// Brings the maps to `env` (only what differs is written).
+    pub fn set_env(&mut self, env: Env) -> Result<()> {
+        if env != self.env {
+            reconcile::apply(&mut self.maps, &desired(env)?)?;
+            self.env = env;
+        }
+        Ok(())
+    }
+
+    pub fn program(&mut self) -> Result<&mut Xdp> {
+        filter::program(&mut self.ebpf)
+    }
+
+    pub fn counters(&self) -> Result<Vec<u64>> {
+        self.maps.counters()
+    }
+
+    /// Runs `frame` through the program `repeat` times.
+    pub fn run(&mut self, frame: &[u8], repeat: u32) -> Result<TestRunResult> {
+        let prog = self.program()?;
+        prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        })
+        .with_context(|| format!("BPF_PROG_TEST_RUN of a {}-byte frame", frame.len()))
+    }
+}
