@@ -135,14 +135,23 @@ impl Transport {
     /// Adds a source that joined at run time (a name resolved) to the
     /// filter.
     pub fn admit(&self, ip: IpAddr, class: SourceClass) -> Result<()> {
-        let Some(maps) = &self.maps else { return Ok(()) };
+        let Some(maps) = &self.maps else {
+            return Ok(());
+        };
         let reply_port = match class {
             SourceClass::Server => self.initial_reply_port(),
             _ => 0,
         };
         maps.lock()
             .expect("maps lock poisoned")
-            .put_source(key_of(ip), SourceEntry { class: class as u8, _pad: 0, reply_port })
+            .put_source(
+                key_of(ip),
+                SourceEntry {
+                    class: class as u8,
+                    _pad: 0,
+                    reply_port,
+                },
+            )
             .with_context(|| format!("adding {ip} to the filter"))
     }
 
@@ -151,7 +160,9 @@ impl Transport {
         if let Some(reader) = self.per_server.remove(&id) {
             reader.abort();
         }
-        let Some(maps) = &self.maps else { return Ok(()) };
+        let Some(maps) = &self.maps else {
+            return Ok(());
+        };
         maps.lock()
             .expect("maps lock poisoned")
             .remove_source(&key_of(ip))

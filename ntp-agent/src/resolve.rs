@@ -74,13 +74,26 @@ mod tests {
 
     #[test]
     fn addresses_names_and_mistakes() {
-        assert_eq!("192.0.2.10".parse(), Ok(SourceSpec::Addr("192.0.2.10".parse().unwrap())));
-        assert_eq!("2001:db8::10".parse(), Ok(SourceSpec::Addr("2001:db8::10".parse().unwrap())));
+        assert_eq!(
+            "192.0.2.10".parse(),
+            Ok(SourceSpec::Addr("192.0.2.10".parse().unwrap()))
+        );
+        assert_eq!(
+            "2001:db8::10".parse(),
+            Ok(SourceSpec::Addr("2001:db8::10".parse().unwrap()))
+        );
         assert_eq!(
             "Time.Example.NET.".parse(),
             Ok(SourceSpec::Name("time.example.net".into()))
         );
-        for bad in ["192.0.2.300", "2001:db8::zz", "-bad.example", "a..b", "", "under_score.example"] {
+        for bad in [
+            "192.0.2.300",
+            "2001:db8::zz",
+            "-bad.example",
+            "a..b",
+            "",
+            "under_score.example",
+        ] {
             assert!(bad.parse::<SourceSpec>().is_err(), "{bad:?} accepted");
         }
     }

@@ -87,7 +87,10 @@ pub async fn run(
     {
         match spec {
             SourceSpec::Addr(addr) => {
-                let id = system.add_source(source_config(&settings.poll, *addr, kind), mono(Instant::now()));
+                let id = system.add_source(
+                    source_config(&settings.poll, *addr, kind),
+                    mono(Instant::now()),
+                );
                 kinds.insert(id, kind);
             }
             SourceSpec::Name(name) => names.push(NamedSource {

@@ -217,7 +217,10 @@ impl System {
     }
 
     pub fn source(&self, id: SourceId) -> Option<&Source> {
-        self.slots.get(id.0).filter(|s| !s.retired).map(|s| &s.source)
+        self.slots
+            .get(id.0)
+            .filter(|s| !s.retired)
+            .map(|s| &s.source)
     }
 
     /// Stops using a source for good: no more polls, packets from it are

@@ -27,6 +27,7 @@
 
 pub mod agent;
 pub mod bpffs;
+pub mod chrony;
 pub mod frame;
 pub mod lab;
 pub mod netns;
@@ -44,6 +45,7 @@ mod util;
 
 pub use agent::AgentEnv;
 pub use bpffs::{ensure_bpffs, PinDir};
+pub use chrony::{ChronyConfig, Chronyd};
 pub use lab::{addrs, RouterLab};
 pub use netns::Netns;
 pub use observe::{parse_udp, Frame, Match, Observer, UdpInfo};
