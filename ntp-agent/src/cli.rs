@@ -26,6 +26,43 @@ pub enum Command {
     /// Show time sync (from the running agent) and the filter's state and
     /// counters (from the pinned maps).
     Status(StatusArgs),
+    /// Add or delete a server on the running agent.
+    Server(SourceCommand),
+    /// Add or delete a symmetric peer on the running agent.
+    Peer(SourceCommand),
+    /// Switch the running agent between client and server mode.
+    Mode(ModeCommand),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Op {
+    Add,
+    Del,
+}
+
+#[derive(Args, Debug)]
+pub struct SourceCommand {
+    pub op: Op,
+    /// An address or a host name.
+    #[arg(value_name = "ADDR|NAME")]
+    pub target: SourceSpec,
+    #[command(flatten)]
+    pub control: ControlArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ModeCommand {
+    #[arg(value_enum)]
+    pub mode: Mode,
+    #[command(flatten)]
+    pub control: ControlArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ControlArgs {
+    /// The running agent's control socket.
+    #[arg(long = "control-socket", value_name = "PATH", default_value = crate::control::DEFAULT_PATH)]
+    pub control_socket: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -109,6 +146,13 @@ pub struct SyncArgs {
     /// for boxes without a real-time clock.
     #[arg(long)]
     pub allow_panic_step: bool,
+    /// Server mode: requests a client may send back to back.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ratelimit_burst: u32,
+    /// Server mode: a client earns one more request per this many seconds;
+    /// over its limit it gets one KoD RATE, then no answer.
+    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+    pub ratelimit_interval: f64,
     /// Frequency estimate kept across restarts.
     #[arg(long, value_name = "PATH", default_value = "/var/lib/ntp-filter/drift")]
     pub drift_file: PathBuf,

@@ -15,7 +15,7 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use crate::sync::ControlRequest;
+use crate::sync::{Command, ControlRequest};
 
 pub const DEFAULT_PATH: &str = "/run/ntp-filter/agent.sock";
 const MAX_REQUEST: usize = 4096;
@@ -85,7 +85,17 @@ async fn answer(stream: UnixStream, core: mpsc::Sender<ControlRequest>) -> Resul
             core.send(ControlRequest::Status(tx)).await?;
             serde_json::to_string(&rx.await?)?
         }
-        other => serde_json::json!({ "error": format!("unknown command {other:?}") }).to_string(),
+        other => match other.parse::<Command>() {
+            Ok(cmd) => {
+                let (tx, rx) = oneshot::channel();
+                core.send(ControlRequest::Command(cmd, tx)).await?;
+                match rx.await? {
+                    Ok(done) => serde_json::json!({ "ok": done }).to_string(),
+                    Err(e) => serde_json::json!({ "error": e }).to_string(),
+                }
+            }
+            Err(e) => serde_json::json!({ "error": e }).to_string(),
+        },
     };
     write.write_all(reply.as_bytes()).await?;
     write.write_all(b"\n").await?;
@@ -106,7 +116,14 @@ pub fn request(path: &PathBuf, command: &str) -> Result<serde_json::Value> {
     BufReader::new(stream).read_line(&mut line)?;
     let value: serde_json::Value = serde_json::from_str(&line).context("malformed answer")?;
     if let Some(err) = value.get("error").and_then(|e| e.as_str()) {
-        bail!("the agent refused {command:?}: {err}");
+        bail!("{err}");
     }
     Ok(value)
+}
+
+/// Sends a change to the running agent and prints what it did.
+pub fn command(path: &PathBuf, cmd: &Command) -> Result<()> {
+    let value = request(path, &cmd.to_line())?;
+    println!("{}", value["ok"].as_str().unwrap_or("done"));
+    Ok(())
 }

@@ -11,5 +11,6 @@ pub mod net;
 pub mod policy;
 pub mod resolve;
 pub mod run;
+pub mod server;
 pub mod status;
 pub mod sync;

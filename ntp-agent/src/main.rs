@@ -1,5 +1,9 @@
 use clap::Parser as _;
-use ntp_agent::cli::{Cli, Command};
+use ntp_agent::{
+    cli::{Cli, Command, Op, SourceCommand},
+    control, sync,
+};
+use ntp_proto::SourceKind;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
@@ -15,6 +19,9 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => ntp_agent::run::run(args),
         Command::Detach(args) => ntp_agent::detach::detach(args),
         Command::Status(args) => ntp_agent::status::status(args),
+        Command::Server(c) => source_command(SourceKind::Server, c),
+        Command::Peer(c) => source_command(SourceKind::Peer, c),
+        Command::Mode(c) => control::command(&c.control.control_socket, &sync::Command::Mode(c.mode)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -23,4 +30,12 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn source_command(kind: SourceKind, c: SourceCommand) -> anyhow::Result<()> {
+    let cmd = match c.op {
+        Op::Add => sync::Command::Add(kind, c.target),
+        Op::Del => sync::Command::Del(kind, c.target),
+    };
+    control::command(&c.control.control_socket, &cmd)
 }

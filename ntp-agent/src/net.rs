@@ -1,12 +1,12 @@
-//! Sockets for the NTP client.
+//! Sockets for the NTP client and server.
 //!
 //! Each request to a server leaves from a fresh, randomly chosen ephemeral
 //! port (RFC 9109). The port is written into the filter's sources map
 //! *before* the request is sent, so the NIC drops replies to any other port:
 //! an off-path attacker has to guess the port as well as the transmit
-//! timestamp. Symmetric peers use the NTP port itself, as RFC 5905 requires;
-//! that socket exists only when peers are configured (or a fixed source port
-//! asks for it), so a plain client never listens on 123.
+//! timestamp. Symmetric peers and server mode use the NTP port itself; that
+//! socket exists only while something needs it, so a plain client never
+//! listens on 123 (the router note's complaint: "port 123 still answers").
 
 use std::{
     collections::HashMap,
@@ -25,33 +25,51 @@ use crate::{
     filter::{local_addrs::key_of, FilterMaps},
 };
 
-/// A datagram for the NTP core, timestamped as it came off the socket.
+/// A datagram for the agent, timestamped as it came off the socket.
 pub struct Received {
-    pub from: IpAddr,
+    /// Sender, with IPv4-mapped addresses turned back into IPv4.
+    pub from: SocketAddr,
     /// Known when it came in on a socket used for one server only.
     pub source: Option<SourceId>,
+    /// Came in on the NTP port (peers, clients) rather than a request port.
+    pub on_ntp_port: bool,
     pub data: Vec<u8>,
     pub at: NtpTimestamp,
     pub mono: Instant,
 }
 
-pub struct Transport {
-    ntp_port: u16,
-    maps: Option<Arc<Mutex<FilterMaps>>>,
-    to_core: mpsc::Sender<Received>,
-    /// The reader of the socket of each server's outstanding request.
-    per_server: HashMap<SourceId, JoinHandle<()>>,
-    /// Dual-stack socket on a fixed port: the NTP port for peers, or the
-    /// operator's `--source-port` for everything.
-    shared: Option<(Arc<UdpSocket>, JoinHandle<()>)>,
-    shared_for_servers: bool,
+struct Bound {
+    socket: Arc<UdpSocket>,
+    reader: JoinHandle<()>,
 }
 
-/// IPv4-mapped senders on a dual-stack socket are IPv4 sources.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
+impl Drop for Bound {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+pub struct Transport {
+    ntp_port: u16,
+    /// `--source-port`: every request leaves from this port.
+    source_port: Option<u16>,
+    maps: Option<Arc<Mutex<FilterMaps>>>,
+    to_agent: mpsc::Sender<Received>,
+    /// The reader of the socket of each server's outstanding request.
+    per_server: HashMap<SourceId, JoinHandle<()>>,
+    /// Dual-stack socket on the NTP port.
+    ntp_socket: Option<Bound>,
+    /// Dual-stack socket on `source_port` when that is not the NTP port.
+    fixed_socket: Option<Bound>,
+}
+
+fn canonical(sa: SocketAddr) -> SocketAddr {
+    match sa.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), sa.port()),
+            None => sa,
+        },
+        IpAddr::V4(_) => sa,
     }
 }
 
@@ -59,18 +77,18 @@ fn bind_dual_stack(port: u16) -> Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_only_v6(false)?;
-    socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket
         .bind(&SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port).into())
-        .with_context(|| format!("binding UDP port {port}"))?;
+        .with_context(|| format!("binding UDP port {port} (is another NTP daemon running?)"))?;
     Ok(UdpSocket::from_std(socket.into())?)
 }
 
 fn spawn_reader(
     socket: Arc<UdpSocket>,
     source: Option<SourceId>,
-    to_core: mpsc::Sender<Received>,
+    on_ntp_port: bool,
+    to_agent: mpsc::Sender<Received>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
@@ -81,11 +99,12 @@ fn spawn_reader(
             let received = Received {
                 at: realtime_now(),
                 mono: Instant::now(),
-                from: canonical(from.ip()),
+                from: canonical(from),
                 source,
+                on_ntp_port,
                 data: buf[..len].to_vec(),
             };
-            if to_core.send(received).await.is_err() {
+            if to_agent.send(received).await.is_err() {
                 return;
             }
         }
@@ -93,69 +112,95 @@ fn spawn_reader(
 }
 
 impl Transport {
-    /// `shared_port`: bind the fixed dual-stack socket (peers need the NTP
-    /// port; `--source-port` gives another). `maps` is `None` only in tests
-    /// that run without a filter.
+    /// `maps` is `None` only in tests that run without a filter.
     pub fn new(
         ntp_port: u16,
-        shared_port: Option<u16>,
-        shared_for_servers: bool,
+        source_port: Option<u16>,
         maps: Option<Arc<Mutex<FilterMaps>>>,
-        to_core: mpsc::Sender<Received>,
+        to_agent: mpsc::Sender<Received>,
     ) -> Result<Self> {
-        let shared = match shared_port {
-            Some(port) => {
-                let socket = Arc::new(bind_dual_stack(port)?);
-                let reader = spawn_reader(socket.clone(), None, to_core.clone());
-                Some((socket, reader))
-            }
-            None => None,
-        };
-        Ok(Self {
+        let mut t = Self {
             ntp_port,
+            source_port,
             maps,
-            to_core,
+            to_agent,
             per_server: HashMap::new(),
-            shared,
-            shared_for_servers,
-        })
+            ntp_socket: None,
+            fixed_socket: None,
+        };
+        match source_port {
+            Some(p) if p == ntp_port => t.open_ntp_port()?,
+            Some(p) => t.fixed_socket = Some(t.bind(p, false)?),
+            None => {}
+        }
+        Ok(t)
+    }
+
+    fn bind(&self, port: u16, on_ntp_port: bool) -> Result<Bound> {
+        let socket = Arc::new(bind_dual_stack(port)?);
+        let reader = spawn_reader(socket.clone(), None, on_ntp_port, self.to_agent.clone());
+        Ok(Bound { socket, reader })
+    }
+
+    /// Opens the NTP-port socket (peers, server mode) if it is not open.
+    pub fn open_ntp_port(&mut self) -> Result<()> {
+        if self.ntp_socket.is_none() {
+            self.ntp_socket = Some(self.bind(self.ntp_port, true)?);
+            tracing::info!(port = self.ntp_port, "listening on the NTP port");
+        }
+        Ok(())
+    }
+
+    /// Closes the NTP-port socket unless requests leave from it.
+    pub fn close_ntp_port(&mut self) {
+        if self.source_port != Some(self.ntp_port) && self.ntp_socket.take().is_some() {
+            tracing::info!(port = self.ntp_port, "NTP port closed");
+        }
+    }
+
+    pub fn ntp_port_open(&self) -> bool {
+        self.ntp_socket.is_some()
+    }
+
+    fn fixed(&self) -> Option<&Arc<UdpSocket>> {
+        match self.source_port {
+            Some(p) if p == self.ntp_port => self.ntp_socket.as_ref().map(|b| &b.socket),
+            Some(_) => self.fixed_socket.as_ref().map(|b| &b.socket),
+            None => None,
+        }
     }
 
     /// The reply port a server's entry starts with: the fixed source port,
     /// or 0 (nothing accepted) until its first request picks one.
-    fn initial_reply_port(&self) -> u16 {
-        match &self.shared {
-            Some((socket, _)) if self.shared_for_servers => {
-                socket.local_addr().map(|a| a.port()).unwrap_or(0)
-            }
-            _ => 0,
-        }
+    pub fn initial_reply_port(&self) -> u16 {
+        self.source_port.unwrap_or(0)
     }
 
-    /// Adds a source that joined at run time (a name resolved) to the
-    /// filter.
-    pub fn admit(&self, ip: IpAddr, class: SourceClass) -> Result<()> {
+    fn put_entry(&self, ip: IpAddr, class: SourceClass, reply_port: u16) -> Result<()> {
         let Some(maps) = &self.maps else {
             return Ok(());
         };
+        let entry = SourceEntry {
+            class: class as u8,
+            _pad: 0,
+            reply_port,
+        };
+        maps.lock()
+            .expect("maps lock poisoned")
+            .put_source(key_of(ip), entry)
+            .with_context(|| format!("updating {ip} in the filter"))
+    }
+
+    /// Adds a source that joined at run time to the filter.
+    pub fn admit(&self, ip: IpAddr, class: SourceClass) -> Result<()> {
         let reply_port = match class {
             SourceClass::Server => self.initial_reply_port(),
             _ => 0,
         };
-        maps.lock()
-            .expect("maps lock poisoned")
-            .put_source(
-                key_of(ip),
-                SourceEntry {
-                    class: class as u8,
-                    _pad: 0,
-                    reply_port,
-                },
-            )
-            .with_context(|| format!("adding {ip} to the filter"))
+        self.put_entry(ip, class, reply_port)
     }
 
-    /// Removes a source that left (its name no longer resolves to it).
+    /// Removes a source that left from the filter.
     pub fn forget(&mut self, id: SourceId, ip: IpAddr) -> Result<()> {
         if let Some(reader) = self.per_server.remove(&id) {
             reader.abort();
@@ -169,23 +214,8 @@ impl Transport {
             .with_context(|| format!("removing {ip} from the filter"))
     }
 
-    fn register_reply_port(&self, server: IpAddr, port: u16) -> Result<()> {
-        if let Some(maps) = &self.maps {
-            let entry = SourceEntry {
-                class: SourceClass::Server as u8,
-                _pad: 0,
-                reply_port: port,
-            };
-            maps.lock()
-                .expect("maps lock poisoned")
-                .put_source(key_of(server), entry)
-                .context("registering the reply port in the filter")?;
-        }
-        Ok(())
-    }
-
     /// Sends a client request to a server from a new ephemeral port (or the
-    /// shared one), registering the port with the filter first.
+    /// fixed one), registering the port with the filter first.
     pub async fn send_to_server(
         &mut self,
         id: SourceId,
@@ -193,10 +223,10 @@ impl Transport {
         packet: &[u8],
     ) -> Result<()> {
         let dst = SocketAddr::new(server, self.ntp_port);
-        if self.shared_for_servers {
-            let (shared, _) = self.shared.as_ref().expect("shared socket bound");
-            self.register_reply_port(server, shared.local_addr()?.port())?;
-            shared.send_to(packet, dst).await?;
+        if let Some(fixed) = self.fixed() {
+            let fixed = fixed.clone();
+            self.put_entry(server, SourceClass::Server, fixed.local_addr()?.port())?;
+            fixed.send_to(packet, dst).await?;
             return Ok(());
         }
         let local: SocketAddr = match server {
@@ -206,9 +236,9 @@ impl Transport {
         let socket = UdpSocket::bind(local).await?;
         // connect() makes the kernel drop datagrams from anyone else too.
         socket.connect(dst).await?;
-        self.register_reply_port(server, socket.local_addr()?.port())?;
+        self.put_entry(server, SourceClass::Server, socket.local_addr()?.port())?;
         socket.send(packet).await?;
-        let reader = spawn_reader(Arc::new(socket), Some(id), self.to_core.clone());
+        let reader = spawn_reader(Arc::new(socket), Some(id), false, self.to_agent.clone());
         // The previous request's socket closes here: a late reply to it is
         // stale, and the NIC already drops it.
         if let Some(old) = self.per_server.insert(id, reader) {
@@ -217,25 +247,25 @@ impl Transport {
         Ok(())
     }
 
-    /// Sends a symmetric-mode message to a peer from the NTP port.
-    pub async fn send_to_peer(&self, peer: IpAddr, packet: &[u8]) -> Result<()> {
-        let (shared, _) = self
-            .shared
+    /// Sends from the NTP port: symmetric-mode messages to peers, replies
+    /// to clients.
+    pub async fn send_from_ntp_port(&self, to: SocketAddr, packet: &[u8]) -> Result<()> {
+        let bound = self
+            .ntp_socket
             .as_ref()
-            .context("no socket on the NTP port for peers")?;
-        shared
-            .send_to(packet, SocketAddr::new(peer, self.ntp_port))
-            .await?;
+            .context("the NTP port is not open")?;
+        bound.socket.send_to(packet, to).await?;
         Ok(())
+    }
+
+    pub fn ntp_port(&self) -> u16 {
+        self.ntp_port
     }
 }
 
 impl Drop for Transport {
     fn drop(&mut self) {
         for (_, reader) in self.per_server.drain() {
-            reader.abort();
-        }
-        if let Some((_, reader)) = self.shared.take() {
             reader.abort();
         }
     }

@@ -20,6 +20,7 @@ use crate::{
     filter::{self, local_addrs, reconcile, Attachment, Desired, FilterMaps, PinDir},
     policy,
     resolve::SourceSpec,
+    server::RateLimit,
     sync::{PollSettings, SyncSettings},
 };
 
@@ -168,6 +169,9 @@ fn sync_settings(args: &RunArgs) -> Result<SyncSettings> {
             args.sync.step_threshold
         );
     }
+    if !(args.sync.ratelimit_interval.is_finite() && args.sync.ratelimit_interval > 0.0) {
+        bail!("--ratelimit-interval must be a positive number of seconds, not {}", args.sync.ratelimit_interval);
+    }
     if args.sync.panic_threshold.is_nan() || args.sync.panic_threshold < 0.0 {
         bail!(
             "--panic-threshold must be ≥ 0 seconds (0 disables it), not {}",
@@ -202,6 +206,11 @@ fn sync_settings(args: &RunArgs) -> Result<SyncSettings> {
         ntp_port: args.ntp_port,
         source_port: args.sync.source_port,
         mode: args.mode,
+        policy_overrides: args.allow_modes.clone(),
+        rate_limit: RateLimit {
+            burst: args.sync.ratelimit_burst,
+            interval: std::time::Duration::from_secs_f64(args.sync.ratelimit_interval),
+        },
     })
 }
 

@@ -189,6 +189,16 @@ pub fn render_agent(agent: &serde_json::Value) -> String {
         "        jitter:   {:.3}ms",
         host["jitter_ms"].as_f64().unwrap_or(0.0)
     );
+    if agent["mode"] == "server" {
+        let srv = &agent["server"];
+        let _ = writeln!(
+            out,
+            "        clients:  {} answered, {} KoD RATE, {} ignored (rate limit)",
+            srv["answered"].as_u64().unwrap_or(0),
+            srv["rate_kod"].as_u64().unwrap_or(0),
+            srv["rate_ignored"].as_u64().unwrap_or(0)
+        );
+    }
     let _ = writeln!(out, "peer info:");
     let _ = writeln!(
         out,
@@ -239,6 +249,7 @@ pub fn status(args: StatusArgs) -> Result<()> {
                 v["clock"] = a["clock"].clone();
                 v["host"] = a["system"].clone();
                 v["peers"] = a["sources"].clone();
+                v["server"] = a["server"].clone();
             }
             Err(e) => v["agent_error"] = format!("{e:#}").into(),
         }

@@ -179,7 +179,10 @@ fn incompatible_pinned_layout_is_refused() {
     }
     let lab = RouterLab::new("layout").unwrap();
     let env = AgentEnv::new("layout").unwrap();
-    let v1 = env.pins.path().join("v1");
+    let v1 = env
+        .pins
+        .path()
+        .join(format!("v{}", ntp_filter_common::LAYOUT_VERSION));
     std::fs::create_dir_all(&v1).unwrap();
     // An NF_CONFIG with an 8-byte value where this agent has 4 bytes.
     let wrong = aya_map_with_value_size_8();

@@ -1,0 +1,281 @@
+//! The router note's story, end to end, over IPv4 and IPv6: a router in
+//! client mode syncs to its upstream but does not answer anyone — no NTP,
+//! not even an ICMP port unreachable for a probe of port 123 — then serves
+//! clients after `ntp-agent mode server` (rate limited, with an access list
+//! enforced at the NIC) and stops again after `ntp-agent mode client`,
+//! without restarting and without losing sync.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    process::Output,
+    time::{Duration, Instant},
+};
+
+use ntp_filter_tests::{addrs::*, *};
+use serde_json::Value;
+
+const SYNC_TIMEOUT: Duration = Duration::from_secs(45);
+const POLL: Duration = Duration::from_millis(250);
+const REPLY_WAIT: Duration = Duration::from_secs(2);
+
+struct Scenario {
+    lab: RouterLab,
+    env: AgentEnv,
+    agent: Child,
+    _upstream_v4: Chronyd,
+    _upstream_v6: Chronyd,
+}
+
+/// Router with the agent in client mode, synced to an upstream chronyd
+/// (stratum 4, so the router is stratum 5), like the note's transcript.
+fn router_in_client_mode(tag: &str) -> Scenario {
+    let lab = RouterLab::new(tag).unwrap();
+    // The outside host talks from 192.0.2.99 / 2001:db8::99 (as in the
+    // issue), not from its first address, which is the upstream server's.
+    lab.outside()
+        .ip(&["route", "add", "192.0.2.1/32", "dev", EXT_IF, "src", "192.0.2.99"])
+        .unwrap();
+    lab.outside()
+        .ip(&["-6", "route", "add", "2001:db8::1/128", "dev", EXT_IF, "src", "2001:db8::99"])
+        .unwrap();
+    let upstream_v4 =
+        Chronyd::start(lab.outside(), &ChronyConfig::server(SERVER_V4.into()).local_stratum(4))
+            .unwrap();
+    let upstream_v6 =
+        Chronyd::start(lab.outside(), &ChronyConfig::server(SERVER_V6.into()).local_stratum(4))
+            .unwrap();
+    let env = AgentEnv::new(tag).unwrap();
+    let agent = env
+        .start(
+            lab.router(),
+            &[
+                "--iface", WAN_IF, "--server", "192.0.2.10", "--server", "2001:db8::10", "--mode",
+                "client", "--ratelimit-burst", "4",
+            ],
+        )
+        .unwrap();
+    let s = Scenario {
+        lab,
+        env,
+        agent,
+        _upstream_v4: upstream_v4,
+        _upstream_v6: upstream_v6,
+    };
+    s.wait_status("synchronized", |v| v["host"]["synchronized"] == true);
+    s
+}
+
+impl Scenario {
+    fn wait_status(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + SYNC_TIMEOUT;
+        loop {
+            let v = self.env.status(self.lab.router()).unwrap();
+            if done(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} not reached; last status:\n{v:#}"
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn status(&self) -> Value {
+        self.env.status(self.lab.router()).unwrap()
+    }
+
+    /// `ntp-agent <args> --control-socket …` against the running agent.
+    fn control(&self, args: &[&str]) -> Finished {
+        let ctl = self.env.control_socket();
+        let mut full: Vec<&str> = args.to_vec();
+        full.extend(["--control-socket", &ctl]);
+        run_agent_once(self.lab.router(), &full, Duration::from_secs(20)).unwrap()
+    }
+
+    fn ntpdate(&self, router: IpAddr) -> Output {
+        self.lab
+            .outside()
+            .command("ntpdate")
+            .args(["-q", &router.to_string()])
+            .output()
+            .unwrap()
+    }
+
+    /// One request from `client`, and what came back within REPLY_WAIT.
+    fn ask(&self, client: SocketAddr, router: IpAddr) -> Vec<Reply> {
+        let sock = self.lab.outside_udp(client).unwrap();
+        sock.send_to(&NtpPacket::new(mode::CLIENT).to_bytes(), SocketAddr::new(router, 123))
+            .unwrap();
+        let _ = sock.wait_for(|_| true, REPLY_WAIT);
+        sock.received().unwrap().iter().map(|d| Reply::parse(&d.data)).collect()
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct Reply {
+    mode: u8,
+    stratum: u8,
+    refid: [u8; 4],
+}
+
+impl Reply {
+    fn parse(b: &[u8]) -> Self {
+        assert!(b.len() >= 48, "short reply {b:?}");
+        Self {
+            mode: b[0] & 7,
+            stratum: b[1],
+            refid: [b[12], b[13], b[14], b[15]],
+        }
+    }
+
+    fn is_rate_kod(&self) -> bool {
+        self.stratum == 0 && &self.refid == b"RATE"
+    }
+}
+
+/// Everything the router sent to the outside host (as seen on the
+/// outside's interface): NTP or ICMP port unreachable alike. (The router's
+/// own requests to its upstream go to another address.)
+fn answers_from_router(obs: &Observer, since: usize) -> usize {
+    obs.count_since(since, |f| {
+        let d = &f.data;
+        let v4 = d.len() >= 34
+            && d[12..14] == [0x08, 0x00]
+            && d[26..30] == ROUTER_V4.octets()
+            && d[30..34] == OUTSIDER_V4.octets();
+        let v6 = d.len() >= 54
+            && d[12..14] == [0x86, 0xdd]
+            && d[22..38] == ROUTER_V6.octets()
+            && d[38..54] == OUTSIDER_V6.octets();
+        v4 || v6
+    })
+}
+
+#[test]
+fn client_mode_syncs_but_answers_nobody() {
+    if !require_privileged("client_mode_syncs_but_answers_nobody") {
+        return;
+    }
+    let s = router_in_client_mode("note-cli");
+    let st = s.status();
+    assert_eq!(st["mode"], "client");
+    assert_eq!(st["host"]["stratum"], 5, "{st:#}");
+    let text = s.env.status_text(s.lab.router()).unwrap();
+    assert!(text.contains("mode:  client"), "{text}");
+    assert!(text.contains("status:   synchronized"), "{text}");
+    assert!(text.contains("stratum:  5"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("*192.0.2.10") || l.starts_with("+192.0.2.10")),
+        "{text}"
+    );
+
+    let obs = Observer::start(s.lab.outside(), EXT_IF).unwrap();
+    for router in [IpAddr::from(ROUTER_V4), IpAddr::from(ROUTER_V6)] {
+        let out = s.ntpdate(router);
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "ntpdate -q {router} got an answer: {said}");
+        // ntpsec's ntpdate; classic ntpdate says "no server suitable for
+        // synchronization found".
+        assert!(said.contains("no eligible servers"), "{said}");
+
+        // hping -p 123 style probe: not NTP at all. No answer of any kind.
+        let mark = obs.mark();
+        let probe = s.lab.outside_udp(SocketAddr::new(outsider_of(router), 40_999)).unwrap();
+        probe.send_to(b"x", SocketAddr::new(router, 123)).unwrap();
+        probe.send_to(&NtpPacket::new(mode::CLIENT).to_bytes(), SocketAddr::new(router, 123)).unwrap();
+        std::thread::sleep(REPLY_WAIT);
+        assert_eq!(probe.received().unwrap().len(), 0, "{router} answered");
+        assert_eq!(answers_from_router(&obs, mark), 0, "{router} sent something back (ICMP?)");
+    }
+    let st = s.status();
+    assert!(st["filter"]["counters"]["drops"]["short_payload"].as_u64() >= Some(2), "{st:#}");
+    assert!(st["filter"]["counters"]["by_class_mode"]["other"]["3"]["dropped"].as_u64() >= Some(2));
+}
+
+fn outsider_of(router: IpAddr) -> IpAddr {
+    match router {
+        IpAddr::V4(_) => OUTSIDER_V4.into(),
+        IpAddr::V6(_) => OUTSIDER_V6.into(),
+    }
+}
+
+#[test]
+fn server_mode_at_runtime_then_back_to_client() {
+    if !require_privileged("server_mode_at_runtime_then_back_to_client") {
+        return;
+    }
+    let mut s = router_in_client_mode("note-srv");
+    let pid = s.agent.pid();
+
+    let out = s.control(&["mode", "server"]);
+    assert!(out.status.success(), "{}", out.log);
+    assert!(out.log.contains("now in server mode"), "{}", out.log);
+    assert_eq!(s.status()["mode"], "server");
+    for router in [IpAddr::from(ROUTER_V4), IpAddr::from(ROUTER_V6)] {
+        let out = s.ntpdate(router);
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "ntpdate -q {router} failed in server mode: {said}");
+        // ntpdig reports the server's stratum as "s5".
+        assert!(said.contains("s5"), "{said}");
+        let replies = s.ask(SocketAddr::new(outsider_of(router), 41_000), router);
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        assert_eq!((replies[0].mode, replies[0].stratum), (4, 5));
+    }
+
+    let out = s.control(&["mode", "client"]);
+    assert!(out.status.success(), "{}", out.log);
+    for router in [IpAddr::from(ROUTER_V4), IpAddr::from(ROUTER_V6)] {
+        assert!(!s.ntpdate(router).status.success(), "{router} still answers");
+        assert!(s.ask(SocketAddr::new(outsider_of(router), 41_001), router).is_empty());
+    }
+    let st = s.status();
+    assert_eq!(st["mode"], "client");
+    assert_eq!(st["host"]["synchronized"], true, "sync lost: {st:#}");
+    assert!(s.agent.try_wait().unwrap().is_none(), "the agent restarted");
+    assert_eq!(s.agent.pid(), pid);
+
+    let out = s.control(&["mode", "sideways"]);
+    assert!(!out.status.success());
+    assert!(out.log.contains("invalid value 'sideways'"), "{}", out.log);
+}
+
+#[test]
+fn flooding_client_gets_one_rate_kod_then_silence() {
+    if !require_privileged("flooding_client_gets_one_rate_kod_then_silence") {
+        return;
+    }
+    let s = router_in_client_mode("note-rate");
+    assert!(s.control(&["mode", "server"]).status.success());
+    for router in [IpAddr::from(ROUTER_V4), IpAddr::from(ROUTER_V6)] {
+        let flooder = s.lab.outside_udp(SocketAddr::new(outsider_of(router), 42_000)).unwrap();
+        // Burst is 4 (see router_in_client_mode): 4 answers, one KoD, then
+        // nothing for the rest of the flood.
+        for _ in 0..20 {
+            flooder
+                .send_to(&NtpPacket::new(mode::CLIENT).to_bytes(), SocketAddr::new(router, 123))
+                .unwrap();
+        }
+        std::thread::sleep(REPLY_WAIT);
+        let replies: Vec<Reply> =
+            flooder.received().unwrap().iter().map(|d| Reply::parse(&d.data)).collect();
+        let kods = replies.iter().filter(|r| r.is_rate_kod()).count();
+        let answers = replies.iter().filter(|r| r.mode == 4 && r.stratum == 5).count();
+        assert_eq!((answers, kods), (4, 1), "{router}: {replies:?}");
+        assert!(replies.last().unwrap().is_rate_kod(), "nothing may follow the KoD: {replies:?}");
+
+        // A polite client from another address is still answered.
+        let polite = match router {
+            IpAddr::V4(_) => IpAddr::from(PEER_V4),
+            IpAddr::V6(_) => IpAddr::from(PEER_V6),
+        };
+        let replies = s.ask(SocketAddr::new(polite, 42_001), router);
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        assert_eq!(replies[0].stratum, 5);
+    }
+    let st = s.status();
+    assert_eq!(st["server"]["rate_kod"], 2, "{st:#}");
+    assert!(st["server"]["rate_ignored"].as_u64() >= Some(2 * 15));
+}
