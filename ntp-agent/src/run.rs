@@ -83,6 +83,7 @@ pub fn desired(args: &RunArgs) -> Result<Desired> {
         },
         policy: policy::table(args.mode, &args.allow_modes),
         sources,
+        acl: Vec::new(),
     })
 }
 

@@ -12,6 +12,10 @@
 //!   dropped;
 //! * client mode: server → {4}, peer → {1, 2}, other → {}; server mode adds
 //!   mode 3 for every class;
+//! * a mode-3 request the table passes is then checked against the access
+//!   list: the longest matching allow/deny prefix decides; with no match it
+//!   passes, unless some rule is an `allow`; a denied one is dropped as
+//!   `denied` and counts as a `(class, 3, drop)` decision;
 //! * every packet moves exactly one pass/drop reason counter; packets that
 //!   reach the mode/class decision also move one decision counter.
 //!
@@ -280,6 +284,8 @@ fn table() -> Vec<Fixture> {
         ntp_frame(OTHER4, LOCAL4, EPHEMERAL, NTP, 4, 3),
         refused(Other, 3, D::UnknownSource),
     );
+
+    acl_fixtures(&mut t);
 
     // VLAN tags: 0 (everything above), 1 and 2 of either kind, 3.
     let n3 = ntp(4, 3);
@@ -1062,6 +1068,327 @@ fn table() -> Vec<Fixture> {
     t.0
 }
 
+/// The client access list (server mode): the longest matching prefix
+/// decides mode-3 requests that the class table passes, from any class;
+/// unmatched requests pass unless some rule allows. Denied requests count as
+/// `(class, 3, drop)` and `denied`. Nothing else changes.
+fn acl_fixtures(t: &mut Table) {
+    const fn server_with(acl: &'static [&'static str]) -> Env {
+        Env {
+            mode: Mode::Server,
+            acl,
+            ..Env::CLIENT
+        }
+    }
+    let req = |src: IpAddr| {
+        let dst = if src.is_ipv4() { LOCAL4 } else { LOCAL6 };
+        ntp_frame(src, dst, EPHEMERAL, NTP, 4, 3)
+    };
+
+    // (a) One host denied; no allow rule, so everyone else passes.
+    let deny_one = server_with(&["deny 192.0.2.99/32"]);
+    t.with(
+        deny_one,
+        "acl/deny-one/v4/other(.99)/mode3",
+        req(OTHER4),
+        refused(Other, 3, D::Denied),
+    );
+    t.with(
+        deny_one,
+        "acl/deny-one/v4/other(.98)/mode3",
+        req(CLIENT4_98),
+        allowed(Other, 3),
+    );
+    t.with(
+        deny_one,
+        "acl/deny-one/v6/other/mode3",
+        req(OTHER6),
+        allowed(Other, 3),
+    );
+    t.with(
+        deny_one,
+        "acl/deny-one/v4/other(.99)/mode3/to-limited-broadcast",
+        ntp_frame(OTHER4, LIMITED_BCAST4, EPHEMERAL, NTP, 4, 3),
+        refused(Other, 3, D::Denied),
+    );
+    t.with(
+        deny_one,
+        "acl/deny-one/vlan/88a8+8100/v4/other(.99)/mode3",
+        udp_vlan(Vlan::Double, OTHER4, LOCAL4, EPHEMERAL, NTP, &ntp(4, 3)),
+        refused(Other, 3, D::Denied),
+    );
+    // The class table comes first: a mode it drops is not "denied".
+    t.with(
+        deny_one,
+        "acl/deny-one/v4/other(.99)/mode4",
+        ntp_frame(OTHER4, LOCAL4, NTP, NTP, 4, 4),
+        refused(Other, 4, D::UnknownSource),
+    );
+    t.with(
+        deny_one,
+        "acl/deny-one/v4/other(.99)/mode7",
+        ntp_frame(OTHER4, LOCAL4, EPHEMERAL, NTP, 2, 7),
+        refused(Other, 7, D::UnknownSource),
+    );
+    // Scope and parsing come first too.
+    t.with(
+        deny_one,
+        "acl/deny-one/v4/other(.99)/mode3/transit",
+        ntp_frame(OTHER4, TRANSIT4, EPHEMERAL, NTP, 4, 3),
+        Expect::Pass(P::NotLocal),
+    );
+    t.with(
+        deny_one,
+        "acl/deny-one/v4/other(.99)/version0",
+        ntp_frame(OTHER4, LOCAL4, EPHEMERAL, NTP, 0, 3),
+        Expect::Drop(D::BadVersion),
+    );
+    // In client mode the table already refuses mode 3.
+    t.with(
+        Env {
+            acl: &["deny 192.0.2.99/32"],
+            ..Env::CLIENT
+        },
+        "acl/deny-one/client-mode/v4/other(.99)/mode3",
+        req(OTHER4),
+        refused(Other, 3, D::UnknownSource),
+    );
+
+    // (b) An allow rule: everything it does not cover is denied.
+    // 192.0.2.0/25 is .0-.127, so .99 is inside it.
+    let allow_half = server_with(&["allow 192.0.2.0/25"]);
+    t.with(
+        allow_half,
+        "acl/allow-/25/v4/other(.50)/mode3",
+        req(CLIENT4_50),
+        allowed(Other, 3),
+    );
+    t.with(
+        allow_half,
+        "acl/allow-/25/v4/other(.99)/mode3",
+        req(OTHER4),
+        allowed(Other, 3),
+    );
+    t.with(
+        allow_half,
+        "acl/allow-/25/v4/other(.200)/mode3",
+        req(CLIENT4_200),
+        refused(Other, 3, D::Denied),
+    );
+    t.with(
+        allow_half,
+        "acl/allow-/25/v4/other(198.51.100.7)/mode3",
+        req(FAR4),
+        refused(Other, 3, D::Denied),
+    );
+    t.with(
+        allow_half,
+        "acl/allow-/25/v6/other/mode3",
+        req(OTHER6),
+        refused(Other, 3, D::Denied),
+    );
+    t.with(
+        allow_half,
+        "acl/allow-/25/v6/server/mode3",
+        req(SERVER6),
+        refused(Server, 3, D::Denied),
+    );
+    t.with(
+        allow_half,
+        "acl/allow-/25/v4/server(.10)/mode3",
+        req(SERVER4),
+        allowed(Server, 3),
+    );
+
+    // (c) The longest prefix wins, either way round.
+    let nested = server_with(&["allow 192.0.2.0/24", "deny 192.0.2.96/28"]);
+    t.with(
+        nested,
+        "acl/nested/v4/other(.99,in-/28)/mode3",
+        req(OTHER4),
+        refused(Other, 3, D::Denied),
+    );
+    t.with(
+        nested,
+        "acl/nested/v4/other(.98,in-/28)/mode3",
+        req(CLIENT4_98),
+        refused(Other, 3, D::Denied),
+    );
+    t.with(
+        nested,
+        "acl/nested/v4/server(.10)/mode3",
+        req(SERVER4),
+        allowed(Server, 3),
+    );
+    t.with(
+        nested,
+        "acl/nested/v4/other(.50)/mode3",
+        req(CLIENT4_50),
+        allowed(Other, 3),
+    );
+    t.with(
+        nested,
+        "acl/nested/v4/other(.112,past-/28)/mode3",
+        req(CLIENT4_112),
+        allowed(Other, 3),
+    );
+    t.with(
+        nested,
+        "acl/nested/v4/other(198.51.100.7,no-match)/mode3",
+        req(FAR4),
+        refused(Other, 3, D::Denied),
+    );
+    let nested_rev = server_with(&["deny 192.0.2.0/24", "allow 192.0.2.96/28"]);
+    t.with(
+        nested_rev,
+        "acl/nested-reversed/v4/other(.99,in-/28)/mode3",
+        req(OTHER4),
+        allowed(Other, 3),
+    );
+    t.with(
+        nested_rev,
+        "acl/nested-reversed/v4/other(.50)/mode3",
+        req(CLIENT4_50),
+        refused(Other, 3, D::Denied),
+    );
+
+    // (d) Only mode 3 is subject to the list: every own source's address
+    // denied, their replies and symmetric messages still pass.
+    let ours_denied = server_with(&[
+        "allow 198.51.100.0/24",
+        "deny 192.0.2.0/24",
+        "deny 2001:db8::/32",
+    ]);
+    for v6 in [false, true] {
+        let f = fam(v6);
+        let (server, peer) = (source(Server, v6), source(Peer, v6));
+        t.with(
+            ours_denied,
+            format!("acl/ours-denied/{f}/server/mode4"),
+            ntp_frame(server, local(v6), NTP, NTP, 4, 4),
+            allowed(Server, 4),
+        );
+        t.with(
+            ours_denied,
+            format!("acl/ours-denied/{f}/peer/mode1"),
+            ntp_frame(peer, local(v6), NTP, NTP, 4, 1),
+            allowed(Peer, 1),
+        );
+        t.with(
+            ours_denied,
+            format!("acl/ours-denied/{f}/peer/mode2"),
+            ntp_frame(peer, local(v6), NTP, NTP, 4, 2),
+            allowed(Peer, 2),
+        );
+        t.with(
+            ours_denied,
+            format!("acl/ours-denied/{f}/server/mode3"),
+            req(server),
+            refused(Server, 3, D::Denied),
+        );
+        t.with(
+            ours_denied,
+            format!("acl/ours-denied/{f}/peer/mode3"),
+            req(peer),
+            refused(Peer, 3, D::Denied),
+        );
+    }
+    t.with(
+        ours_denied,
+        "acl/ours-denied/v4/server/mode4/dst-40000",
+        ntp_frame(SERVER4, LOCAL4, NTP, 40000, 4, 4),
+        refused(Server, 4, D::WrongReplyPort),
+    );
+    t.with(
+        ours_denied,
+        "acl/ours-denied/v4/server/mode5",
+        ntp_frame(SERVER4, LOCAL4, NTP, NTP, 4, 5),
+        refused(Server, 5, D::ModeNotAllowed),
+    );
+    t.with(
+        ours_denied,
+        "acl/ours-denied/v4/other(198.51.100.7)/mode3",
+        req(FAR4),
+        allowed(Other, 3),
+    );
+
+    // (e) IPv6 /64s, and an IPv4 client under an IPv6-only allow list.
+    let v6_nets = server_with(&["allow 2001:db8:0:5::/64", "deny 2001:db8::/64"]);
+    t.with(
+        v6_nets,
+        "acl/v6-/64/other(2001:db8:0:5::99)/mode3",
+        req(CLIENT6_NET5),
+        allowed(Other, 3),
+    );
+    t.with(
+        v6_nets,
+        "acl/v6-/64/other(2001:db8::99)/mode3",
+        req(OTHER6),
+        refused(Other, 3, D::Denied),
+    );
+    t.with(
+        v6_nets,
+        "acl/v6-/64/other(2001:db8:0:6::99,no-match)/mode3",
+        req(CLIENT6_NET6),
+        refused(Other, 3, D::Denied),
+    );
+    t.with(
+        v6_nets,
+        "acl/v6-/64/v4/other(.99,no-match)/mode3",
+        req(OTHER4),
+        refused(Other, 3, D::Denied),
+    );
+    t.with(
+        v6_nets,
+        "acl/v6-/64/ipv6-ext/6/other(2001:db8:0:5::99)/mode3",
+        insert_ipv6_exts(
+            ntp_frame(CLIENT6_NET5, LOCAL6, EPHEMERAL, NTP, 4, 3),
+            &SIX_EXTS,
+        ),
+        allowed(Other, 3),
+    );
+    t.with(
+        v6_nets,
+        "acl/v6-/64/ipv6-ext/6/other(2001:db8::99)/mode3",
+        insert_ipv6_exts(ntp_frame(OTHER6, LOCAL6, EPHEMERAL, NTP, 4, 3), &SIX_EXTS),
+        refused(Other, 3, D::Denied),
+    );
+    // A deny-only IPv6 list leaves IPv4 alone.
+    let v6_deny = server_with(&["deny 2001:db8::/64"]);
+    t.with(
+        v6_deny,
+        "acl/v6-deny-/64/v6/other(2001:db8::99)/mode3",
+        req(OTHER6),
+        refused(Other, 3, D::Denied),
+    );
+    t.with(
+        v6_deny,
+        "acl/v6-deny-/64/v6/other(2001:db8:0:5::99)/mode3",
+        req(CLIENT6_NET5),
+        allowed(Other, 3),
+    );
+    t.with(
+        v6_deny,
+        "acl/v6-deny-/64/v4/other(.99)/mode3",
+        req(OTHER4),
+        allowed(Other, 3),
+    );
+
+    // Rules removed, flag cleared: everyone may ask again.
+    t.with(
+        Env::SERVER,
+        "acl-restored/v4/other(.200)/mode3",
+        req(CLIENT4_200),
+        allowed(Other, 3),
+    );
+    t.with(
+        Env::SERVER,
+        "acl-restored/v6/other/mode3",
+        req(OTHER6),
+        allowed(Other, 3),
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Running it
 
@@ -1194,6 +1521,11 @@ fn verdicts_and_counters_match_the_spec() {
     h.set_env(Env::CLIENT).expect("restoring the client config");
     let cfg = h.maps.config().expect("reading the config");
     assert_eq!((cfg.ntp_port, cfg.flags), (123, 0), "config not restored");
+    assert_eq!(
+        h.maps.acl_rules().expect("reading the access list"),
+        vec![],
+        "access list not restored"
+    );
 
     // The same totals through FilterStats, as `status` shows them.
     let end = FilterStats::from_slots(&h.counters().expect("reading counters"));
@@ -1220,6 +1552,124 @@ fn verdicts_and_counters_match_the_spec() {
         fixtures.len() - not_run.len(),
         not_run.len()
     ));
+}
+
+/// The access-list API on the real map: exact-range rules, sorted reads,
+/// overwrites, removal of an absent range, the default-deny flag, and the
+/// reconcile helpers (contradictions refused before any write, the map's
+/// full capacity usable).
+#[test]
+fn access_list_maps_round_trip() {
+    use ntp_agent::filter::{reconcile, AclRule, Cidr};
+    use ntp_filter_common::{config_flags, MAX_ACL_RULES};
+
+    let Some(mut h) = Harness::start("access_list_maps_round_trip", "acl") else {
+        return;
+    };
+    let cidr = |s: &str| s.parse::<Cidr>().unwrap();
+    let rule = |s: &str| s.parse::<AclRule>().unwrap();
+    let m = &mut h.maps;
+    assert_eq!(m.acl_rules().unwrap(), vec![]);
+    assert!(!m.acl_default_deny().unwrap());
+
+    for r in [
+        "deny 2001:db8::/64",
+        "deny 192.0.2.96/28",
+        "allow 192.0.2.0/24",
+    ] {
+        m.put_acl(rule(r)).unwrap();
+    }
+    let shown = |m: &ntp_agent::filter::FilterMaps| {
+        m.acl_rules()
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        shown(m),
+        [
+            "allow 192.0.2.0/24",
+            "deny 192.0.2.96/28",
+            "deny 2001:db8::/64"
+        ]
+    );
+    // Same range again: the verdict is replaced, not added.
+    m.put_acl(rule("allow 192.0.2.96/28")).unwrap();
+    assert_eq!(
+        shown(m),
+        [
+            "allow 192.0.2.0/24",
+            "allow 192.0.2.96/28",
+            "deny 2001:db8::/64"
+        ]
+    );
+    // Removal is by exact range, not longest-prefix match.
+    let e = m.remove_acl(cidr("192.0.2.0/25")).unwrap_err();
+    assert_eq!(e.to_string(), "no allow/deny rule for 192.0.2.0/25");
+    m.remove_acl(cidr("192.0.2.0/24")).unwrap();
+    assert_eq!(shown(m), ["allow 192.0.2.96/28", "deny 2001:db8::/64"]);
+
+    // The flag leaves the rest of the config alone.
+    let before = m.config().unwrap();
+    m.set_acl_default_deny(true).unwrap();
+    let cfg = m.config().unwrap();
+    assert_eq!(cfg.ntp_port, before.ntp_port);
+    assert_eq!(cfg.flags, before.flags | config_flags::ACL_DEFAULT_DENY);
+    assert!(m.acl_default_deny().unwrap());
+    m.set_acl_default_deny(false).unwrap();
+    assert_eq!(m.config().unwrap(), before);
+
+    // apply_acl: contradictions refused with the map untouched.
+    let e =
+        reconcile::apply_acl(m, &[rule("allow 10.0.0.0/8"), rule("deny 10.0.0.0/8")]).unwrap_err();
+    assert!(e.to_string().contains("10.0.0.0/8"), "{e}");
+    assert_eq!(shown(m), ["allow 192.0.2.96/28", "deny 2001:db8::/64"]);
+    // Adds, changes, removes, and sets the flag from the allow rules.
+    let p =
+        reconcile::apply_acl(m, &[rule("allow 10.0.0.0/8"), rule("allow 2001:db8::/64")]).unwrap();
+    assert_eq!((p.upserts.len(), p.removals.len()), (2, 1));
+    assert_eq!(shown(m), ["allow 10.0.0.0/8", "allow 2001:db8::/64"]);
+    assert!(m.acl_default_deny().unwrap());
+    reconcile::apply_acl(m, &[rule("deny 10.0.0.0/8")]).unwrap();
+    assert_eq!(shown(m), ["deny 10.0.0.0/8"]);
+    assert!(!m.acl_default_deny().unwrap());
+
+    // The whole capacity, then one too many (refused before writing).
+    let full: Vec<AclRule> = (0..MAX_ACL_RULES)
+        .map(|i| {
+            let [_, _, a, b] = i.to_be_bytes();
+            AclRule::deny(Cidr::host(IpAddr::from([10, 9, a, b])))
+        })
+        .collect();
+    reconcile::apply_acl(m, &full).unwrap();
+    assert_eq!(m.acl_rules().unwrap().len(), MAX_ACL_RULES as usize);
+    let mut too_many = full.clone();
+    too_many.push(rule("deny 10.8.0.0/16"));
+    let e = reconcile::apply_acl(m, &too_many).unwrap_err();
+    assert!(e.to_string().contains("at most 4096"), "{e}");
+    assert_eq!(m.acl_rules().unwrap().len(), MAX_ACL_RULES as usize);
+    // Full to another full list: some old rules must go first to make room.
+    let mut shifted = full[100..].to_vec();
+    shifted.extend((0..100u8).map(|i| AclRule::allow(Cidr::host(IpAddr::from([10, 10, 0, i])))));
+    let p = reconcile::apply_acl(m, &shifted).unwrap();
+    assert_eq!((p.upserts.len(), p.removals.len()), (100, 100));
+    let mut want = shifted.clone();
+    want.sort();
+    assert_eq!(m.acl_rules().unwrap(), want);
+    assert!(m.acl_default_deny().unwrap());
+
+    // reconcile::apply owns the list and the flag through Desired.acl.
+    h.set_env(Env {
+        acl: &["allow 192.0.2.0/24"],
+        ..Env::SERVER
+    })
+    .unwrap();
+    assert_eq!(shown(&h.maps), ["allow 192.0.2.0/24"]);
+    assert!(h.maps.acl_default_deny().unwrap());
+    h.set_env(Env::CLIENT).unwrap();
+    assert_eq!(h.maps.acl_rules().unwrap(), vec![]);
+    assert_eq!(h.maps.config().unwrap().flags, 0);
 }
 
 /// The table itself: big enough, no duplicate names, and every drop and

@@ -32,10 +32,13 @@ pub enum DropReason {
     ModeNotAllowed = 5,
     /// A server reply to a local port we have no request outstanding on.
     WrongReplyPort = 6,
+    /// A client request (mode 3) from an address the access list
+    /// ([`NF_ACL`](crate::names::ACL)) denies.
+    Denied = 7,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::Fragment,
         Self::ExtHeaders,
@@ -44,6 +47,7 @@ impl DropReason {
         Self::UnknownSource,
         Self::ModeNotAllowed,
         Self::WrongReplyPort,
+        Self::Denied,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -55,6 +59,7 @@ impl DropReason {
             Self::UnknownSource => "unknown_source",
             Self::ModeNotAllowed => "mode_not_allowed",
             Self::WrongReplyPort => "wrong_reply_port",
+            Self::Denied => "denied",
         }
     }
 }
@@ -192,5 +197,18 @@ mod tests {
             assert_eq!(c.index(), i, "{c:?}");
         }
         assert_eq!(Counter::from_index(COUNTER_SLOTS), None);
+    }
+
+    #[test]
+    fn reasons_are_numbered_in_order_with_unique_names() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+            assert!(DropReason::ALL[..i].iter().all(|o| o.name() != r.name()));
+        }
+        for (i, r) in PassReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r:?}");
+            assert!(PassReason::ALL[..i].iter().all(|o| o.name() != r.name()));
+        }
+        assert_eq!(DropReason::Denied.name(), "denied");
     }
 }

@@ -11,9 +11,11 @@ pub mod counters;
 pub use counters::{Counter, DropReason, PassReason, Verdict, COUNTER_SLOTS};
 
 /// Bumped whenever a map's key or value layout, a map's size, or the counter
-/// numbering changes. It is part of the pin directory (`.../v1/`), so an agent
+/// numbering changes. It is part of the pin directory (`.../v2/`), so an agent
 /// with a new layout never reuses maps pinned by an old one.
-pub const LAYOUT_VERSION: u32 = 1;
+///
+/// 2: `NF_ACL` and `DropReason::Denied` (which moved every pass counter).
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// The NTP port, used until the agent writes [`FilterConfig`].
 pub const NTP_PORT: u16 = 123;
@@ -27,13 +29,16 @@ pub mod names {
     pub const SOURCES: &str = "NF_SOURCES";
     pub const LOCAL_ADDRS: &str = "NF_LOCAL";
     pub const COUNTERS: &str = "NF_COUNTERS";
-    pub const ALL_MAPS: [&str; 5] = [CONFIG, POLICY, SOURCES, LOCAL_ADDRS, COUNTERS];
+    pub const ACL: &str = "NF_ACL";
+    pub const ALL_MAPS: [&str; 6] = [CONFIG, POLICY, SOURCES, LOCAL_ADDRS, COUNTERS, ACL];
 }
 
 /// Capacity of the address maps. A router has a handful of servers and a few
 /// hundred local addresses at most; the bound keeps memory fixed.
 pub const MAX_SOURCES: u32 = 1024;
 pub const MAX_LOCAL_ADDRS: u32 = 4096;
+/// Capacity of the client access list ([`names::ACL`]).
+pub const MAX_ACL_RULES: u32 = 4096;
 
 /// How deep the program looks for VLAN tags (802.1Q and 802.1ad).
 pub const MAX_VLAN_TAGS: usize = 2;
@@ -65,6 +70,24 @@ impl AddrKey {
     pub const fn from_v6(octets: [u8; 16]) -> Self {
         Self { addr: octets }
     }
+}
+
+/// The data part of an [`names::ACL`] key: the address as in [`AddrKey`]
+/// (IPv4 as `::ffff:a.b.c.d`), most significant bit first, so an IPv4 `/n`
+/// is an LPM prefix of `96 + n` bits. The full key is the LPM trie's
+/// `{ prefix_len: u32, data: AclKey }` (20 bytes, packed).
+pub type AclKey = AddrKey;
+
+/// Bits of the IPv4-mapped prefix `::ffff:0:0/96` an IPv4 prefix length is
+/// added to.
+pub const V4_MAPPED_PREFIX_LEN: u32 = 96;
+
+/// Values of the access list: what a longest-prefix match on a client's
+/// address decides for its requests (mode 3). Any value other than
+/// [`ALLOW`](acl::ALLOW) denies.
+pub mod acl {
+    pub const DENY: u8 = 0;
+    pub const ALLOW: u8 = 1;
 }
 
 /// The class of a source address. Its number indexes [`POLICY`](names::POLICY)
@@ -141,6 +164,11 @@ pub mod config_flags {
     /// still filtered and Linux discards overlapping fragments; needed only
     /// when the box's own UDP services (not NTP) receive fragmented datagrams.
     pub const PASS_NON_FIRST_FRAGMENTS: u16 = 1 << 1;
+    /// A client request (mode 3) whose address matches no access-list rule
+    /// is denied instead of allowed. The agent sets it when at least one
+    /// `allow` rule exists (chrony's convention: once something is allowed,
+    /// everything else is denied).
+    pub const ACL_DEFAULT_DENY: u16 = 1 << 2;
 }
 
 /// Bitmask of NTP modes (bit `m` set = mode `m` allowed), one per class.

@@ -3,11 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray},
 };
 use ntp_filter_common::{
-    AddrKey, FilterConfig, ModeMask, SourceClass, SourceEntry, COUNTER_SLOTS, MAX_LOCAL_ADDRS,
-    MAX_SOURCES,
+    AclKey, AddrKey, FilterConfig, ModeMask, SourceClass, SourceEntry, COUNTER_SLOTS,
+    MAX_ACL_RULES, MAX_LOCAL_ADDRS, MAX_SOURCES,
 };
 
 #[map]
@@ -24,6 +24,11 @@ pub static NF_SOURCES: HashMap<AddrKey, SourceEntry> = HashMap::pinned(MAX_SOURC
 /// The box's own unicast and subnet-broadcast addresses (a `local_kind`).
 #[map]
 pub static NF_LOCAL: HashMap<AddrKey, u8> = HashMap::pinned(MAX_LOCAL_ADDRS, 0);
+
+/// The client access list: CIDR -> `acl::ALLOW` / `acl::DENY`, longest
+/// prefix wins. aya-ebpf adds `BPF_F_NO_PREALLOC`, which LPM tries require.
+#[map]
+pub static NF_ACL: LpmTrie<AclKey, u8> = LpmTrie::pinned(MAX_ACL_RULES, 0);
 
 #[map]
 pub static NF_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS, 0);

@@ -1,12 +1,14 @@
 //! The decision for a UDP datagram: is it NTP for the box, and if so, does
 //! the router note's table allow its mode from its source?
 
+use aya_ebpf::maps::lpm_trie::Key;
 use ntp_filter_common::{
-    config_flags, mode_bit, DropReason, FilterConfig, PassReason, SourceClass, NTP_PORT,
+    acl, config_flags, mode_bit, AddrKey, DropReason, FilterConfig, PassReason, SourceClass,
+    NTP_PORT,
 };
 
 use crate::{
-    maps::{NF_LOCAL, NF_POLICY, NF_SOURCES},
+    maps::{NF_ACL, NF_LOCAL, NF_POLICY, NF_SOURCES},
     parse::{udp, Cursor, DstKind, Fragment, L4},
 };
 
@@ -25,6 +27,18 @@ pub enum Outcome {
 #[inline(always)]
 fn for_us(l4: &L4) -> bool {
     l4.dst_kind == DstKind::Group || NF_LOCAL.get_ptr(l4.dst).is_some()
+}
+
+/// The access list's verdict on a client request from `src`: the longest
+/// matching prefix decides; with no match, the default (deny once the
+/// operator allowed anything).
+#[inline(always)]
+fn acl_allows(src: &AddrKey, cfg: &FilterConfig) -> bool {
+    let key = Key::new(128, *src);
+    match NF_ACL.get(&key) {
+        Some(&verdict) => verdict == acl::ALLOW,
+        None => cfg.flags & config_flags::ACL_DEFAULT_DENY == 0,
+    }
 }
 
 #[inline(always)]
@@ -87,6 +101,10 @@ pub fn decide(cur: &mut Cursor, l4: &L4, cfg: &FilterConfig) -> Outcome {
         })
     } else if class == SourceClass::Server as u8 && mode == 4 && udp.dst_port != reply_port {
         Some(DropReason::WrongReplyPort)
+    } else if mode == 3 && !acl_allows(&l4.src, cfg) {
+        // Client requests the class table lets through still need the
+        // access list's consent, whatever the class.
+        Some(DropReason::Denied)
     } else {
         None
     };

@@ -4,13 +4,17 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context as _, Result};
-use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
+use anyhow::{anyhow, Context as _, Result};
+use aya::maps::{lpm_trie::LpmTrie, Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use ntp_filter_common::{
-    names, AddrKey, FilterConfig, ModeMask, SourceClass, SourceEntry, COUNTER_SLOTS,
+    config_flags, names, AclKey, AddrKey, FilterConfig, ModeMask, SourceClass, SourceEntry,
+    COUNTER_SLOTS,
 };
 
-use super::pins::PinDir;
+use super::{
+    acl::{AclRule, Cidr},
+    pins::PinDir,
+};
 
 pub struct FilterMaps {
     config: Array<MapData, FilterConfig>,
@@ -18,6 +22,7 @@ pub struct FilterMaps {
     sources: HashMap<MapData, AddrKey, SourceEntry>,
     local: HashMap<MapData, AddrKey, u8>,
     counters: PerCpuArray<MapData, u64>,
+    acl: LpmTrie<MapData, AclKey, u8>,
 }
 
 fn open(pins: &PinDir, name: &str) -> Result<MapData> {
@@ -38,6 +43,7 @@ impl FilterMaps {
             sources: HashMap::try_from(Map::HashMap(open(pins, names::SOURCES)?))?,
             local: HashMap::try_from(Map::HashMap(open(pins, names::LOCAL_ADDRS)?))?,
             counters: PerCpuArray::try_from(Map::PerCpuArray(open(pins, names::COUNTERS)?))?,
+            acl: LpmTrie::try_from(Map::LpmTrie(open(pins, names::ACL)?))?,
         })
     }
 
@@ -83,6 +89,64 @@ impl FilterMaps {
 
     pub fn remove_local(&mut self, key: &AddrKey) -> Result<()> {
         Ok(self.local.remove(key)?)
+    }
+
+    /// The access list, sorted (IPv4 first, then by address and length).
+    pub fn acl_rules(&self) -> Result<Vec<AclRule>> {
+        let mut rules = Vec::new();
+        for entry in self.acl.iter() {
+            let (key, value) = entry?;
+            let cidr = Cidr::from_key(&key)?;
+            rules.push(AclRule {
+                cidr,
+                allow: value == ntp_filter_common::acl::ALLOW,
+            });
+        }
+        rules.sort();
+        Ok(rules)
+    }
+
+    /// Adds the rule, or changes the verdict of an existing rule for the same
+    /// range (one map write: the range is never without a rule). Does not
+    /// touch the default-deny flag.
+    pub fn put_acl(&mut self, rule: AclRule) -> Result<()> {
+        self.acl
+            .insert(&rule.cidr.key(), rule.value(), 0)
+            .with_context(|| format!("adding `{rule}` to the access list"))
+    }
+
+    /// Removes the rule for exactly this range (not a longest-prefix match).
+    pub fn remove_acl(&mut self, cidr: Cidr) -> Result<()> {
+        match self.acl.remove(&cidr.key()) {
+            Ok(()) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Err(anyhow!("no allow/deny rule for {cidr}"))
+            }
+            Err(e) => {
+                Err(e).with_context(|| format!("removing the rule for {cidr} from the access list"))
+            }
+        }
+    }
+
+    /// Whether clients that match no rule are denied.
+    pub fn acl_default_deny(&self) -> Result<bool> {
+        Ok(self.config()?.flags & config_flags::ACL_DEFAULT_DENY != 0)
+    }
+
+    /// Sets or clears [`config_flags::ACL_DEFAULT_DENY`], leaving the other
+    /// config fields as they are. Writes only if it changes.
+    pub fn set_acl_default_deny(&mut self, deny: bool) -> Result<()> {
+        let mut cfg = self.config()?;
+        let flags = if deny {
+            cfg.flags | config_flags::ACL_DEFAULT_DENY
+        } else {
+            cfg.flags & !config_flags::ACL_DEFAULT_DENY
+        };
+        if flags != cfg.flags {
+            cfg.flags = flags;
+            self.set_config(cfg)?;
+        }
+        Ok(())
     }
 
     /// Every counter slot summed over the CPUs.

@@ -1,6 +1,7 @@
 //! The XDP filter seen from userspace: load, attach, pins, maps, reconcile,
 //! local addresses.
 
+pub mod acl;
 pub mod attach;
 pub mod local_addrs;
 pub mod maps;
@@ -13,6 +14,7 @@ use anyhow::{bail, Context as _, Result};
 use aya::{programs::Xdp, Ebpf, EbpfLoader};
 use ntp_filter_common::names;
 
+pub use acl::{AclRule, Cidr};
 pub use attach::{Attachment, XdpModeArg};
 pub use maps::FilterMaps;
 pub use pins::PinDir;

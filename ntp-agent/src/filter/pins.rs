@@ -11,15 +11,17 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use aya::maps::{MapInfo, MapType};
+use aya::maps::{lpm_trie, MapInfo, MapType};
 use ntp_filter_common::{
-    names, AddrKey, FilterConfig, ModeMask, SourceClass, SourceEntry, COUNTER_SLOTS,
-    LAYOUT_VERSION, MAX_LOCAL_ADDRS, MAX_SOURCES,
+    names, AclKey, AddrKey, FilterConfig, ModeMask, SourceClass, SourceEntry, COUNTER_SLOTS,
+    LAYOUT_VERSION, MAX_ACL_RULES, MAX_LOCAL_ADDRS, MAX_SOURCES,
 };
 
 pub const DEFAULT_BASE: &str = "/sys/fs/bpf/ntp-filter";
 const BPFFS_MOUNT: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+/// `BPF_F_NO_PREALLOC`: LPM tries cannot be created without it.
+const BPF_F_NO_PREALLOC: u32 = 1;
 
 #[derive(Clone, Debug)]
 pub struct PinDir {
@@ -105,26 +107,30 @@ impl PinDir {
                 info.key_size(),
                 info.value_size(),
                 info.max_entries(),
+                info.map_flags(),
             );
             let want = (
                 Some(spec.map_type),
                 spec.key_size,
                 spec.value_size,
                 spec.max_entries,
+                spec.map_flags,
             );
             if found != want {
                 bail!(
-                    "pin directory {} holds an incompatible map {}: found {:?} key {} B value {} B max {} entries, this agent needs {:?} key {} B value {} B max {}; remove it with `ntp-agent detach --pin-dir {}` or choose another --pin-dir",
+                    "pin directory {} holds an incompatible map {}: found {:?} key {} B value {} B max {} entries flags {:#x}, this agent needs {:?} key {} B value {} B max {} flags {:#x}; remove it with `ntp-agent detach --pin-dir {}` or choose another --pin-dir",
                     self.root.display(),
                     spec.name,
                     found.0,
                     found.1,
                     found.2,
                     found.3,
+                    found.4,
                     want.0,
                     want.1,
                     want.2,
                     want.3,
+                    want.4,
                     self.base.display()
                 );
             }
@@ -161,9 +167,11 @@ struct MapSpec {
     key_size: u32,
     value_size: u32,
     max_entries: u32,
+    /// Creation flags as the kernel reports them.
+    map_flags: u32,
 }
 
-fn expected_maps() -> [MapSpec; 5] {
+fn expected_maps() -> [MapSpec; names::ALL_MAPS.len()] {
     use std::mem::size_of;
     let u32_size = size_of::<u32>() as u32;
     [
@@ -173,6 +181,7 @@ fn expected_maps() -> [MapSpec; 5] {
             key_size: u32_size,
             value_size: size_of::<FilterConfig>() as u32,
             max_entries: 1,
+            map_flags: 0,
         },
         MapSpec {
             name: names::POLICY,
@@ -180,6 +189,7 @@ fn expected_maps() -> [MapSpec; 5] {
             key_size: u32_size,
             value_size: size_of::<ModeMask>() as u32,
             max_entries: SourceClass::COUNT as u32,
+            map_flags: 0,
         },
         MapSpec {
             name: names::SOURCES,
@@ -187,6 +197,7 @@ fn expected_maps() -> [MapSpec; 5] {
             key_size: size_of::<AddrKey>() as u32,
             value_size: size_of::<SourceEntry>() as u32,
             max_entries: MAX_SOURCES,
+            map_flags: 0,
         },
         MapSpec {
             name: names::LOCAL_ADDRS,
@@ -194,6 +205,7 @@ fn expected_maps() -> [MapSpec; 5] {
             key_size: size_of::<AddrKey>() as u32,
             value_size: 1,
             max_entries: MAX_LOCAL_ADDRS,
+            map_flags: 0,
         },
         MapSpec {
             name: names::COUNTERS,
@@ -201,6 +213,15 @@ fn expected_maps() -> [MapSpec; 5] {
             key_size: u32_size,
             value_size: size_of::<u64>() as u32,
             max_entries: COUNTER_SLOTS,
+            map_flags: 0,
+        },
+        MapSpec {
+            name: names::ACL,
+            map_type: MapType::LpmTrie,
+            key_size: size_of::<lpm_trie::Key<AclKey>>() as u32,
+            value_size: size_of::<u8>() as u32,
+            max_entries: MAX_ACL_RULES,
+            map_flags: BPF_F_NO_PREALLOC,
         },
     ]
 }
@@ -229,4 +250,30 @@ fn mount_bpffs(at: &Path) -> Result<()> {
     })?;
     tracing::info!(path = %at.display(), "mounted bpffs");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_map_has_a_layout_spec() {
+        let specs: Vec<&str> = expected_maps().iter().map(|s| s.name).collect();
+        assert_eq!(specs, names::ALL_MAPS);
+        let acl = expected_maps()
+            .into_iter()
+            .find(|s| s.name == names::ACL)
+            .unwrap();
+        // 4-byte prefix length + 16-byte address, packed.
+        assert_eq!((acl.key_size, acl.value_size), (20, 1));
+    }
+
+    #[test]
+    fn the_layout_version_is_in_the_path() {
+        let p = PinDir::new("/sys/fs/bpf/x");
+        assert_eq!(
+            p.map(names::ACL),
+            Path::new(&format!("/sys/fs/bpf/x/v{LAYOUT_VERSION}/NF_ACL"))
+        );
+    }
 }

@@ -5,9 +5,14 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use ntp_filter_common::{AddrKey, FilterConfig, ModeMask, SourceClass, SourceEntry};
+use ntp_filter_common::{
+    config_flags, AddrKey, FilterConfig, ModeMask, SourceClass, SourceEntry, MAX_ACL_RULES,
+};
 
-use super::maps::FilterMaps;
+use super::{
+    acl::{self, AclRule, Cidr},
+    maps::FilterMaps,
+};
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Plan<K, V> {
@@ -44,9 +49,29 @@ pub fn plan<K: Ord + Clone, V: PartialEq + Clone>(
 /// The part of the filter's state that follows from configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Desired {
+    /// The config entry. Its [`config_flags::ACL_DEFAULT_DENY`] bit is
+    /// ignored: [`apply`] derives it from `acl`.
     pub config: FilterConfig,
     pub policy: [ModeMask; SourceClass::COUNT],
     pub sources: BTreeMap<AddrKey, SourceEntry>,
+    /// The client access list (see [`acl`]). Empty: every client allowed.
+    pub acl: Vec<AclRule>,
+}
+
+impl Desired {
+    /// The config entry as written: `config` with the default-deny flag
+    /// set exactly when some rule allows.
+    pub fn effective_config(&self) -> FilterConfig {
+        with_default_deny(self.config, acl::default_deny(&self.acl))
+    }
+}
+
+fn with_default_deny(mut cfg: FilterConfig, deny: bool) -> FilterConfig {
+    cfg.flags &= !config_flags::ACL_DEFAULT_DENY;
+    if deny {
+        cfg.flags |= config_flags::ACL_DEFAULT_DENY;
+    }
+    cfg
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -55,19 +80,27 @@ pub struct Changes {
     pub sources_removed: usize,
     pub policy_changed: bool,
     pub config_changed: bool,
+    pub acl_added_or_updated: usize,
+    pub acl_removed: usize,
 }
 
-/// Applies `desired`. Order: new and updated sources, then the policy and
-/// config, then removals, so that widening a class never waits on a
-/// removal and a source being replaced is never absent.
+/// Applies `desired`. Order: new and updated sources and access rules,
+/// then the policy and config (with the access list's default-deny flag),
+/// then removals, so that widening a class never waits on a removal and a
+/// source or an allowed client being replaced is never absent. The access
+/// list is checked (contradictions, size) before anything is written.
 pub fn apply(maps: &mut FilterMaps, desired: &Desired) -> Result<Changes> {
+    let acl_plan = AclPlan::new(maps, &desired.acl)?;
     let sources = plan(&maps.sources()?, &desired.sources);
     for (key, entry) in &sources.upserts {
         maps.put_source(*key, *entry)?;
     }
+    acl_plan.add(maps)?;
     let mut changes = Changes {
         sources_added_or_updated: sources.upserts.len(),
         sources_removed: sources.removals.len(),
+        acl_added_or_updated: acl_plan.plan.upserts.len(),
+        acl_removed: acl_plan.plan.removals.len(),
         ..Changes::default()
     };
     let policy = maps.policy()?;
@@ -78,14 +111,85 @@ pub fn apply(maps: &mut FilterMaps, desired: &Desired) -> Result<Changes> {
             changes.policy_changed = true;
         }
     }
-    if maps.config()? != desired.config {
-        maps.set_config(desired.config)?;
+    let config = desired.effective_config();
+    if maps.config()? != config {
+        maps.set_config(config)?;
         changes.config_changed = true;
     }
     for key in &sources.removals {
         maps.remove_source(key)?;
     }
+    acl_plan.remove_rest(maps)?;
     Ok(changes)
+}
+
+/// The access-list writes, in the order that keeps allowed clients
+/// allowed: removals that must come first for the additions to fit in the
+/// map (only when the list is near [`MAX_ACL_RULES`]), then additions and
+/// changes, then (the caller's flag write, then) the other removals.
+struct AclPlan {
+    plan: Plan<Cidr, bool>,
+    /// How many of `plan.removals` go before the upserts.
+    early: usize,
+}
+
+impl AclPlan {
+    /// Checks `desired` (contradictions, size) before anything is written.
+    fn new(maps: &FilterMaps, desired: &[AclRule]) -> Result<Self> {
+        let current: BTreeMap<Cidr, bool> = maps
+            .acl_rules()?
+            .into_iter()
+            .map(|r| (r.cidr, r.allow))
+            .collect();
+        let plan = plan(&current, &acl::table(desired)?);
+        let added = plan
+            .upserts
+            .iter()
+            .filter(|(c, _)| !current.contains_key(c))
+            .count();
+        // ≤ removals: current + added - removals = desired ≤ the capacity.
+        let early = (current.len() + added).saturating_sub(MAX_ACL_RULES as usize);
+        Ok(Self { plan, early })
+    }
+
+    fn add(&self, maps: &mut FilterMaps) -> Result<()> {
+        for cidr in &self.plan.removals[..self.early] {
+            maps.remove_acl(*cidr)?;
+        }
+        for (cidr, allow) in &self.plan.upserts {
+            maps.put_acl(AclRule {
+                cidr: *cidr,
+                allow: *allow,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn remove_rest(&self, maps: &mut FilterMaps) -> Result<()> {
+        for cidr in &self.plan.removals[self.early..] {
+            maps.remove_acl(*cidr)?;
+        }
+        Ok(())
+    }
+}
+
+/// Brings the access list to `desired` alone (a runtime `allow`/`deny`
+/// change), leaving sources, policy and the other config bits alone: new
+/// and changed rules, then the default-deny flag (set when some rule
+/// allows), then removals. A client allowed both before and after is never
+/// dropped in between; one denied afterwards may still pass for the
+/// microseconds the update takes. (Exception: when the old and new lists
+/// together exceed the map, just enough old rules are removed first.)
+///
+/// [`apply`] writes the same list and flag from [`Desired::acl`], so a
+/// caller that changes the list at runtime must keep its `Desired` in step,
+/// or the next `apply` puts the old list back.
+pub fn apply_acl(maps: &mut FilterMaps, desired: &[AclRule]) -> Result<Plan<Cidr, bool>> {
+    let p = AclPlan::new(maps, desired)?;
+    p.add(maps)?;
+    maps.set_acl_default_deny(acl::default_deny(desired))?;
+    p.remove_rest(maps)?;
+    Ok(p.plan)
 }
 
 /// Brings the local-address map to `desired`, adding before removing.
@@ -114,6 +218,30 @@ mod tests {
         let p = plan(&current, &desired);
         assert_eq!(p.upserts, vec![(3, 'x'), (4, 'd')]);
         assert_eq!(p.removals, vec![1]);
+    }
+
+    #[test]
+    fn the_default_deny_flag_follows_the_allow_rules_only() {
+        let cidr: Cidr = "192.0.2.0/24".parse().unwrap();
+        let mut d = Desired {
+            config: FilterConfig {
+                ntp_port: 123,
+                flags: config_flags::LOG_DROPS | config_flags::ACL_DEFAULT_DENY,
+            },
+            policy: [0; SourceClass::COUNT],
+            sources: BTreeMap::new(),
+            acl: Vec::new(),
+        };
+        // A stray bit in `config` does not survive: the list decides.
+        assert_eq!(d.effective_config().flags, config_flags::LOG_DROPS);
+        d.acl.push(AclRule::deny(cidr));
+        assert_eq!(d.effective_config().flags, config_flags::LOG_DROPS);
+        d.acl.push(AclRule::allow("10.0.0.0/8".parse().unwrap()));
+        assert_eq!(
+            d.effective_config().flags,
+            config_flags::LOG_DROPS | config_flags::ACL_DEFAULT_DENY
+        );
+        assert_eq!(d.effective_config().ntp_port, 123);
     }
 
     #[test]

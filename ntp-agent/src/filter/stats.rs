@@ -114,4 +114,18 @@ mod tests {
         assert_eq!(s.pass_count(PassReason::NotLocal), 2);
         assert_eq!((s.total_dropped, s.total_passed), (5, 2));
     }
+
+    #[test]
+    fn every_reason_is_listed_even_at_zero() {
+        let s = FilterStats::from_slots(&vec![0; COUNTER_SLOTS as usize]);
+        assert_eq!(s.drops.len(), DropReason::COUNT);
+        assert_eq!(s.passes.len(), PassReason::COUNT);
+        assert_eq!(s.drops.get("denied"), Some(&0));
+
+        let mut slots = vec![0u64; COUNTER_SLOTS as usize];
+        slots[Counter::Drop(DropReason::Denied).index() as usize] = 3;
+        let s = FilterStats::from_slots(&slots);
+        assert_eq!(s.drop_count(DropReason::Denied), 3);
+        assert_eq!(s.total_dropped, 3);
+    }
 }

@@ -39,6 +39,18 @@ pub const PEER6: IpAddr = a6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20]);
 /// Neither server nor peer.
 pub const OTHER4: IpAddr = a4(192, 0, 2, 99);
 pub const OTHER6: IpAddr = a6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x99]);
+/// More clients (neither server nor peer) for the access-list fixtures:
+/// neighbours of `OTHER4` on either side of the prefixes the fixtures use.
+pub const CLIENT4_50: IpAddr = a4(192, 0, 2, 50);
+pub const CLIENT4_98: IpAddr = a4(192, 0, 2, 98);
+pub const CLIENT4_112: IpAddr = a4(192, 0, 2, 112);
+pub const CLIENT4_200: IpAddr = a4(192, 0, 2, 200);
+/// A client outside 192.0.2.0/24 altogether.
+pub const FAR4: IpAddr = a4(198, 51, 100, 7);
+/// IPv6 clients in other /64s than the box's 2001:db8::/64.
+pub const CLIENT6_NET5: IpAddr = a6([0x2001, 0xdb8, 0, 5, 0, 0, 0, 0x99]);
+pub const CLIENT6_NET6: IpAddr = a6([0x2001, 0xdb8, 0, 6, 0, 0, 0, 0x99]);
+
 /// A host behind the router.
 pub const TRANSIT4: IpAddr = a4(198, 51, 100, 50);
 pub const TRANSIT6: IpAddr = a6([0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x50]);

@@ -11,7 +11,7 @@ use aya::{
 use clap::Parser as _;
 use ntp_agent::{
     cli::{Cli, Command, Mode},
-    filter::{self, pins::is_bpffs, reconcile, Desired, FilterMaps, PinDir},
+    filter::{self, pins::is_bpffs, reconcile, AclRule, Desired, FilterMaps, PinDir},
     run,
 };
 use ntp_filter_common::{local_kind, AddrKey, SourceClass, SourceEntry};
@@ -102,6 +102,8 @@ pub struct Env {
     pub mode: Mode,
     pub ntp_port: u16,
     pub pass_non_first_fragments: bool,
+    /// Access-list rules, `allow RANGE` / `deny RANGE`.
+    pub acl: &'static [&'static str],
 }
 
 impl Env {
@@ -109,6 +111,7 @@ impl Env {
         mode: Mode::Client,
         ntp_port: 123,
         pass_non_first_fragments: false,
+        acl: &[],
     };
     pub const SERVER: Env = Env {
         mode: Mode::Server,
@@ -132,7 +135,8 @@ impl Default for Env {
 /// the servers' registered reply port is the NTP port. Two more servers the
 /// sync loop would have registered itself are added the way it does, in
 /// the sources map: one whose request left from an ephemeral port, and one
-/// with no request outstanding (reply port 0).
+/// with no request outstanding (reply port 0). The access list is set from
+/// `env.acl` directly.
 pub fn desired(env: Env) -> Result<Desired> {
     let mut argv: Vec<String> = ["ntp-agent", "run", "--iface", "lo"]
         .map(String::from)
@@ -189,6 +193,11 @@ pub fn desired(env: Env) -> Result<Desired> {
             );
         }
     }
+    d.acl = env
+        .acl
+        .iter()
+        .map(|r| r.parse::<AclRule>())
+        .collect::<Result<_>>()?;
     Ok(d)
 }
 
@@ -231,6 +240,9 @@ impl Harness {
     fn load(pins: PinGuard) -> Result<Self> {
         pins.0.prepare()?;
         let ebpf = filter::load(&pins.0)?;
+        // What the program created must be what `run` expects to find
+        // pinned on its next start.
+        pins.0.check_layout()?;
         let mut maps = FilterMaps::open(&pins.0)?;
         reconcile::apply(&mut maps, &desired(Env::CLIENT)?)?;
         reconcile::apply_local(&mut maps, &local_addrs())?;
