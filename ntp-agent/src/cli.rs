@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{filter::XdpModeArg, policy::ModeOverride, resolve::SourceSpec};
+use crate::{
+    filter::{Cidr, XdpModeArg},
+    policy::ModeOverride,
+    resolve::SourceSpec,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -20,7 +24,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Attach the filter to the interfaces, keep its maps current, and run.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Remove the filter from interfaces and delete its pins.
     Detach(DetachArgs),
     /// Show time sync (from the running agent) and the filter's state and
@@ -32,6 +36,21 @@ pub enum Command {
     Peer(SourceCommand),
     /// Switch the running agent between client and server mode.
     Mode(ModeCommand),
+    /// Let a client range in, on the running agent (server mode).
+    Allow(AclCommand),
+    /// Drop a client range at the NIC, on the running agent.
+    Deny(AclCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct AclCommand {
+    /// Remove this rule instead of adding it.
+    #[arg(long)]
+    pub del: bool,
+    /// A range (`192.0.2.0/24`, `2001:db8::/32`) or one address.
+    pub cidr: Cidr,
+    #[command(flatten)]
+    pub control: ControlArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -105,6 +124,14 @@ pub struct RunArgs {
     /// `other=` (none). Repeat per class. Overrides the --mode defaults.
     #[arg(long = "allow-modes", value_name = "CLASS=MODES")]
     pub allow_modes: Vec<ModeOverride>,
+    /// Server mode: let client requests from this range in (repeat). Once
+    /// anything is allowed, every other client is denied at the NIC.
+    #[arg(long = "allow", value_name = "CIDR")]
+    pub allow: Vec<Cidr>,
+    /// Server mode: drop client requests from this range at the NIC
+    /// (repeat). The longest matching prefix of all rules decides.
+    #[arg(long = "deny", value_name = "CIDR")]
+    pub deny: Vec<Cidr>,
     /// UDP port NTP uses on this network.
     #[arg(long, default_value_t = 123, value_parser = clap::value_parser!(u16).range(1..))]
     pub ntp_port: u16,
@@ -161,7 +188,7 @@ pub struct SyncArgs {
 #[derive(Args, Debug, Clone)]
 pub struct PinArgs {
     /// Base directory on bpffs for the pinned link and maps; the layout
-    /// version is appended (`<DIR>/v1`).
+    /// version is appended (`<DIR>/v2`).
     #[arg(long = "pin-dir", value_name = "DIR", default_value = crate::filter::pins::DEFAULT_BASE)]
     pub pin_dir: PathBuf,
 }

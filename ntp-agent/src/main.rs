@@ -1,7 +1,9 @@
 use clap::Parser as _;
 use ntp_agent::{
-    cli::{Cli, Command, Op, SourceCommand},
-    control, sync,
+    cli::{AclCommand, Cli, Command, Op, SourceCommand},
+    control,
+    filter::AclRule,
+    sync,
 };
 use ntp_proto::SourceKind;
 use tracing_subscriber::EnvFilter;
@@ -16,12 +18,16 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => ntp_agent::run::run(args),
+        Command::Run(args) => ntp_agent::run::run(*args),
         Command::Detach(args) => ntp_agent::detach::detach(args),
         Command::Status(args) => ntp_agent::status::status(args),
         Command::Server(c) => source_command(SourceKind::Server, c),
         Command::Peer(c) => source_command(SourceKind::Peer, c),
-        Command::Mode(c) => control::command(&c.control.control_socket, &sync::Command::Mode(c.mode)),
+        Command::Mode(c) => {
+            control::command(&c.control.control_socket, &sync::Command::Mode(c.mode))
+        }
+        Command::Allow(c) => acl_command(AclRule::allow(c.cidr), c),
+        Command::Deny(c) => acl_command(AclRule::deny(c.cidr), c),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -38,4 +44,11 @@ fn source_command(kind: SourceKind, c: SourceCommand) -> anyhow::Result<()> {
         Op::Del => sync::Command::Del(kind, c.target),
     };
     control::command(&c.control.control_socket, &cmd)
+}
+
+fn acl_command(rule: AclRule, c: AclCommand) -> anyhow::Result<()> {
+    control::command(
+        &c.control.control_socket,
+        &sync::Command::Acl { rule, del: c.del },
+    )
 }

@@ -17,7 +17,11 @@ use crate::{
     cli::RunArgs,
     clock::{Clock, ObserveOnly, SystemClock},
     control,
-    filter::{self, local_addrs, reconcile, Attachment, Desired, FilterMaps, PinDir},
+    filter::{
+        self,
+        acl::{self, AclRule},
+        local_addrs, reconcile, Attachment, Desired, FilterMaps, PinDir,
+    },
     policy,
     resolve::SourceSpec,
     server::RateLimit,
@@ -39,6 +43,18 @@ fn addresses(specs: &[SourceSpec]) -> Vec<IpAddr> {
             SourceSpec::Name(_) => None,
         })
         .collect()
+}
+
+/// `--allow` and `--deny` as rules, refusing a range given both ways.
+fn access_list(args: &RunArgs) -> Result<Vec<AclRule>> {
+    let rules: Vec<AclRule> = args
+        .allow
+        .iter()
+        .map(|c| AclRule::allow(*c))
+        .chain(args.deny.iter().map(|c| AclRule::deny(*c)))
+        .collect();
+    acl::table(&rules)?;
+    Ok(rules)
 }
 
 /// The filter's state from the configuration. Sources given by name join
@@ -83,7 +99,7 @@ pub fn desired(args: &RunArgs) -> Result<Desired> {
         },
         policy: policy::table(args.mode, &args.allow_modes),
         sources,
-        acl: Vec::new(),
+        acl: access_list(args)?,
     })
 }
 
@@ -127,9 +143,21 @@ fn setup(args: &RunArgs, pins: &PinDir, desired: &Desired) -> Result<aya::Ebpf> 
     reconcile::apply_local(&mut maps, &local_addrs::current()?)?;
 
     let prog = filter::program(&mut ebpf)?;
+    let older = pins.older_versions();
     let mut attached: Vec<(String, Attachment)> = Vec::new();
     for iface in &args.ifaces {
-        match filter::attach::attach(prog, iface, args.xdp_mode, &pins.link(iface)) {
+        let legacy = older
+            .iter()
+            .rev()
+            .map(|o| o.link(iface))
+            .find(|p| p.exists());
+        match filter::attach::attach(
+            prog,
+            iface,
+            args.xdp_mode,
+            &pins.link(iface),
+            legacy.as_deref(),
+        ) {
             Ok(how) => attached.push((iface.clone(), how)),
             Err(e) => {
                 // Undo only the links this run created; a reused link keeps
@@ -143,6 +171,7 @@ fn setup(args: &RunArgs, pins: &PinDir, desired: &Desired) -> Result<aya::Ebpf> 
             }
         }
     }
+    retire_leftovers(args, pins, &older)?;
     for (iface, how) in &attached {
         tracing::info!(
             iface = %iface,
@@ -154,6 +183,24 @@ fn setup(args: &RunArgs, pins: &PinDir, desired: &Desired) -> Result<aya::Ebpf> 
         );
     }
     Ok(ebpf)
+}
+
+/// After every configured interface is filtered: detach interfaces that
+/// are no longer configured, and remove what older-layout agents left.
+fn retire_leftovers(args: &RunArgs, pins: &PinDir, older: &[PinDir]) -> Result<()> {
+    for iface in pins.linked_interfaces()? {
+        if !args.ifaces.contains(&iface) {
+            std::fs::remove_file(pins.link(&iface))
+                .with_context(|| format!("detaching {iface}"))?;
+            tracing::info!(iface = %iface, "filter detached: the interface is no longer configured");
+        }
+    }
+    for old in older {
+        for path in old.remove_all()? {
+            tracing::info!(path = %path.display(), "removed a pin of an older map layout");
+        }
+    }
+    Ok(())
 }
 
 fn sync_settings(args: &RunArgs) -> Result<SyncSettings> {
@@ -171,7 +218,10 @@ fn sync_settings(args: &RunArgs) -> Result<SyncSettings> {
         );
     }
     if !(args.sync.ratelimit_interval.is_finite() && args.sync.ratelimit_interval > 0.0) {
-        bail!("--ratelimit-interval must be a positive number of seconds, not {}", args.sync.ratelimit_interval);
+        bail!(
+            "--ratelimit-interval must be a positive number of seconds, not {}",
+            args.sync.ratelimit_interval
+        );
     }
     if args.sync.panic_threshold.is_nan() || args.sync.panic_threshold < 0.0 {
         bail!(
@@ -208,6 +258,7 @@ fn sync_settings(args: &RunArgs) -> Result<SyncSettings> {
         source_port: args.sync.source_port,
         mode: args.mode,
         policy_overrides: args.allow_modes.clone(),
+        acl: access_list(args)?,
         rate_limit: RateLimit {
             burst: args.sync.ratelimit_burst,
             interval: std::time::Duration::from_secs_f64(args.sync.ratelimit_interval),

@@ -148,9 +148,16 @@ mod tests {
                 Decision::Ignore
             ]
         );
-        assert_eq!(rl.check(CLIENT, t0 + Duration::from_secs(2)), Decision::Answer);
+        assert_eq!(
+            rl.check(CLIENT, t0 + Duration::from_secs(2)),
+            Decision::Answer
+        );
         let other: IpAddr = "192.0.2.98".parse().unwrap();
-        assert_eq!(rl.check(other, t0), Decision::Answer, "limits are per client");
+        assert_eq!(
+            rl.check(other, t0),
+            Decision::Answer,
+            "limits are per client"
+        );
     }
 
     #[test]
@@ -158,7 +165,9 @@ mod tests {
         let mut rl = RateLimiter::new(RateLimit::default());
         let t0 = Instant::now();
         for i in 0..(MAX_CLIENTS as u32 + 10) {
-            let ip = IpAddr::V6(std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(i)));
+            let ip = IpAddr::V6(std::net::Ipv6Addr::from(
+                0x2001_0db8_u128 << 96 | u128::from(i),
+            ));
             rl.check(ip, t0 + Duration::from_micros(u64::from(i)));
         }
         assert!(rl.clients.len() <= MAX_CLIENTS);
@@ -177,7 +186,10 @@ mod tests {
         assert_eq!(reply.stratum, 16, "unsynchronised servers say so");
         for mode in [0x26u8, 0x27] {
             // mode 6 (control) and 7 (private)
-            assert_eq!(answer(&[mode; 48], Decision::Answer, &state, now, now), None);
+            assert_eq!(
+                answer(&[mode; 48], Decision::Answer, &state, now, now),
+                None
+            );
         }
     }
 }

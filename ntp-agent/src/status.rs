@@ -24,6 +24,10 @@ pub struct FilterStatus {
     pub servers: Vec<IpAddr>,
     pub peers: Vec<IpAddr>,
     pub local_addresses: usize,
+    /// Client access list, e.g. `allow 192.0.2.0/24`, longest prefix wins.
+    pub acl: Vec<String>,
+    /// What happens to clients no rule matches: `allow` or `deny`.
+    pub acl_default: &'static str,
     pub counters: FilterStats,
 }
 
@@ -78,6 +82,12 @@ pub fn collect(pins: &PinDir) -> Result<FilterStatus> {
         servers,
         peers,
         local_addresses: maps.local_addrs()?.len(),
+        acl: maps.acl_rules()?.iter().map(ToString::to_string).collect(),
+        acl_default: if maps.acl_default_deny()? {
+            "deny"
+        } else {
+            "allow"
+        },
         counters: FilterStats::from_slots(&maps.counters()?),
     })
 }
@@ -128,6 +138,14 @@ pub fn render_text(s: &FilterStatus) -> String {
         s.peers.len(),
         s.local_addresses
     );
+    if !s.acl.is_empty() {
+        let _ = writeln!(
+            out,
+            "        clients:    {}; others {}",
+            s.acl.join(", "),
+            s.acl_default
+        );
+    }
     let c = &s.counters;
     let _ = writeln!(out, "filter drops:");
     let _ = writeln!(out, "     class   mode    passed   dropped");

@@ -530,3 +530,38 @@ fn follows_local_address_changes() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// An agent with a new map layout takes over the links an older one pinned
+/// (swapping the program in place, re-pinning under its own version) and
+/// removes the old pins: an upgrade never leaves the interface open. An
+/// interface dropped from the configuration is detached.
+#[test]
+fn upgrade_takes_over_older_layout_and_drops_removed_interfaces() {
+    if !require_privileged("upgrade_takes_over_older_layout_and_drops_removed_interfaces") {
+        return;
+    }
+    let lab = RouterLab::with_lan("upgrade").unwrap();
+    let env = AgentEnv::new("upgrade").unwrap();
+    let r = lab.router();
+    let mut agent = env
+        .start(r, &["--iface", WAN_IF, "--iface", LAN_IF])
+        .unwrap();
+    agent.stop().unwrap();
+    let before = xdp_prog_id(&lab).expect("attached");
+    // Make the pins look like an older layout's.
+    let current = format!("v{}", ntp_filter_common::LAYOUT_VERSION);
+    let old = env.pins.path().join("v1");
+    std::fs::rename(env.pins.path().join(&current), &old).unwrap();
+
+    let _agent = env.start(r, &["--iface", WAN_IF]).unwrap();
+    let now = xdp_prog_id(&lab).expect("still attached");
+    assert_ne!(now, before, "program not swapped");
+    assert!(!old.exists(), "old pins left behind");
+    assert!(env.pins.path().join(&current).join("link-wan0").exists());
+    assert!(
+        !r.ip(&["-d", "link", "show", "dev", LAN_IF])
+            .unwrap()
+            .contains("prog/xdp"),
+        "lan0 is no longer configured and must be detached"
+    );
+}

@@ -33,24 +33,53 @@ fn router_in_client_mode(tag: &str) -> Scenario {
     // The outside host talks from 192.0.2.99 / 2001:db8::99 (as in the
     // issue), not from its first address, which is the upstream server's.
     lab.outside()
-        .ip(&["route", "add", "192.0.2.1/32", "dev", EXT_IF, "src", "192.0.2.99"])
+        .ip(&[
+            "route",
+            "add",
+            "192.0.2.1/32",
+            "dev",
+            EXT_IF,
+            "src",
+            "192.0.2.99",
+        ])
         .unwrap();
     lab.outside()
-        .ip(&["-6", "route", "add", "2001:db8::1/128", "dev", EXT_IF, "src", "2001:db8::99"])
+        .ip(&[
+            "-6",
+            "route",
+            "add",
+            "2001:db8::1/128",
+            "dev",
+            EXT_IF,
+            "src",
+            "2001:db8::99",
+        ])
         .unwrap();
-    let upstream_v4 =
-        Chronyd::start(lab.outside(), &ChronyConfig::server(SERVER_V4.into()).local_stratum(4))
-            .unwrap();
-    let upstream_v6 =
-        Chronyd::start(lab.outside(), &ChronyConfig::server(SERVER_V6.into()).local_stratum(4))
-            .unwrap();
+    let upstream_v4 = Chronyd::start(
+        lab.outside(),
+        &ChronyConfig::server(SERVER_V4.into()).local_stratum(4),
+    )
+    .unwrap();
+    let upstream_v6 = Chronyd::start(
+        lab.outside(),
+        &ChronyConfig::server(SERVER_V6.into()).local_stratum(4),
+    )
+    .unwrap();
     let env = AgentEnv::new(tag).unwrap();
     let agent = env
         .start(
             lab.router(),
             &[
-                "--iface", WAN_IF, "--server", "192.0.2.10", "--server", "2001:db8::10", "--mode",
-                "client", "--ratelimit-burst", "4",
+                "--iface",
+                WAN_IF,
+                "--server",
+                "192.0.2.10",
+                "--server",
+                "2001:db8::10",
+                "--mode",
+                "client",
+                "--ratelimit-burst",
+                "4",
             ],
         )
         .unwrap();
@@ -105,10 +134,17 @@ impl Scenario {
     /// One request from `client`, and what came back within REPLY_WAIT.
     fn ask(&self, client: SocketAddr, router: IpAddr) -> Vec<Reply> {
         let sock = self.lab.outside_udp(client).unwrap();
-        sock.send_to(&NtpPacket::new(mode::CLIENT).to_bytes(), SocketAddr::new(router, 123))
-            .unwrap();
+        sock.send_to(
+            &NtpPacket::new(mode::CLIENT).to_bytes(),
+            SocketAddr::new(router, 123),
+        )
+        .unwrap();
         let _ = sock.wait_for(|_| true, REPLY_WAIT);
-        sock.received().unwrap().iter().map(|d| Reply::parse(&d.data)).collect()
+        sock.received()
+            .unwrap()
+            .iter()
+            .map(|d| Reply::parse(&d.data))
+            .collect()
     }
 }
 
@@ -166,7 +202,8 @@ fn client_mode_syncs_but_answers_nobody() {
     assert!(text.contains("status:   synchronized"), "{text}");
     assert!(text.contains("stratum:  5"), "{text}");
     assert!(
-        text.lines().any(|l| l.starts_with("*192.0.2.10") || l.starts_with("+192.0.2.10")),
+        text.lines()
+            .any(|l| l.starts_with("*192.0.2.10") || l.starts_with("+192.0.2.10")),
         "{text}"
     );
 
@@ -175,22 +212,40 @@ fn client_mode_syncs_but_answers_nobody() {
         let out = s.ntpdate(router);
         let said = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "ntpdate -q {router} got an answer: {said}");
+        assert!(
+            !out.status.success(),
+            "ntpdate -q {router} got an answer: {said}"
+        );
         // ntpsec's ntpdate; classic ntpdate says "no server suitable for
         // synchronization found".
         assert!(said.contains("no eligible servers"), "{said}");
 
         // hping -p 123 style probe: not NTP at all. No answer of any kind.
         let mark = obs.mark();
-        let probe = s.lab.outside_udp(SocketAddr::new(outsider_of(router), 40_999)).unwrap();
+        let probe = s
+            .lab
+            .outside_udp(SocketAddr::new(outsider_of(router), 40_999))
+            .unwrap();
         probe.send_to(b"x", SocketAddr::new(router, 123)).unwrap();
-        probe.send_to(&NtpPacket::new(mode::CLIENT).to_bytes(), SocketAddr::new(router, 123)).unwrap();
+        probe
+            .send_to(
+                &NtpPacket::new(mode::CLIENT).to_bytes(),
+                SocketAddr::new(router, 123),
+            )
+            .unwrap();
         std::thread::sleep(REPLY_WAIT);
         assert_eq!(probe.received().unwrap().len(), 0, "{router} answered");
-        assert_eq!(answers_from_router(&obs, mark), 0, "{router} sent something back (ICMP?)");
+        assert_eq!(
+            answers_from_router(&obs, mark),
+            0,
+            "{router} sent something back (ICMP?)"
+        );
     }
     let st = s.status();
-    assert!(st["filter"]["counters"]["drops"]["short_payload"].as_u64() >= Some(2), "{st:#}");
+    assert!(
+        st["filter"]["counters"]["drops"]["short_payload"].as_u64() >= Some(2),
+        "{st:#}"
+    );
     assert!(st["filter"]["counters"]["by_class_mode"]["other"]["3"]["dropped"].as_u64() >= Some(2));
 }
 
@@ -217,7 +272,10 @@ fn server_mode_at_runtime_then_back_to_client() {
         let out = s.ntpdate(router);
         let said = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "ntpdate -q {router} failed in server mode: {said}");
+        assert!(
+            out.status.success(),
+            "ntpdate -q {router} failed in server mode: {said}"
+        );
         // ntpdig reports the server's stratum as "s5".
         assert!(said.contains("s5"), "{said}");
         let replies = s.ask(SocketAddr::new(outsider_of(router), 41_000), router);
@@ -228,8 +286,13 @@ fn server_mode_at_runtime_then_back_to_client() {
     let out = s.control(&["mode", "client"]);
     assert!(out.status.success(), "{}", out.log);
     for router in [IpAddr::from(ROUTER_V4), IpAddr::from(ROUTER_V6)] {
-        assert!(!s.ntpdate(router).status.success(), "{router} still answers");
-        assert!(s.ask(SocketAddr::new(outsider_of(router), 41_001), router).is_empty());
+        assert!(
+            !s.ntpdate(router).status.success(),
+            "{router} still answers"
+        );
+        assert!(s
+            .ask(SocketAddr::new(outsider_of(router), 41_001), router)
+            .is_empty());
     }
     let st = s.status();
     assert_eq!(st["mode"], "client");
@@ -250,21 +313,37 @@ fn flooding_client_gets_one_rate_kod_then_silence() {
     let s = router_in_client_mode("note-rate");
     assert!(s.control(&["mode", "server"]).status.success());
     for router in [IpAddr::from(ROUTER_V4), IpAddr::from(ROUTER_V6)] {
-        let flooder = s.lab.outside_udp(SocketAddr::new(outsider_of(router), 42_000)).unwrap();
+        let flooder = s
+            .lab
+            .outside_udp(SocketAddr::new(outsider_of(router), 42_000))
+            .unwrap();
         // Burst is 4 (see router_in_client_mode): 4 answers, one KoD, then
         // nothing for the rest of the flood.
         for _ in 0..20 {
             flooder
-                .send_to(&NtpPacket::new(mode::CLIENT).to_bytes(), SocketAddr::new(router, 123))
+                .send_to(
+                    &NtpPacket::new(mode::CLIENT).to_bytes(),
+                    SocketAddr::new(router, 123),
+                )
                 .unwrap();
         }
         std::thread::sleep(REPLY_WAIT);
-        let replies: Vec<Reply> =
-            flooder.received().unwrap().iter().map(|d| Reply::parse(&d.data)).collect();
+        let replies: Vec<Reply> = flooder
+            .received()
+            .unwrap()
+            .iter()
+            .map(|d| Reply::parse(&d.data))
+            .collect();
         let kods = replies.iter().filter(|r| r.is_rate_kod()).count();
-        let answers = replies.iter().filter(|r| r.mode == 4 && r.stratum == 5).count();
+        let answers = replies
+            .iter()
+            .filter(|r| r.mode == 4 && r.stratum == 5)
+            .count();
         assert_eq!((answers, kods), (4, 1), "{router}: {replies:?}");
-        assert!(replies.last().unwrap().is_rate_kod(), "nothing may follow the KoD: {replies:?}");
+        assert!(
+            replies.last().unwrap().is_rate_kod(),
+            "nothing may follow the KoD: {replies:?}"
+        );
 
         // A polite client from another address is still answered.
         let polite = match router {
@@ -278,4 +357,151 @@ fn flooding_client_gets_one_rate_kod_then_silence() {
     let st = s.status();
     assert_eq!(st["server"]["rate_kod"], 2, "{st:#}");
     assert!(st["server"]["rate_ignored"].as_u64() >= Some(2 * 15));
+}
+
+#[test]
+fn denied_client_is_dropped_at_the_nic() {
+    if !require_privileged("denied_client_is_dropped_at_the_nic") {
+        return;
+    }
+    let s = router_in_client_mode("note-deny");
+    assert!(s.control(&["mode", "server"]).status.success());
+    let out = s.control(&["deny", "192.0.2.99/32"]);
+    assert!(out.status.success(), "{}", out.log);
+    assert!(out.log.contains("deny 192.0.2.99/32 added"), "{}", out.log);
+    assert!(s.control(&["deny", "2001:db8::99"]).status.success());
+
+    let text = s.env.status_text(s.lab.router()).unwrap();
+    assert!(text.contains("deny 192.0.2.99/32"), "{text}");
+    for router in [IpAddr::from(ROUTER_V4), IpAddr::from(ROUTER_V6)] {
+        assert!(s
+            .ask(SocketAddr::new(outsider_of(router), 43_000), router)
+            .is_empty());
+        let other = match router {
+            IpAddr::V4(_) => IpAddr::from(PEER_V4),
+            IpAddr::V6(_) => IpAddr::from(PEER_V6),
+        };
+        assert_eq!(
+            s.ask(SocketAddr::new(other, 43_001), router).len(),
+            1,
+            "{other} refused"
+        );
+    }
+    let st = s.status();
+    assert_eq!(st["filter"]["counters"]["drops"]["denied"], 2, "{st:#}");
+    assert_eq!(st["filter"]["acl_default"], "allow");
+
+    // Taking the rule back lets the client in again; deleting what is not
+    // there is an error that changes nothing.
+    assert!(s
+        .control(&["deny", "--del", "192.0.2.99/32"])
+        .status
+        .success());
+    assert_eq!(
+        s.ask(
+            SocketAddr::new(OUTSIDER_V4.into(), 43_002),
+            ROUTER_V4.into()
+        )
+        .len(),
+        1
+    );
+    let out = s.control(&["deny", "--del", "192.0.2.99/32"]);
+    assert!(!out.status.success());
+    assert!(
+        out.log.contains("no deny rule for 192.0.2.99/32"),
+        "{}",
+        out.log
+    );
+    let out = s.control(&["allow", "192.0.2.99/24"]);
+    assert!(!out.status.success());
+    assert!(out.log.contains("192.0.2.99/24"), "{}", out.log);
+
+    // Allowing a range denies everyone else (chrony's convention).
+    assert!(s.control(&["allow", "192.0.2.16/28"]).status.success());
+    assert_eq!(
+        s.ask(SocketAddr::new(PEER_V4.into(), 43_003), ROUTER_V4.into())
+            .len(),
+        1
+    );
+    assert!(s
+        .ask(
+            SocketAddr::new(OUTSIDER_V4.into(), 43_004),
+            ROUTER_V4.into()
+        )
+        .is_empty());
+    assert_eq!(s.status()["filter"]["acl_default"], "deny");
+}
+
+#[test]
+fn control_errors_change_nothing() {
+    if !require_privileged("control_errors_change_nothing") {
+        return;
+    }
+    let s = router_in_client_mode("note-ctl");
+    let before = s.status();
+    for (args, says) in [
+        (
+            &["server", "del", "192.0.2.77"][..],
+            "no server 192.0.2.77 is configured",
+        ),
+        (
+            &["server", "add", "192.0.2.10"][..],
+            "192.0.2.10 is already a source",
+        ),
+        (
+            &["peer", "add", "192.0.2.300"][..],
+            "invalid value '192.0.2.300'",
+        ),
+        (&["mode", "client"][..], "already in client mode"),
+    ] {
+        let out = s.control(args);
+        assert!(out.log.contains(says), "{args:?}: {}", out.log);
+    }
+    let after = s.status();
+    assert_eq!(before["filter"]["servers"], after["filter"]["servers"]);
+    assert_eq!(before["filter"]["policy"], after["filter"]["policy"]);
+
+    // A server added at run time reaches the filter and the core at once;
+    // deleting it takes it out of both.
+    let out = s.control(&["server", "add", "192.0.2.20"]);
+    assert!(out.status.success(), "{}", out.log);
+    let st = s.status();
+    assert!(
+        st["filter"]["servers"]
+            .as_array()
+            .unwrap()
+            .contains(&"192.0.2.20".into()),
+        "{st:#}"
+    );
+    assert!(st["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["remote"] == "192.0.2.20"));
+    assert!(s.control(&["server", "del", "192.0.2.20"]).status.success());
+    let st = s.status();
+    assert!(!st["filter"]["servers"]
+        .as_array()
+        .unwrap()
+        .contains(&"192.0.2.20".into()));
+    assert!(!st["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["remote"] == "192.0.2.20"));
+
+    // No agent behind the socket: a clear error.
+    let out = run_agent_once(
+        s.lab.router(),
+        &[
+            "mode",
+            "server",
+            "--control-socket",
+            "/tmp/nf-no-such-agent.sock",
+        ],
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(out.log.contains("the agent is not running"), "{}", out.log);
 }

@@ -33,9 +33,27 @@ pub enum Attachment {
     Reused,
 }
 
-pub fn attach(prog: &mut Xdp, iface: &str, mode: XdpModeArg, pin: &Path) -> Result<Attachment> {
+/// `legacy`: where an agent of an older map layout pinned this interface's
+/// link; it is taken over (program swapped, link re-pinned at `pin`) so an
+/// upgrade never leaves the interface unfiltered.
+pub fn attach(
+    prog: &mut Xdp,
+    iface: &str,
+    mode: XdpModeArg,
+    pin: &Path,
+    legacy: Option<&Path>,
+) -> Result<Attachment> {
     if pin.exists() {
-        return swap(prog, iface, pin).map(|()| Attachment::Reused);
+        swap(prog, iface, pin)?;
+        return Ok(Attachment::Reused);
+    }
+    if let Some(old) = legacy.filter(|p| p.exists()) {
+        let link = swap(prog, iface, old)?;
+        link.pin(pin)
+            .with_context(|| format!("re-pinning the {iface} link at {}", pin.display()))?;
+        std::fs::remove_file(old).with_context(|| format!("removing {}", old.display()))?;
+        tracing::info!(iface, from = %old.display(), to = %pin.display(), "took over the link of an older agent");
+        return Ok(Attachment::Reused);
     }
     let (link_id, attachment) = match mode {
         XdpModeArg::Native => (
@@ -79,13 +97,15 @@ fn describe_attach_error(iface: &str, mode: XdpMode, e: ProgramError) -> anyhow:
     let busy = matches!(&e, ProgramError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EBUSY));
     if busy {
         return anyhow!(
-            "interface {iface} already has an XDP program that is not ours: remove it first (`ip link set dev {iface} xdp off`)"
+            "interface {iface} already has an XDP program that is not ours (not pinned under this --pin-dir): remove it first (`ip link set dev {iface} xdp off` if it was attached by iproute2, or the detach command of the tool that attached it)"
         );
     }
     anyhow!("attaching XDP to {iface} in {mode:?} mode failed: {e}")
 }
 
-fn swap(prog: &mut Xdp, iface: &str, pin: &Path) -> Result<()> {
+/// Replaces the program inside the link pinned at `pin`; returns the link
+/// (dropping it only closes our fd: the pin keeps it).
+fn swap(prog: &mut Xdp, iface: &str, pin: &Path) -> Result<FdLink> {
     let pinned = PinnedLink::from_pin(pin)
         .with_context(|| format!("opening the pinned link {}", pin.display()))?;
     let link = XdpLink::try_from(FdLink::from(pinned))
@@ -95,6 +115,5 @@ fn swap(prog: &mut Xdp, iface: &str, pin: &Path) -> Result<()> {
         .with_context(|| format!("replacing the program on {iface} in place"))?;
     // Ownership went back into the program; take it out so dropping the
     // program later closes the fd without detaching anything.
-    drop(prog.take_link(id)?);
-    Ok(())
+    Ok(FdLink::try_from(prog.take_link(id)?)?)
 }

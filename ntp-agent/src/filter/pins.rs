@@ -31,9 +31,22 @@ pub struct PinDir {
 
 impl PinDir {
     pub fn new(base: impl Into<PathBuf>) -> Self {
+        Self::with_version(base, LAYOUT_VERSION)
+    }
+
+    fn with_version(base: impl Into<PathBuf>, version: u32) -> Self {
         let base = base.into();
-        let root = base.join(format!("v{LAYOUT_VERSION}"));
+        let root = base.join(format!("v{version}"));
         Self { base, root }
+    }
+
+    /// Pin directories an agent of an older layout left under the same
+    /// base, oldest first.
+    pub fn older_versions(&self) -> Vec<PinDir> {
+        (1..LAYOUT_VERSION)
+            .map(|v| Self::with_version(&self.base, v))
+            .filter(|p| p.root.exists())
+            .collect()
     }
 
     pub fn root(&self) -> &Path {

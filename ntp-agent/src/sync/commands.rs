@@ -9,13 +9,23 @@ use ntp_filter_common::SourceClass;
 use ntp_proto::SourceKind;
 
 use super::Agent;
-use crate::{cli::Mode, policy, resolve::SourceSpec};
+use crate::{
+    cli::Mode,
+    filter::{acl, reconcile, AclRule, Cidr},
+    policy,
+    resolve::SourceSpec,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     Add(SourceKind, SourceSpec),
     Del(SourceKind, SourceSpec),
     Mode(Mode),
+    /// Adds (or, with `del`, removes) an allow or deny rule.
+    Acl {
+        rule: AclRule,
+        del: bool,
+    },
 }
 
 fn kind_name(kind: SourceKind) -> &'static str {
@@ -33,6 +43,8 @@ impl Command {
             Self::Del(k, s) => format!("{} del {s}", kind_name(*k)),
             Self::Mode(Mode::Client) => "mode client".into(),
             Self::Mode(Mode::Server) => "mode server".into(),
+            Self::Acl { rule, del: false } => rule.to_string(),
+            Self::Acl { rule, del: true } => format!("{} del {}", rule.verb(), rule.cidr),
         }
     }
 }
@@ -42,10 +54,7 @@ impl FromStr for Command {
 
     fn from_str(line: &str) -> Result<Self, Self::Err> {
         let words: Vec<&str> = line.split_whitespace().collect();
-        let spec = |w: &str| {
-            w.parse::<SourceSpec>()
-                .map_err(|e| format!("{w:?}: {e}"))
-        };
+        let spec = |w: &str| w.parse::<SourceSpec>().map_err(|e| format!("{w:?}: {e}"));
         match words.as_slice() {
             [kind @ ("server" | "peer"), op @ ("add" | "del"), target] => {
                 let kind = if *kind == "server" {
@@ -60,11 +69,25 @@ impl FromStr for Command {
                     Self::Del(kind, spec)
                 })
             }
+            [verb @ ("allow" | "deny"), rest @ ..] => {
+                let (del, range) = match rest {
+                    ["del", range] => (true, *range),
+                    [range] => (false, *range),
+                    _ => return Err(format!("expected `{verb} [del] CIDR`, got {line:?}")),
+                };
+                let cidr: Cidr = range.parse().map_err(|e| format!("{e:#}"))?;
+                let rule = if *verb == "allow" {
+                    AclRule::allow(cidr)
+                } else {
+                    AclRule::deny(cidr)
+                };
+                Ok(Self::Acl { rule, del })
+            }
             ["mode", "client"] => Ok(Self::Mode(Mode::Client)),
             ["mode", "server"] => Ok(Self::Mode(Mode::Server)),
             ["mode", other] => Err(format!("unknown mode {other:?}: expected client or server")),
             _ => Err(format!(
-                "unknown command {line:?}: expected `server add|del ADDR`, `peer add|del ADDR`, `mode client|server` or `status`"
+                "unknown command {line:?}: expected `server add|del ADDR`, `peer add|del ADDR`, `mode client|server`, `allow|deny [del] CIDR` or `status`"
             )),
         }
     }
@@ -84,6 +107,7 @@ impl Agent {
                 format!("{} {spec} deleted", kind_name(*kind))
             }
             Command::Mode(mode) => self.set_mode(*mode)?,
+            Command::Acl { rule, del } => self.change_acl(*rule, *del)?,
         };
         tracing::info!(command = %cmd.to_line(), "control: {done}");
         Ok(done)
@@ -98,8 +122,15 @@ impl Agent {
                     .source_by_address(*addr)
                     .filter(|id| self.kinds.get(id) == Some(&kind))
                     .with_context(|| format!("no {} {addr} is configured", kind_name(kind)))?;
-                if let Some(named) = self.names.iter().find(|n| n.sources.iter().any(|(_, i)| *i == id)) {
-                    bail!("{addr} comes from the name {}: delete the name instead", named.name);
+                if let Some(named) = self
+                    .names
+                    .iter()
+                    .find(|n| n.sources.iter().any(|(_, i)| *i == id))
+                {
+                    bail!(
+                        "{addr} comes from the name {}: delete the name instead",
+                        named.name
+                    );
                 }
                 self.system.retire_source(id, now);
                 self.kinds.remove(&id);
@@ -144,6 +175,34 @@ impl Agent {
         Ok(format!("now in {} mode", mode_name(mode)))
     }
 
+    /// A new rule replaces any rule for the same range; `del` removes the
+    /// rule with that verb and range. The whole list is checked before the
+    /// map changes.
+    fn change_acl(&mut self, rule: AclRule, del: bool) -> Result<String> {
+        let mut rules: Vec<AclRule> = self
+            .settings
+            .acl
+            .iter()
+            .filter(|r| r.cidr != rule.cidr)
+            .copied()
+            .collect();
+        let done = if del {
+            if !self.settings.acl.contains(&rule) {
+                bail!("no {} rule for {}", rule.verb(), rule.cidr);
+            }
+            format!("{} {} removed", rule.verb(), rule.cidr)
+        } else {
+            rules.push(rule);
+            format!("{} {} added", rule.verb(), rule.cidr)
+        };
+        acl::table(&rules)?;
+        if let Some(maps) = &self.maps {
+            reconcile::apply_acl(&mut maps.lock().expect("maps lock poisoned"), &rules)?;
+        }
+        self.settings.acl = rules;
+        Ok(done)
+    }
+
     fn write_policy(&self) -> Result<()> {
         let Some(maps) = &self.maps else {
             return Ok(());
@@ -177,6 +236,9 @@ mod tests {
             "peer del ntp.example.net",
             "mode client",
             "mode server",
+            "allow 192.0.2.0/24",
+            "deny 2001:db8::99/128",
+            "deny del 192.0.2.99/32",
         ] {
             let cmd: Command = line.parse().unwrap();
             assert_eq!(cmd.to_line(), line);

@@ -34,4 +34,3 @@ pub fn save_drift(path: Option<&PathBuf>, system: &System) {
         tracing::warn!("{e:#}");
     }
 }
-

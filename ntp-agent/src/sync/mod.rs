@@ -19,8 +19,7 @@ use std::{
 
 use anyhow::Result;
 use ntp_proto::{
-    Action, SourceConfig, SourceId, SourceKind, SourceStatus, System, SystemConfig,
-    SystemStatus,
+    Action, SourceConfig, SourceId, SourceKind, SourceStatus, System, SystemConfig, SystemStatus,
 };
 use rand::SeedableRng as _;
 use serde::Serialize;
@@ -32,7 +31,7 @@ use self::{names::NamedSource, statelog::StateLog};
 use crate::{
     cli::Mode,
     clock::Clock,
-    filter::FilterMaps,
+    filter::{AclRule, FilterMaps},
     net::{Received, Transport},
     policy::ModeOverride,
     resolve::{resolve, SourceSpec},
@@ -62,6 +61,8 @@ pub struct SyncSettings {
     /// `--allow-modes`, kept so a mode change at run time recomputes the
     /// same table the start-up did.
     pub policy_overrides: Vec<ModeOverride>,
+    /// The client access list as it stands (changed by `allow`/`deny`).
+    pub acl: Vec<AclRule>,
     pub rate_limit: RateLimit,
 }
 
@@ -141,7 +142,12 @@ pub async fn run(
     }
     let (to_agent, mut from_net) = mpsc::channel(1024);
     let (resolved_tx, mut resolved_rx) = mpsc::channel(16);
-    let transport = Transport::new(settings.ntp_port, settings.source_port, maps.clone(), to_agent)?;
+    let transport = Transport::new(
+        settings.ntp_port,
+        settings.source_port,
+        maps.clone(),
+        to_agent,
+    )?;
     let mut agent = Agent {
         start: Instant::now(),
         system: System::new(settings.system.clone()),
@@ -192,7 +198,11 @@ pub async fn run(
             _ = resolve_timer.tick() => agent.resolve_due_names(),
             Some((name, result)) = resolved_rx.recv() => agent.on_resolved(&name, result),
         }
-        agent.log.observe(&agent.system, agent.clock.as_ref(), agent.mono(Instant::now()));
+        agent.log.observe(
+            &agent.system,
+            agent.clock.as_ref(),
+            agent.mono(Instant::now()),
+        );
     }
     drift::save_drift(agent.drift_file.as_ref(), &agent.system);
     Ok(())
@@ -209,7 +219,12 @@ impl Agent {
             .servers
             .iter()
             .map(|s| (s.clone(), SourceKind::Server))
-            .chain(self.settings.peers.iter().map(|s| (s.clone(), SourceKind::Peer)))
+            .chain(
+                self.settings
+                    .peers
+                    .iter()
+                    .map(|s| (s.clone(), SourceKind::Peer)),
+            )
             .collect();
         for (spec, kind) in specs {
             self.add_source(spec, kind, false)?;
@@ -230,7 +245,9 @@ impl Agent {
                     self.transport.admit(addr, names::class_of(kind))?;
                 }
                 let now = self.mono(Instant::now());
-                let id = self.system.add_source(source_config(&self.settings.poll, addr, kind), now);
+                let id = self
+                    .system
+                    .add_source(source_config(&self.settings.poll, addr, kind), now);
                 self.kinds.insert(id, kind);
             }
             SourceSpec::Name(name) => {
@@ -284,7 +301,11 @@ impl Agent {
                             let to = std::net::SocketAddr::new(address, self.transport.ntp_port());
                             self.transport.send_from_ntp_port(to, &packet).await
                         }
-                        _ => self.transport.send_to_server(source, address, &packet).await,
+                        _ => {
+                            self.transport
+                                .send_to_server(source, address, &packet)
+                                .await
+                        }
                     };
                     if let Err(e) = sent {
                         tracing::warn!(%address, "sending to source failed: {e:#}");
@@ -305,9 +326,14 @@ impl Agent {
             self.serve_client(r).await;
             return;
         }
-        match r.source.or_else(|| self.system.source_by_address(r.from.ip())) {
+        match r
+            .source
+            .or_else(|| self.system.source_by_address(r.from.ip()))
+        {
             Some(id) => {
-                let actions = self.system.handle_packet(id, &r.data, r.at, self.mono(r.mono));
+                let actions = self
+                    .system
+                    .handle_packet(id, &r.data, r.at, self.mono(r.mono));
                 self.execute(actions).await;
             }
             None => {

@@ -103,4 +103,3 @@ impl NamedSource {
         self.next_resolve = Instant::now() + RERESOLVE_SILENT;
     }
 }
-
