@@ -295,7 +295,7 @@ fn serve(
         let listener = tokio::net::UnixListener::from_std(control.listener.try_clone()?)?;
         tokio::spawn(control::serve(listener, control_tx));
         let clock: Box<dyn Clock> = if args.no_clock_adjust {
-            Box::new(ObserveOnly)
+            Box::new(ObserveOnly::default())
         } else {
             Box::new(SystemClock::new()?)
         };

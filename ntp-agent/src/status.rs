@@ -265,6 +265,7 @@ pub fn status(args: StatusArgs) -> Result<()> {
             Ok(a) => {
                 v["mode"] = a["mode"].clone();
                 v["clock"] = a["clock"].clone();
+                v["clock_correction_ms"] = a["clock_correction_ms"].clone();
                 v["host"] = a["system"].clone();
                 v["peers"] = a["sources"].clone();
                 v["server"] = a["server"].clone();

@@ -76,6 +76,10 @@ pub enum ControlRequest {
 pub struct AgentReport {
     pub mode: Mode,
     pub clock: String,
+    /// With `--no-clock-adjust`: the correction the agent would have made
+    /// to the system clock so far, ms (chronyc's "System time"); add it to
+    /// the system time to get the agent's estimate of true time.
+    pub clock_correction_ms: Option<f64>,
     pub system: SystemStatus,
     pub sources: Vec<SourceStatus>,
     pub server: ServerCounters,
@@ -320,7 +324,10 @@ impl Agent {
         }
     }
 
-    async fn on_datagram(&mut self, r: Received) {
+    async fn on_datagram(&mut self, mut r: Received) {
+        // Sockets timestamp with system time; the core works in the
+        // disciplined clock's time.
+        r.at = r.at + self.clock.correction_at(r.mono);
         let mode = r.data.first().map(|b| b & 7);
         if r.on_ntp_port && mode == Some(3) {
             self.serve_client(r).await;
@@ -414,6 +421,7 @@ impl Agent {
         AgentReport {
             mode: self.settings.mode,
             clock: self.clock.describe().to_owned(),
+            clock_correction_ms: self.clock.correction().map(|s| s * 1e3),
             system: self.system.status(self.clock.now()),
             sources: self.system.source_status(self.mono(Instant::now())),
             server: self.served.clone(),
