@@ -1,5 +1,6 @@
 //! Developer tasks for ntp-filter: `cargo xtask setup|build|run|test`.
 
+mod bench;
 mod cmd;
 mod parse;
 mod setup;
@@ -65,6 +66,9 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Setup, build, then run every benchmark (as root; --quick for a short run)
+    /// and write bench/results.md, bench/results.json and bench/*.svg.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -138,6 +142,7 @@ fn run(task: Task) -> Result<ExitCode> {
             require_privileged,
             args,
         } => return test(&common, require_privileged, &args),
+        Task::Bench(args) => return bench::run(&args),
         Task::Sim { seeds } => {
             Cmd::cargo()
                 .args([

@@ -1,0 +1,748 @@
+//! results.md, results.json and the SVG plots, from one run's results.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+
+use crate::attack::{AttackResult, Phase};
+use crate::cost::{CostResult, Program};
+use crate::flood::{Case, FloodResult};
+use crate::footprint::{FootprintResult, Window};
+use crate::quality::{RealtimeResult, SimResult};
+use crate::svg::{self, Axes, Bar, Panel, Series};
+use crate::{Outcome, Results};
+
+fn f(v: f64, decimals: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.decimals$}")
+    } else {
+        "–".into()
+    }
+}
+
+fn x(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.2}×")
+    } else {
+        "–".into()
+    }
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "**no**"
+    }
+}
+
+fn status<T>(o: &Outcome<T>) -> Option<String> {
+    match o {
+        Outcome::Ok(_) => None,
+        Outcome::Failed(e) => Some(format!(
+            "**Not measured: failed.** {}\n",
+            e.replace('\n', " ")
+        )),
+        Outcome::Skipped(why) => Some(format!("Not measured in this run: {why}.\n")),
+    }
+}
+
+/// Writes everything; returns the files written.
+pub fn write(out: &Path, r: &Results) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut put = |name: &str, text: &str| -> Result<()> {
+        let p = out.join(name);
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+        files.push(p);
+        Ok(())
+    };
+    put("results.json", &(serde_json::to_string_pretty(r)? + "\n"))?;
+    if let Outcome::Ok(c) = &r.cost {
+        put("cost.svg", &cost_svg(c))?;
+    }
+    if let Outcome::Ok(fl) = &r.flood {
+        put("flood.svg", &flood_svg(fl))?;
+    }
+    if let Outcome::Ok(a) = &r.attack {
+        put("attack.svg", &attack_svg(a))?;
+    }
+    if let Outcome::Ok(s) = &r.simulation {
+        put("sim-offsets.svg", &sim_svg(s))?;
+    }
+    if let Outcome::Ok(rt) = &r.realtime {
+        put("realtime.svg", &realtime_svg(rt))?;
+    }
+    put("results.md", &markdown(r))?;
+    Ok(files)
+}
+
+// ------------------------------------------------------------------ summary
+
+struct Headline {
+    what: String,
+    value: String,
+}
+
+fn headlines(r: &Results) -> Vec<Headline> {
+    let mut h = Vec::new();
+    let mut add = |what: &str, value: String| {
+        h.push(Headline {
+            what: what.into(),
+            value,
+        })
+    };
+    if let Some(c) = r.cost.ok() {
+        let empty = &c.rows[0];
+        for row in c
+            .rows
+            .iter()
+            .filter(|r| r.program == Program::Filter)
+            .take(1)
+        {
+            add(
+                "cost: outsider mode-3 drop / empty XDP program",
+                format!(
+                    "{} ({} ns vs {} ns, kernel median)",
+                    x(row.ratio_to_empty),
+                    f(row.kernel.median, 0),
+                    f(empty.kernel.median, 0)
+                ),
+            );
+        }
+        let worst = c
+            .rows
+            .iter()
+            .filter(|r| r.program == Program::Filter)
+            .max_by(|a, b| a.kernel.median.total_cmp(&b.kernel.median));
+        if let Some(w) = worst {
+            add(
+                "cost: dearest path / empty XDP program",
+                format!(
+                    "{} ({}: {} ns)",
+                    x(w.ratio_to_empty),
+                    w.name,
+                    f(w.kernel.median, 0)
+                ),
+            );
+        }
+    }
+    if let Some(fl) = r.flood.ok() {
+        if let Some(c) = fl.cases.iter().find(|c| c.case == Case::Filter) {
+            add(
+                "flood: filter / XDP_DROP-all",
+                format!(
+                    "{} ({} Mpps median)",
+                    x(c.ratio_to_drop_all),
+                    f(c.mpps.median, 2)
+                ),
+            );
+            add("flood: filter / nftables netdev", x(c.ratio_to_nftables));
+        }
+        if let Some(c) = fl.cases.iter().find(|c| c.case == Case::NoFilter) {
+            add(
+                "flood: no filter (stack) / nftables netdev",
+                x(c.ratio_to_nftables),
+            );
+        }
+    }
+    if let Some(a) = r.attack.ok() {
+        add(
+            "attack: synchronized throughout / reach 377 throughout",
+            format!("{} / {}", yes(a.stays_synchronized), yes(a.reach_stays_377)),
+        );
+        add(
+            "attack: offset RMS / jitter median, flood over quiet",
+            format!("{} / {}", x(a.offset_ratio), x(a.jitter_ratio)),
+        );
+    }
+    if let Some(s) = r.simulation.ok() {
+        let ratios: Vec<String> = s
+            .rows
+            .iter()
+            .filter(|r| r.chrony_rms_us.is_some())
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r.scenario.trim_start_matches("jitter "),
+                    x(r.rms_ratio_to_chrony)
+                )
+            })
+            .collect();
+        add(
+            "simulation: RMS error / chrony's (by jitter)",
+            ratios.join(", "),
+        );
+    }
+    if let Some(rt) = r.realtime.ok() {
+        add(
+            "real time: agent RMS error / chronyd's",
+            format!(
+                "{} ({} ms vs {} ms)",
+                x(rt.rms_ratio_agent_to_chronyd),
+                f(rt.agent.error_rms_ms, 3),
+                f(rt.chronyd.error_rms_ms, 3)
+            ),
+        );
+    }
+    if let Some(fp) = r.footprint.ok() {
+        if let Some(i) = fp.idle {
+            add(
+                "footprint: idle, 4 sources",
+                format!(
+                    "{} % of a core, RSS {} KiB",
+                    f(i.cpu_percent, 3),
+                    i.rss_kib_max
+                ),
+            );
+        }
+        if let Some(fw) = fp.flood {
+            add(
+                "footprint: during the flood (CPU ratio to quiet)",
+                format!(
+                    "{} % of a core ({}), RSS {} KiB",
+                    f(fw.cpu_percent, 3),
+                    x(fp.flood_cpu_ratio),
+                    fw.rss_kib_max
+                ),
+            );
+        }
+    }
+    h
+}
+
+/// A few lines for the terminal.
+pub fn summary(r: &Results) -> String {
+    let mut s = String::new();
+    for h in headlines(r) {
+        let _ = writeln!(s, "{:<56} {}", h.what, h.value.replace("**", ""));
+    }
+    let _ = writeln!(s, "total runtime {:.0} s", r.meta.total_runtime_s);
+    s
+}
+
+// ----------------------------------------------------------------- markdown
+
+fn markdown(r: &Results) -> String {
+    let m = &r.meta;
+    let mut s = String::new();
+    let w = &mut s;
+    let _ = writeln!(w, "# ntp-filter benchmark results\n");
+    let _ = writeln!(
+        w,
+        "`cargo xtask bench{}` on {}, commit `{}`: {}, {} cores, kernel {}. Load average at the start `{}`, at the end `{}`. Total runtime {:.0} s ({}).\n",
+        if m.quick { " --quick" } else { "" },
+        m.date_utc,
+        m.commit,
+        m.cpu,
+        m.cores,
+        m.kernel,
+        m.loadavg_start,
+        m.loadavg_end,
+        m.total_runtime_s,
+        m.section_runtime_s
+            .iter()
+            .map(|(n, t)| format!("{n} {t:.0} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(
+        w,
+        "This machine is shared and noisy: every figure that matters is a ratio to a baseline measured in the same run (rounds interleaved), and absolute figures are min and median over rounds. Nothing here is asserted by a test.\n"
+    );
+    let _ = writeln!(w, "## Summary\n\n| figure | value |\n| --- | --- |");
+    for h in headlines(r) {
+        let _ = writeln!(w, "| {} | {} |", h.what, h.value);
+    }
+    let _ = writeln!(w);
+
+    let _ = writeln!(w, "## 1. Cost per packet\n");
+    match r.cost.ok() {
+        Some(c) => cost_md(w, c),
+        None => {
+            let _ = writeln!(w, "{}", status(&r.cost).unwrap_or_default());
+        }
+    }
+    let _ = writeln!(w, "## 2. Drop rate under a flood\n");
+    match r.flood.ok() {
+        Some(fl) => flood_md(w, fl),
+        None => {
+            let _ = writeln!(w, "{}", status(&r.flood).unwrap_or_default());
+        }
+    }
+    let _ = writeln!(w, "## 3. Sync under attack\n");
+    match r.attack.ok() {
+        Some(a) => attack_md(w, a),
+        None => {
+            let _ = writeln!(w, "{}", status(&r.attack).unwrap_or_default());
+        }
+    }
+    let _ = writeln!(w, "## 4. Sync quality\n\n### Simulation\n");
+    match r.simulation.ok() {
+        Some(sm) => sim_md(w, sm),
+        None => {
+            let _ = writeln!(w, "{}", status(&r.simulation).unwrap_or_default());
+        }
+    }
+    let _ = writeln!(w, "### Real time, next to chronyd\n");
+    match r.realtime.ok() {
+        Some(rt) => realtime_md(w, rt),
+        None => {
+            let _ = writeln!(w, "{}", status(&r.realtime).unwrap_or_default());
+        }
+    }
+    let _ = writeln!(w, "## 5. Footprint\n");
+    match r.footprint.ok() {
+        Some(fp) => footprint_md(w, fp),
+        None => {
+            let _ = writeln!(w, "{}", status(&r.footprint).unwrap_or_default());
+        }
+    }
+    let _ = writeln!(
+        w,
+        "## Reproduce\n\n    sudo -E env \"PATH=$PATH\" cargo xtask bench            # about 8 minutes\n    sudo -E env \"PATH=$PATH\" cargo xtask bench --quick    # about 2-3 minutes\n    cargo xtask bench --only cost,flood                   # some sections\n\nRaw figures of every round are in `results.json`."
+    );
+    s
+}
+
+fn cost_md(w: &mut String, c: &CostResult) {
+    let _ = writeln!(
+        w,
+        "BPF_PROG_TEST_RUN, {} runs per round, {} rounds; the filter (the object the agent embeds, maps filled for 2 servers with `--source-port 123` and 2 peers) and two baselines in the same rounds. *Kernel*: the kernel's per-run figure (whole ns, preemption excluded); *wall*: syscall time / runs. *× empty*: median over the empty XDP_PASS program's median; *extra*: the filter's own work, kernel median minus the empty program's.\n",
+        c.repeat, c.rounds
+    );
+    let _ = writeln!(
+        w,
+        "| path | verdict | kernel min ns | kernel median ns | × empty | extra ns | wall median ns | × empty (wall) |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for r in &c.rows {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.name,
+            r.verdict,
+            f(r.kernel.min, 0),
+            f(r.kernel.median, 0),
+            x(r.ratio_to_empty),
+            f(r.extra_ns, 0),
+            f(r.wall.median, 2),
+            x(r.ratio_to_empty_wall),
+        );
+    }
+    let _ = writeln!(w, "\n![cost per packet](cost.svg)\n");
+}
+
+fn flood_md(w: &mut String, fl: &FloodResult) {
+    let _ = writeln!(
+        w,
+        "Live frames (BPF_PROG_TEST_RUN with `xdp_live_frames({})`) of one frame, {}, each given a random source by the generator program and redirected into a veth; the peer `wan0` runs the case natively. The nftables ruleset is generated from the same agent configuration (shown below); it and the no-filter case get `xdp_pass` natively so the frames reach the stack. {} rounds of {:.0} s, cases interleaved; Mpps = frames `wan0`'s XDP program saw per second (rx_packets). Ratios are medians of per-round ratios.\n",
+        fl.batch, fl.frame, fl.rounds, fl.round_s
+    );
+    let _ = writeln!(
+        w,
+        "| case | Mpps min | Mpps median | Mpps max | × XDP_DROP-all | × nftables | own counter / received |\n| --- | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    for c in &fl.cases {
+        let own = match c.own_counter {
+            Some(n) => format!("{n} / {}", c.received),
+            None => format!("– / {}", c.received),
+        };
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            c.label,
+            f(c.mpps.min, 2),
+            f(c.mpps.median, 2),
+            f(c.mpps.max, 2),
+            x(c.ratio_to_drop_all),
+            x(c.ratio_to_nftables),
+            own
+        );
+    }
+    let overflow: u64 = fl.cases.iter().flat_map(|c| c.overflow_rounds.iter()).sum();
+    let _ = writeln!(
+        w,
+        "\nOwn counter: the filter's drop counters, the nftables rules' counters, UDP NoPorts for the stack. Frames lost before the program (veth ring full): {overflow}. Generator and receiver share one CPU (the veth's NAPI runs where the redirect happened), so each rate is per core, generator included.\n\n![flood](flood.svg)\n"
+    );
+    let _ = writeln!(
+        w,
+        "<details><summary>nftables ruleset</summary>\n\n```\n{}```\n</details>\n",
+        fl.nft_ruleset
+    );
+}
+
+fn phase_row(w: &mut String, p: &Phase) {
+    let _ = writeln!(
+        w,
+        "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        p.name,
+        p.secs,
+        yes(p.synchronized_all),
+        p.reach_min_octal,
+        p.updates,
+        f(p.offset_rms_ms, 3),
+        f(p.offset_max_abs_ms, 3),
+        f(p.jitter.median, 3),
+        f(p.jitter.max, 3),
+        f(p.delay.median, 3),
+        p.filter_dropped,
+    );
+}
+
+fn attack_md(w: &mut String, a: &AttackResult) {
+    let _ = writeln!(
+        w,
+        "The agent (`--no-clock-adjust {}`) synced to `chronyd -x` through its XDP filter (native, on a veth) in namespaces; reach 377 after {} s. Then a quiet phase and a flood phase of the same length, the agent's status sampled every second. Flood: {} from an AF_PACKET socket (sendmmsg, qdisc bypass), {} frames in {:.1} s = **{:.0} kpps** ({} send errors).\n",
+        a.poll,
+        a.time_to_reach_377_s.map_or("–".into(), |t| f(t, 0)),
+        a.flood_mix,
+        a.flood.sent,
+        a.flood.secs,
+        a.flood_pps / 1e3,
+        a.flood.errors,
+    );
+    let _ = writeln!(
+        w,
+        "| phase | s | synchronized throughout | reach min | updates | offset RMS ms | max abs offset ms | jitter median ms | jitter max ms | delay median ms | filter drops |\n| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    phase_row(w, &a.quiet);
+    phase_row(w, &a.attack);
+    let _ = writeln!(
+        w,
+        "\nFlood over quiet: offset RMS {} ({}), jitter median {} ({}). Stays synchronized: {}; reach stays 377: {}. Spoofed replies that hit the registered port and reached the agent, rejected by it (reasons during the flood): `{}`.\n\n![sync under attack](attack.svg)\n",
+        x(a.offset_ratio),
+        if a.offset_within_2x { "within 2×" } else { "**not within 2×**" },
+        x(a.jitter_ratio),
+        if a.jitter_within_2x { "within 2×" } else { "**not within 2×**" },
+        yes(a.stays_synchronized),
+        yes(a.reach_stays_377),
+        a.attack.rejects
+    );
+}
+
+fn sim_md(w: &mut String, s: &SimResult) {
+    let _ = writeln!(
+        w,
+        "`ntp_proto::sim` (the real NTP core, simulated clock and network), {} seeds per scenario: median time to synchronise, worst max error, mean ± sd over seeds of the RMS error, worst RMS frequency error (all after sync, clknetsim's definitions), next to chrony's published figures for the same conditions.\n",
+        s.seeds
+    );
+    let _ = writeln!(
+        w,
+        "| scenario | client | sync s | max µs | RMS µs | freq RMS ppm | synced at end | chrony | RMS / chrony |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"
+    );
+    for r in &s.rows {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} ± {} | {} | {}/{} | {} | {} |",
+            r.scenario,
+            r.client,
+            r.sync_median_s.map_or("never".into(), |t| f(t, 0)),
+            f(r.max_us, 0),
+            f(r.rms_mean_us, 0),
+            f(r.rms_sd_us, 0),
+            f(r.freq_rms_ppm, 3),
+            r.synced_at_end,
+            r.seeds,
+            r.chrony,
+            x(r.rms_ratio_to_chrony),
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\n![offset against time per scenario](sim-offsets.svg)\n"
+    );
+}
+
+fn realtime_md(w: &mut String, rt: &RealtimeResult) {
+    let _ = writeln!(
+        w,
+        "A test responder serving the host clock **+{:.3} ms**, with a random delay uniform in 0–{:.0} ms on each path (it sleeps before its receive timestamp and after its transmit timestamp), queried side by side for {:.0} s by the agent and by `chronyd -x`, each in its own namespace, all polling every 8 s. Both read the same host clock, so error = offset estimate − {:.3} ms. chronyd's estimate is `chronyc tracking`'s System time: with `-x` its corrections go to a virtual clock and that figure holds all of them. Samples every 2 s.\n",
+        rt.truth_offset_ms, rt.max_delay_ms, rt.duration_s, rt.truth_offset_ms
+    );
+    let _ = writeln!(
+        w,
+        "| client | configuration | first estimate after s | samples | mean error ms | RMS error ms | max abs error ms |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for c in [&rt.agent, &rt.chronyd, &rt.agent_observe] {
+        let _ = writeln!(
+            w,
+            "| {} | `{}` | {} | {} | {} | {} | {} |",
+            c.name,
+            c.config,
+            c.first_estimate_s.map_or("–".into(), |t| f(t, 0)),
+            c.n,
+            f(c.error_mean_ms, 3),
+            f(c.error_rms_ms, 3),
+            f(c.error_max_abs_ms, 3),
+        );
+    }
+    let _ = writeln!(w);
+    for c in [&rt.agent, &rt.chronyd, &rt.agent_observe] {
+        let _ = writeln!(w, "- {}: {}.", c.name, c.note);
+    }
+    let _ = writeln!(
+        w,
+        "\nAgent RMS error / chronyd's: **{}** (the agent's measurement against chronyd's full estimate). Responder: {} requests, {} replies.\n",
+        x(rt.rms_ratio_agent_to_chronyd),
+        rt.responder.requests,
+        rt.responder.replies
+    );
+    let _ = writeln!(
+        w,
+        "Like chronyd `-x`, the agent with `--no-clock-adjust` applies its corrections to a virtual clock and reports the whole correction (`clock_correction_ms`); the last row shows the clock filter's estimate alone, with the discipline held idle.\n\n![real-time error](realtime.svg)\n"
+    );
+}
+
+fn window_row(w: &mut String, name: &str, win: &Option<Window>) {
+    match win {
+        Some(v) => {
+            let _ = writeln!(
+                w,
+                "| {name} | {:.0} | {} | {} | {} | {} |",
+                v.wall_s,
+                f(v.cpu_s, 3),
+                f(v.cpu_percent, 3),
+                v.rss_kib_max,
+                v.hwm_kib
+            );
+        }
+        None => {
+            let _ = writeln!(w, "| {name} | – | – | – | – | – |");
+        }
+    }
+}
+
+fn footprint_md(w: &mut String, fp: &FootprintResult) {
+    let _ = writeln!(
+        w,
+        "From /proc/PID/status (VmRSS, VmHWM), /proc/PID/stat (utime + stime, 10 ms ticks) and /proc/PID/task/*/schedstat (ns) of the agent process; CPU is the larger of the two figures. Idle: {} servers, default polling (iburst, then every 64 s), measured while section 4 ran. Quiet and flood: section 3's agent (1 server, polling every 8–16 s); the flood's XDP work is done in softirq context and is not charged to the agent.\n",
+        fp.idle_sources
+    );
+    let _ = writeln!(
+        w,
+        "| window | s | CPU s | CPU % of a core | RSS max KiB | peak RSS KiB |\n| --- | ---: | ---: | ---: | ---: | ---: |"
+    );
+    window_row(w, &format!("idle, {} sources", fp.idle_sources), &fp.idle);
+    window_row(w, "quiet (section 3)", &fp.quiet);
+    window_row(w, "flood (section 3)", &fp.flood);
+    let _ = writeln!(
+        w,
+        "\nFlood over quiet: CPU {}, RSS {}.\n",
+        x(fp.flood_cpu_ratio),
+        x(fp.flood_rss_ratio)
+    );
+}
+
+// --------------------------------------------------------------------- plots
+
+fn cost_svg(c: &CostResult) -> String {
+    let bars: Vec<Bar> = c
+        .rows
+        .iter()
+        .map(|r| Bar {
+            label: format!("{} ({})", r.name, r.verdict),
+            value: r.kernel.median,
+            lo: r.kernel.min,
+            hi: r.kernel.max,
+            color: if r.program == Program::Filter {
+                svg::BLUE
+            } else {
+                svg::GRAY
+            },
+            note: format!("{} ns, {}", f(r.kernel.median, 0), x(r.ratio_to_empty)),
+        })
+        .collect();
+    svg::bars(
+        "Cost per packet, BPF_PROG_TEST_RUN (median, whiskers min-max)",
+        "ns per packet (kernel figure)",
+        &bars,
+        Some((c.rows[0].kernel.median, "empty program")),
+    )
+}
+
+fn flood_svg(fl: &FloodResult) -> String {
+    let bars: Vec<Bar> = fl
+        .cases
+        .iter()
+        .map(|c| Bar {
+            label: c.label.clone(),
+            value: c.mpps.median,
+            lo: c.mpps.min,
+            hi: c.mpps.max,
+            color: match c.case {
+                Case::Filter => svg::BLUE,
+                Case::DropAll => svg::GRAY,
+                Case::Nftables => svg::ORANGE,
+                Case::NoFilter => svg::RED,
+            },
+            note: format!(
+                "{} Mpps, {} drop-all",
+                f(c.mpps.median, 2),
+                x(c.ratio_to_drop_all)
+            ),
+        })
+        .collect();
+    svg::bars(
+        "Spoofed mode-3 flood sunk per second, one core (median, whiskers min-max)",
+        "Mpps",
+        &bars,
+        None,
+    )
+}
+
+fn attack_svg(a: &AttackResult) -> String {
+    let q = a.quiet.secs;
+    let pts = |sel: fn(&crate::attack::Sample) -> f64| -> Vec<(f64, f64)> {
+        a.quiet
+            .samples
+            .iter()
+            .map(|s| (s.t, sel(s)))
+            .chain(a.attack.samples.iter().map(|s| (q + s.t, sel(s))))
+            .collect()
+    };
+    let shade = vec![(q, q + a.attack.secs, "flood".to_string())];
+    let panels = [
+        Panel {
+            title: "offset (ms)".into(),
+            series: vec![Series {
+                name: "agent offset / jitter".into(),
+                color: svg::BLUE,
+                points: pts(|s| s.offset_ms),
+                dots: false,
+            }],
+            shade: shade.clone(),
+            marks: vec![],
+            hline: Some(0.0),
+        },
+        Panel {
+            title: "jitter (ms)".into(),
+            series: vec![Series {
+                name: "agent offset / jitter".into(),
+                color: svg::BLUE,
+                points: pts(|s| s.jitter_ms),
+                dots: false,
+            }],
+            shade,
+            marks: vec![],
+            hline: None,
+        },
+    ];
+    svg::panels(
+        "Agent synced to chronyd -x: quiet, then a spoofed-NTP flood",
+        &panels,
+        2,
+        &Axes {
+            x_label: "seconds".into(),
+            y_label: "ms".into(),
+            log_y: false,
+            y_range: None,
+        },
+        420.0,
+        240.0,
+    )
+}
+
+fn sim_svg(s: &SimResult) -> String {
+    let panels: Vec<Panel> = s
+        .series
+        .iter()
+        .map(|se| Panel {
+            title: se.scenario.clone(),
+            series: vec![Series {
+                name: "|offset| of the simulated clock (max per bucket), seed 1".into(),
+                color: svg::BLUE,
+                points: se
+                    .t_s
+                    .iter()
+                    .zip(&se.max_abs_error_s)
+                    .map(|(t, e)| (t / 3600.0, *e))
+                    .collect(),
+                dots: false,
+            }],
+            shade: vec![],
+            marks: se
+                .sync_s
+                .map(|t| vec![(t / 3600.0, format!("sync {t:.0} s"))])
+                .unwrap_or_default(),
+            hline: None,
+        })
+        .collect();
+    svg::panels(
+        "Simulation: |offset| against time per scenario (log scale)",
+        &panels,
+        4,
+        &Axes {
+            x_label: "hours".into(),
+            y_label: "|offset| (s)".into(),
+            log_y: true,
+            y_range: Some((1e-6, 1e4)),
+        },
+        250.0,
+        150.0,
+    )
+}
+
+fn realtime_svg(rt: &RealtimeResult) -> String {
+    let truth = rt.truth_offset_ms;
+    let pts = |c: &crate::quality::ClientRun| -> Vec<(f64, f64)> {
+        c.samples
+            .iter()
+            .filter(|s| s.2)
+            .map(|s| (s.0, s.1 - truth))
+            .collect()
+    };
+    let panel = |title: String, series: Vec<Series>| Panel {
+        title,
+        series,
+        shade: vec![],
+        marks: vec![],
+        hline: Some(0.0),
+    };
+    let panels = [
+        panel(
+            format!("offset estimate − {truth:.1} ms (truth)"),
+            vec![
+                Series {
+                    name: "ntp-agent (discipline idle)".into(),
+                    color: svg::BLUE,
+                    points: pts(&rt.agent),
+                    dots: true,
+                },
+                Series {
+                    name: "chronyd -x".into(),
+                    color: svg::ORANGE,
+                    points: pts(&rt.chronyd),
+                    dots: true,
+                },
+                Series {
+                    name: "ntp-agent, discipline idle".into(),
+                    color: svg::GRAY,
+                    points: vec![],
+                    dots: false,
+                },
+            ],
+        ),
+        panel(
+            "ntp-agent, discipline idle (its own scale)".into(),
+            vec![Series {
+                name: "ntp-agent, discipline idle".into(),
+                color: svg::GRAY,
+                points: pts(&rt.agent_observe),
+                dots: true,
+            }],
+        ),
+    ];
+    svg::panels(
+        "Real time: each client's error against the injected offset",
+        &panels,
+        2,
+        &Axes {
+            x_label: "seconds".into(),
+            y_label: "error (ms)".into(),
+            log_y: false,
+            y_range: None,
+        },
+        440.0,
+        280.0,
+    )
+}
