@@ -75,7 +75,10 @@ mod tests {
     #[test]
     fn corrections_accumulate_in_the_virtual_clock_only() {
         let mut c = ObserveOnly::default();
-        c.apply(&ClockAction::Step { offset_seconds: 0.005 }).unwrap();
+        c.apply(&ClockAction::Step {
+            offset_seconds: 0.005,
+        })
+        .unwrap();
         c.apply(&ClockAction::SetFrequency { ppm: 1000.0 }).unwrap();
         let t = c.since + std::time::Duration::from_secs(2);
         // 5 ms step + 1000 ppm for 2 s = 7 ms.
