@@ -24,7 +24,13 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Attach the filter to the interfaces, keep its maps current, and run.
+    #[command(args_override_self = true)]
     Run(Box<RunArgs>),
+    /// Check a config file without touching anything.
+    CheckConfig {
+        /// The TOML file (keys are `run`'s long options).
+        file: PathBuf,
+    },
     /// Remove the filter from interfaces and delete its pins.
     Detach(DetachArgs),
     /// Show time sync (from the running agent) and the filter's state and
@@ -96,8 +102,11 @@ pub enum Mode {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Interface to filter (repeat for several).
-    #[arg(long = "iface", value_name = "IF", required = true)]
+    #[arg(long = "iface", value_name = "IF")]
     pub ifaces: Vec<String>,
+    /// Read settings from this TOML file; flags given here override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// NTP server, an address or a host name (every address it resolves
     /// to); repeat for several. Its mode-4 replies pass.
     #[arg(long = "server", value_name = "ADDR")]

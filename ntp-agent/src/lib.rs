@@ -4,6 +4,7 @@
 pub mod caps;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod control;
 pub mod detach;
 pub mod filter;

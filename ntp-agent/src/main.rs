@@ -16,8 +16,15 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    let cli = match with_config_file(Cli::parse()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("ntp-agent: error: {e:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
+        Command::CheckConfig { file } => check_config(&file),
         Command::Run(args) => ntp_agent::run::run(*args),
         Command::Detach(args) => ntp_agent::detach::detach(args),
         Command::Status(args) => ntp_agent::status::status(args),
@@ -51,4 +58,46 @@ fn acl_command(rule: AclRule, c: AclCommand) -> anyhow::Result<()> {
         &c.control.control_socket,
         &sync::Command::Acl { rule, del: c.del },
     )
+}
+
+/// `run --config FILE`: parse again with the file's settings in front of
+/// the command line's, so flags override the file.
+fn with_config_file(cli: Cli) -> anyhow::Result<Cli> {
+    use clap::Parser as _;
+    let Command::Run(args) = &cli.command else {
+        return Ok(cli);
+    };
+    let Some(path) = &args.config else {
+        return Ok(cli);
+    };
+    let file = ntp_agent::config::load(path)?;
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let run = raw
+        .iter()
+        .position(|a| a == "run")
+        .ok_or_else(|| anyhow::anyhow!("no `run` on the command line"))?;
+    let mut argv = raw[..=run].to_vec();
+    argv.extend(ntp_agent::config::merge(file, &raw[run + 1..]));
+    Ok(Cli::try_parse_from(argv)?)
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    use clap::Parser as _;
+    let settings = ntp_agent::config::load(file)?;
+    let mut argv: Vec<std::ffi::OsString> = vec!["ntp-agent".into(), "run".into()];
+    argv.extend(ntp_agent::config::merge(settings, &[]));
+    let cli = Cli::try_parse_from(argv)?;
+    let Command::Run(args) = cli.command else {
+        unreachable!("parsed as run");
+    };
+    ntp_agent::run::check(&args).map_err(|e| anyhow::anyhow!("{}: {e:#}", file.display()))?;
+    println!(
+        "{}: ok ({} interface(s), {} server(s), {} peer(s), {:?} mode)",
+        file.display(),
+        args.ifaces.len(),
+        args.servers.len(),
+        args.peers.len(),
+        args.mode
+    );
+    Ok(())
 }

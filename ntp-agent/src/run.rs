@@ -103,14 +103,22 @@ pub fn desired(args: &RunArgs) -> Result<Desired> {
     })
 }
 
-pub fn run(args: RunArgs) -> Result<()> {
-    // Everything that can be checked without touching the kernel first, so a
-    // bad argument leaves nothing behind.
-    let desired = desired(&args)?;
+/// Everything that can be checked without touching the kernel (also what
+/// `check-config` runs).
+pub fn check(args: &RunArgs) -> Result<(Desired, SyncSettings)> {
+    if args.ifaces.is_empty() {
+        bail!("no interface to filter: give --iface IF (or `iface = [\"IF\"]` in the config file)");
+    }
+    let desired = desired(args)?;
     for iface in &args.ifaces {
         filter::ifindex(iface)?;
     }
-    let sync = sync_settings(&args)?;
+    Ok((desired, sync_settings(args)?))
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    // Checked first, so a bad argument leaves nothing behind.
+    let (desired, sync) = check(&args)?;
     caps::require_filter_caps()?;
     if !args.no_clock_adjust {
         caps::require_clock_caps()?;

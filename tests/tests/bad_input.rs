@@ -267,3 +267,50 @@ fn help_names_the_contract() {
         );
     }
 }
+
+/// `run --config FILE`: the file's settings apply, a flag given on the
+/// command line overrides the file (a list replaces the file's list), and
+/// a bad file names the file, line, key and problem.
+#[test]
+fn config_file_with_overrides_and_errors() {
+    if !require_privileged("config_file_with_overrides_and_errors") {
+        return;
+    }
+    let lab = RouterLab::new("config").unwrap();
+    let env = AgentEnv::new("config").unwrap();
+    let dir = TempDir::new("config").unwrap();
+    let good = dir.path().join("agent.toml");
+    std::fs::write(
+        &good,
+        "iface = [\"wan0\"]\nserver = [\"192.0.2.10\"]\nmode = \"server\"\ndeny = [\"192.0.2.99/32\"]\n",
+    )
+    .unwrap();
+    let good = good.display().to_string();
+    let _agent = env
+        .start(lab.router(), &["--config", &good, "--server", "192.0.2.20"])
+        .unwrap();
+    let st = env.status(lab.router()).unwrap();
+    assert_eq!(st["mode"], "server", "{st:#}");
+    assert_eq!(
+        st["filter"]["servers"],
+        serde_json::json!(["192.0.2.20"]),
+        "{st:#}"
+    );
+    assert_eq!(
+        st["filter"]["acl"],
+        serde_json::json!(["deny 192.0.2.99/32"])
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "iface = [\"wan0\"]\nxdp-mode = \"turbo\"\n").unwrap();
+    let bad = bad.display().to_string();
+    let other = AgentEnv::new("config2").unwrap();
+    let log = other
+        .run_failing(lab.router(), &["--config", &bad])
+        .unwrap();
+    assert_says(&log, &format!("{bad}: line 2: xdp-mode"));
+    assert_says(&log, "turbo");
+    let out = run_agent_once(lab.router(), &["check-config", &bad], TIMEOUT).unwrap();
+    assert!(!out.status.success());
+    assert_says(&out.log, "line 2: xdp-mode");
+}
