@@ -438,3 +438,37 @@ fn unsynchronized_says_why() {
         "claims sync:\n{text}"
     );
 }
+
+/// `--server NAME` stands for every address the name resolves to: each one
+/// becomes a source and enters the filter's server entries.
+#[test]
+fn server_by_name_becomes_sources_and_filter_entries() {
+    if !require_privileged("server_by_name_becomes_sources_and_filter_entries") {
+        return;
+    }
+    let lab = RouterLab::new("byname").unwrap();
+    let env = AgentEnv::new("byname").unwrap();
+    let _agent = env
+        .start(lab.router(), &["--iface", WAN_IF, "--server", "localhost"])
+        .unwrap();
+    let st = wait_status(&env, &lab, EVENT_TIMEOUT, "localhost resolved", |v| {
+        v["filter"]["servers"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|a| a == "127.0.0.1"))
+    });
+    let remotes: Vec<&str> = st["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["remote"].as_str())
+        .collect();
+    assert!(remotes.contains(&"127.0.0.1"), "{st:#}");
+    for remote in &remotes {
+        let ip: IpAddr = remote.parse().unwrap();
+        assert!(ip.is_loopback(), "{st:#}");
+        assert!(
+            st["filter"]["servers"].as_array().unwrap().iter().any(|a| a == remote),
+            "{remote} is a source but not in the filter: {st:#}"
+        );
+    }
+}
