@@ -467,7 +467,11 @@ fn server_by_name_becomes_sources_and_filter_entries() {
         let ip: IpAddr = remote.parse().unwrap();
         assert!(ip.is_loopback(), "{st:#}");
         assert!(
-            st["filter"]["servers"].as_array().unwrap().iter().any(|a| a == remote),
+            st["filter"]["servers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == remote),
             "{remote} is a source but not in the filter: {st:#}"
         );
     }
