@@ -42,16 +42,6 @@ pub enum Vlan {
     Double,
 }
 
-impl Vlan {
-    pub fn len(self) -> usize {
-        match self {
-            Vlan::None => 0,
-            Vlan::Single => 4,
-            Vlan::Double => 8,
-        }
-    }
-}
-
 fn v4(ip: IpAddr) -> [u8; 4] {
     match ip {
         IpAddr::V4(a) => a.octets(),

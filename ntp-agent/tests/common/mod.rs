@@ -1,7 +1,6 @@
-//! Shared by `tests/prog_test_run.rs` and `examples/path_cost.rs`: the test
+//! Used by `tests/prog_test_run.rs`: the test
 //! network's addresses, frame builders, and a harness that loads the real
 //! XDP program into a private pin directory for BPF_PROG_TEST_RUN.
-#![allow(dead_code)]
 
 pub mod addrs;
 pub mod frames;
