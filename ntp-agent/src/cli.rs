@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::{
     filter::{Cidr, XdpModeArg},
     policy::ModeOverride,
-    resolve::SourceSpec,
+    source_arg::SourceArg,
 };
 
 #[derive(Parser, Debug)]
@@ -68,9 +68,10 @@ pub enum Op {
 #[derive(Args, Debug)]
 pub struct SourceCommand {
     pub op: Op,
-    /// An address or a host name.
-    #[arg(value_name = "ADDR|NAME")]
-    pub target: SourceSpec,
+    /// An address or a host name; with `add`, optionally its own poll
+    /// settings: `ADDR,minpoll=4,maxpoll=8,noiburst`.
+    #[arg(value_name = "ADDR|NAME[,OPTIONS]")]
+    pub target: SourceArg,
     #[command(flatten)]
     pub control: ControlArgs,
 }
@@ -108,13 +109,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// NTP server, an address or a host name (every address it resolves
-    /// to); repeat for several. Its mode-4 replies pass.
-    #[arg(long = "server", value_name = "ADDR")]
-    pub servers: Vec<SourceSpec>,
+    /// to); repeat for several. Its mode-4 replies pass. Its own poll
+    /// settings may follow: `192.0.2.10,minpoll=4,maxpoll=8,noiburst`.
+    #[arg(long = "server", value_name = "ADDR[,OPTIONS]")]
+    pub servers: Vec<SourceArg>,
     /// Symmetric peer, an address or a host name; repeat for several. Its
-    /// modes 1 and 2 pass.
-    #[arg(long = "peer", value_name = "ADDR")]
-    pub peers: Vec<SourceSpec>,
+    /// modes 1 and 2 pass. Options as for --server.
+    #[arg(long = "peer", value_name = "ADDR[,OPTIONS]")]
+    pub peers: Vec<SourceArg>,
     #[arg(long, value_enum, default_value_t = Mode::Client)]
     pub mode: Mode,
     #[arg(long = "xdp-mode", value_enum, default_value_t = XdpModeArg::Auto)]
@@ -155,13 +157,16 @@ pub struct RunArgs {
 /// Time-sync settings.
 #[derive(Args, Debug, Clone)]
 pub struct SyncArgs {
-    /// Shortest poll interval, log2 seconds (6 = 64 s).
+    /// Shortest poll interval, log2 seconds (6 = 64 s), for sources
+    /// without their own `minpoll=`.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i8).range(3..=17))]
     pub minpoll: i8,
-    /// Longest poll interval, log2 seconds (10 = 1024 s).
+    /// Longest poll interval, log2 seconds (10 = 1024 s), for sources
+    /// without their own `maxpoll=`.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i8).range(3..=17))]
     pub maxpoll: i8,
-    /// Do not send the first requests in a quick burst.
+    /// Do not send the first requests in a quick burst (sources with their
+    /// own `iburst` still do).
     #[arg(long)]
     pub no_iburst: bool,
     /// Send every request from this local port (e.g. 123 for strict

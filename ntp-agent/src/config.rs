@@ -4,6 +4,16 @@
 //! thing, and a value is checked by exactly the code that checks the flag.
 //! Flags given on the command line override the file; for lists (`iface`,
 //! `server`, …) the command line's list replaces the file's.
+//!
+//! A server or peer is a string, or a table with its own poll settings:
+//!
+//! ```toml
+//! server = ["192.0.2.10", { address = "time.example.net", minpoll = 4, iburst = false }]
+//!
+//! [[peer]]
+//! address = "192.0.2.20"
+//! maxpoll = 8
+//! ```
 
 use std::{
     ffi::OsString,
@@ -19,8 +29,8 @@ use toml::Spanned;
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
     iface: Option<Spanned<Vec<String>>>,
-    server: Option<Spanned<Vec<String>>>,
-    peer: Option<Spanned<Vec<String>>>,
+    server: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+    peer: Option<Spanned<Vec<Spanned<toml::Value>>>>,
     mode: Option<Spanned<String>>,
     xdp_mode: Option<Spanned<String>>,
     pin_dir: Option<Spanned<PathBuf>>,
@@ -113,12 +123,81 @@ fn switch(
     }
 }
 
+/// The keys of a source table, in the order of the command-line form.
+const SOURCE_KEYS: [&str; 4] = ["address", "minpoll", "maxpoll", "iburst"];
+
+/// One `server`/`peer` entry as the command line writes it
+/// (`ADDR,minpoll=4,noiburst`); `--server`'s own parser then checks it.
+fn source_entry(v: &toml::Value) -> Result<String> {
+    let t = match v {
+        toml::Value::String(s) => return Ok(s.clone()),
+        toml::Value::Table(t) => t,
+        other => bail!(
+            "expected an address, a name or a table {{ address = …, minpoll = …, maxpoll = …, iburst = … }}, not a {}",
+            other.type_str()
+        ),
+    };
+    if let Some(k) = t.keys().find(|k| !SOURCE_KEYS.contains(&k.as_str())) {
+        bail!("unknown key `{k}` in a source table, expected one of `address`, `minpoll`, `maxpoll`, `iburst`");
+    }
+    let mut out = match t.get("address") {
+        Some(toml::Value::String(a)) => a.clone(),
+        Some(other) => bail!("`address` must be a string, not {other}"),
+        None => bail!("a source table needs `address`"),
+    };
+    for key in ["minpoll", "maxpoll"] {
+        match t.get(key) {
+            Some(toml::Value::Integer(n)) => out.push_str(&format!(",{key}={n}")),
+            Some(other) => bail!("`{key}` must be an integer (log2 seconds), not {other}"),
+            None => {}
+        }
+    }
+    match t.get("iburst") {
+        Some(toml::Value::Boolean(true)) => out.push_str(",iburst"),
+        Some(toml::Value::Boolean(false)) => out.push_str(",noiburst"),
+        Some(other) => bail!("`iburst` must be true or false, not {other}"),
+        None => {}
+    }
+    Ok(out)
+}
+
+/// `server`/`peer`: one setting per entry, so an error names the entry's line.
+fn sources(
+    key: &'static str,
+    flag: &'static str,
+    v: &Option<Spanned<Vec<Spanned<toml::Value>>>>,
+    out: &mut Vec<Setting>,
+) -> Result<(), (usize, String)> {
+    let Some(v) = v else { return Ok(()) };
+    let mut args = Vec::new();
+    for entry in v.get_ref() {
+        let arg = source_entry(entry.get_ref())
+            .map_err(|e| (entry.span().start, format!("{key} = …: {e}")))?;
+        // Checked alone so that the error points at this entry's line.
+        check(&Setting {
+            key,
+            flag,
+            args: vec![flag.to_string(), arg.clone()],
+            offset: entry.span().start,
+        })
+        .map_err(|e| (entry.span().start, format!("{key} = …: {e}")))?;
+        args.extend([flag.to_string(), arg]);
+    }
+    out.push(Setting {
+        key,
+        flag,
+        args,
+        offset: v.span().start,
+    });
+    Ok(())
+}
+
 impl FileConfig {
-    fn settings(&self) -> Vec<Setting> {
+    fn settings(&self) -> Result<Vec<Setting>, (usize, String)> {
         let mut s = Vec::new();
         list("iface", "--iface", &self.iface, &mut s);
-        list("server", "--server", &self.server, &mut s);
-        list("peer", "--peer", &self.peer, &mut s);
+        sources("server", "--server", &self.server, &mut s)?;
+        sources("peer", "--peer", &self.peer, &mut s)?;
         value("mode", "--mode", &self.mode, &mut s);
         value("xdp-mode", "--xdp-mode", &self.xdp_mode, &mut s);
         if let Some(p) = &self.pin_dir {
@@ -185,7 +264,7 @@ impl FileConfig {
             &self.ratelimit_interval,
             &mut s,
         );
-        s
+        Ok(s)
     }
 }
 
@@ -221,7 +300,10 @@ pub fn parse(text: &str) -> Result<Vec<(String, Vec<String>)>> {
         }
     })?;
     let mut out = Vec::new();
-    for s in cfg.settings() {
+    let settings = cfg
+        .settings()
+        .map_err(|(offset, e)| anyhow::anyhow!("line {}: {e}", line_of(text, offset)))?;
+    for s in settings {
         check(&s)
             .map_err(|e| anyhow::anyhow!("line {}: {} = …: {e}", line_of(text, s.offset), s.key))?;
         out.push((s.flag.to_string(), s.args));
@@ -283,7 +365,13 @@ mod tests {
     #[test]
     fn the_shipped_example_parses() {
         let file = parse(include_str!("../../dist/agent.toml")).unwrap();
-        assert!(file.iter().any(|(f, _)| f == "--server"));
+        let servers = file.iter().find(|(f, _)| f == "--server").unwrap();
+        assert!(
+            servers
+                .1
+                .contains(&"2001:db8::10,minpoll=4,maxpoll=8".to_string()),
+            "{servers:?}"
+        );
     }
 
     #[test]
@@ -311,6 +399,57 @@ mod tests {
         );
         let e = err("ntp-port = \"x\"\n");
         assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn sources_are_strings_or_tables_with_their_own_poll() {
+        let text = "server = [\"192.0.2.10\", { address = \"time.example.net\", minpoll = 4, iburst = false }]\n\n[[peer]]\naddress = \"192.0.2.20\"\nmaxpoll = 8\n";
+        let file = parse(text).unwrap();
+        assert_eq!(
+            file,
+            [
+                (
+                    "--server".to_string(),
+                    [
+                        "--server",
+                        "192.0.2.10",
+                        "--server",
+                        "time.example.net,minpoll=4,noiburst"
+                    ]
+                    .map(String::from)
+                    .to_vec()
+                ),
+                (
+                    "--peer".to_string(),
+                    ["--peer", "192.0.2.20,maxpoll=8"]
+                        .map(String::from)
+                        .to_vec()
+                ),
+            ]
+        );
+        let err = |t: &str| format!("{:#}", parse(t).unwrap_err());
+        let e =
+            err("server = [\n  \"192.0.2.10\",\n  { address = \"192.0.2.11\", minpol = 4 },\n]\n");
+        assert!(
+            e.contains("line 3") && e.contains("unknown key `minpol`"),
+            "{e}"
+        );
+        let e = err("[[server]]\naddress = \"192.0.2.10\"\nminpoll = 30\n");
+        assert!(
+            e.contains("line 1") && e.contains("minpoll=30") && e.contains("3..=17"),
+            "{e}"
+        );
+        let e = err("[[server]]\nminpoll = 4\n");
+        assert!(e.contains("needs `address`"), "{e}");
+        let e = err("server = [{ address = \"192.0.2.10\", minpoll = 9, maxpoll = 8 }]\n");
+        assert!(
+            e.contains("line 1") && e.contains("minpoll 9 is larger than maxpoll 8"),
+            "{e}"
+        );
+        let e = err("server = [{ address = \"192.0.2.10\", iburst = \"yes\" }]\n");
+        assert!(e.contains("`iburst` must be true or false"), "{e}");
+        let e = err("server = [4]\n");
+        assert!(e.contains("not a integer"), "{e}");
     }
 
     #[test]

@@ -13,5 +13,6 @@ pub mod policy;
 pub mod resolve;
 pub mod run;
 pub mod server;
+pub mod source_arg;
 pub mod status;
 pub mod sync;

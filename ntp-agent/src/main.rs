@@ -48,7 +48,11 @@ fn main() -> std::process::ExitCode {
 fn source_command(kind: SourceKind, c: SourceCommand) -> anyhow::Result<()> {
     let cmd = match c.op {
         Op::Add => sync::Command::Add(kind, c.target),
-        Op::Del => sync::Command::Del(kind, c.target),
+        Op::Del if c.target.poll != Default::default() => anyhow::bail!(
+            "{}: poll options go with `add`; `del` takes only the address or name",
+            c.target
+        ),
+        Op::Del => sync::Command::Del(kind, c.target.spec),
     };
     control::command(&c.control.control_socket, &cmd)
 }

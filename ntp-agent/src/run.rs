@@ -25,6 +25,7 @@ use crate::{
     policy,
     resolve::SourceSpec,
     server::RateLimit,
+    source_arg::SourceArg,
     sync::{PollSettings, SyncSettings},
 };
 
@@ -35,10 +36,9 @@ fn initial_reply_port(args: &RunArgs) -> u16 {
     args.sync.source_port.unwrap_or(0)
 }
 
-fn addresses(specs: &[SourceSpec]) -> Vec<IpAddr> {
-    specs
-        .iter()
-        .filter_map(|s| match s {
+fn addresses(args: &[SourceArg]) -> Vec<IpAddr> {
+    args.iter()
+        .filter_map(|a| match &a.spec {
             SourceSpec::Addr(ip) => Some(*ip),
             SourceSpec::Name(_) => None,
         })
@@ -237,6 +237,21 @@ fn sync_settings(args: &RunArgs) -> Result<SyncSettings> {
             args.sync.panic_threshold
         );
     }
+    let poll = PollSettings {
+        minpoll: args.sync.minpoll,
+        maxpoll: args.sync.maxpoll,
+        iburst: !args.sync.no_iburst,
+    };
+    for (flag, source) in args
+        .servers
+        .iter()
+        .map(|s| ("--server", s))
+        .chain(args.peers.iter().map(|p| ("--peer", p)))
+    {
+        source
+            .poll_settings(&poll)
+            .map_err(|e| anyhow::anyhow!("{flag} {source}: {e}"))?;
+    }
     let own_refids = local_addrs::current()?
         .keys()
         .map(|k| RefId::from_ip(status_ip(k)))
@@ -251,11 +266,7 @@ fn sync_settings(args: &RunArgs) -> Result<SyncSettings> {
     Ok(SyncSettings {
         servers: args.servers.clone(),
         peers: args.peers.clone(),
-        poll: PollSettings {
-            minpoll: args.sync.minpoll,
-            maxpoll: args.sync.maxpoll,
-            iburst: !args.sync.no_iburst,
-        },
+        poll,
         system: SystemConfig {
             discipline,
             own_refids,

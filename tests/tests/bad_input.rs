@@ -268,9 +268,10 @@ fn help_names_the_contract() {
     }
 }
 
-/// `run --config FILE`: the file's settings apply, a flag given on the
-/// command line overrides the file (a list replaces the file's list), and
-/// a bad file names the file, line, key and problem.
+/// `run --config FILE`: the file's settings apply (a peer with its own
+/// poll interval among them), a flag given on the command line overrides
+/// the file (a list replaces the file's list), and a bad file names the
+/// file, line, key and problem.
 #[test]
 fn config_file_with_overrides_and_errors() {
     if !require_privileged("config_file_with_overrides_and_errors") {
@@ -282,19 +283,37 @@ fn config_file_with_overrides_and_errors() {
     let good = dir.path().join("agent.toml");
     std::fs::write(
         &good,
-        "iface = [\"wan0\"]\nserver = [\"192.0.2.10\"]\nmode = \"server\"\ndeny = [\"192.0.2.99/32\"]\n",
+        "iface = [\"wan0\"]\nserver = [\"192.0.2.10\"]\nmode = \"server\"\ndeny = [\"192.0.2.99/32\"]\nminpoll = 5\n\n[[peer]]\naddress = \"192.0.2.20\"\nminpoll = 3\nmaxpoll = 3\n",
     )
     .unwrap();
     let good = good.display().to_string();
     let _agent = env
-        .start(lab.router(), &["--config", &good, "--server", "192.0.2.20"])
+        .start(lab.router(), &["--config", &good, "--server", "192.0.2.11"])
         .unwrap();
     let st = env.status(lab.router()).unwrap();
     assert_eq!(st["mode"], "server", "{st:#}");
     assert_eq!(
         st["filter"]["servers"],
-        serde_json::json!(["192.0.2.20"]),
+        serde_json::json!(["192.0.2.11"]),
         "{st:#}"
+    );
+    assert_eq!(st["filter"]["peers"], serde_json::json!(["192.0.2.20"]));
+    let poll_of = |remote: &str| {
+        st["peers"]
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["remote"] == remote))
+            .map(|p| p["poll"].clone())
+            .unwrap_or_else(|| panic!("no source {remote}:\n{st:#}"))
+    };
+    assert_eq!(
+        poll_of("192.0.2.20"),
+        8,
+        "2^3 s: the peer's own minpoll/maxpoll"
+    );
+    assert_eq!(
+        poll_of("192.0.2.11"),
+        32,
+        "2^5 s: the file's global minpoll"
     );
     assert_eq!(
         st["filter"]["acl"],

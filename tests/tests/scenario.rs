@@ -453,6 +453,14 @@ fn control_errors_change_nothing() {
             "invalid value '192.0.2.300'",
         ),
         (&["mode", "client"][..], "already in client mode"),
+        (
+            &["server", "add", "192.0.2.20,minpoll=12"][..],
+            "minpoll 12 (its) is larger than maxpoll",
+        ),
+        (
+            &["server", "del", "192.0.2.10,minpoll=4"][..],
+            "poll options go with `add`",
+        ),
     ] {
         let out = s.control(args);
         assert!(out.log.contains(says), "{args:?}: {}", out.log);
@@ -461,11 +469,18 @@ fn control_errors_change_nothing() {
     assert_eq!(before["filter"]["servers"], after["filter"]["servers"]);
     assert_eq!(before["filter"]["policy"], after["filter"]["policy"]);
 
-    // A server added at run time reaches the filter and the core at once;
-    // deleting it takes it out of both.
-    let out = s.control(&["server", "add", "192.0.2.20"]);
+    // A server added at run time reaches the filter and the core at once,
+    // with its own poll interval; deleting it takes it out of both.
+    let out = s.control(&["server", "add", "192.0.2.20,minpoll=4,maxpoll=4"]);
     assert!(out.status.success(), "{}", out.log);
     let st = s.status();
+    let added = st["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["remote"] == "192.0.2.20")
+        .unwrap_or_else(|| panic!("192.0.2.20 not added:\n{st:#}"));
+    assert_eq!(added["poll"], 16, "2^4 s, the source's own minpoll/maxpoll");
     assert!(
         st["filter"]["servers"]
             .as_array()

@@ -14,11 +14,12 @@ use crate::{
     filter::{acl, reconcile, AclRule, Cidr},
     policy,
     resolve::SourceSpec,
+    source_arg::SourceArg,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    Add(SourceKind, SourceSpec),
+    Add(SourceKind, SourceArg),
     Del(SourceKind, SourceSpec),
     Mode(Mode),
     /// Adds (or, with `del`, removes) an allow or deny rule.
@@ -54,7 +55,6 @@ impl FromStr for Command {
 
     fn from_str(line: &str) -> Result<Self, Self::Err> {
         let words: Vec<&str> = line.split_whitespace().collect();
-        let spec = |w: &str| w.parse::<SourceSpec>().map_err(|e| format!("{w:?}: {e}"));
         match words.as_slice() {
             [kind @ ("server" | "peer"), op @ ("add" | "del"), target] => {
                 let kind = if *kind == "server" {
@@ -62,12 +62,16 @@ impl FromStr for Command {
                 } else {
                     SourceKind::Peer
                 };
-                let spec = spec(target)?;
-                Ok(if *op == "add" {
-                    Self::Add(kind, spec)
-                } else {
-                    Self::Del(kind, spec)
-                })
+                let arg: SourceArg = target.parse()?;
+                if *op == "add" {
+                    return Ok(Self::Add(kind, arg));
+                }
+                if arg.poll != Default::default() {
+                    return Err(format!(
+                        "{target:?}: poll options go with `add`; `del` takes only the address or name"
+                    ));
+                }
+                Ok(Self::Del(kind, arg.spec))
             }
             [verb @ ("allow" | "deny"), rest @ ..] => {
                 let (del, range) = match rest {
@@ -231,6 +235,7 @@ mod tests {
     fn parses_every_command_and_round_trips() {
         for line in [
             "server add 192.0.2.10",
+            "server add time.example.net,minpoll=4,noiburst",
             "server del 2001:db8::10",
             "peer add 192.0.2.20",
             "peer del ntp.example.net",
@@ -252,5 +257,7 @@ mod tests {
         assert!(err("mode peer").contains("unknown mode \"peer\""));
         assert!(err("reboot").contains("unknown command \"reboot\""));
         assert!(err("server frob 192.0.2.1").contains("unknown command"));
+        assert!(err("server del 192.0.2.10,minpoll=4").contains("poll options go with `add`"));
+        assert!(err("peer add 192.0.2.20,minpoll=1").contains("minpoll=1"));
     }
 }

@@ -36,19 +36,15 @@ use crate::{
     policy::ModeOverride,
     resolve::{resolve, SourceSpec},
     server::{self, RateLimit, RateLimiter},
+    source_arg::SourceArg,
 };
 
-#[derive(Clone, Debug)]
-pub struct PollSettings {
-    pub minpoll: i8,
-    pub maxpoll: i8,
-    pub iburst: bool,
-}
+pub use crate::source_arg::PollSettings;
 
 #[derive(Clone, Debug)]
 pub struct SyncSettings {
-    pub servers: Vec<SourceSpec>,
-    pub peers: Vec<SourceSpec>,
+    pub servers: Vec<SourceArg>,
+    pub peers: Vec<SourceArg>,
     pub poll: PollSettings,
     pub system: SystemConfig,
     /// Where the frequency estimate is kept across restarts (only used when
@@ -218,7 +214,7 @@ impl Agent {
     }
 
     fn add_configured_sources(&mut self) -> Result<()> {
-        let specs: Vec<(SourceSpec, SourceKind)> = self
+        let specs: Vec<(SourceArg, SourceKind)> = self
             .settings
             .servers
             .iter()
@@ -239,8 +235,11 @@ impl Agent {
     /// Adds a source by address (now) or by name (when it resolves).
     /// `admit`: also enter it in the filter (sources added at run time;
     /// start-up ones are already there from the initial reconcile).
-    fn add_source(&mut self, spec: SourceSpec, kind: SourceKind, admit: bool) -> Result<()> {
-        match spec {
+    fn add_source(&mut self, arg: SourceArg, kind: SourceKind, admit: bool) -> Result<()> {
+        let poll = arg
+            .poll_settings(&self.settings.poll)
+            .map_err(anyhow::Error::msg)?;
+        match arg.spec {
             SourceSpec::Addr(addr) => {
                 if self.system.source_by_address(addr).is_some() {
                     anyhow::bail!("{addr} is already a source");
@@ -251,14 +250,14 @@ impl Agent {
                 let now = self.mono(Instant::now());
                 let id = self
                     .system
-                    .add_source(source_config(&self.settings.poll, addr, kind), now);
+                    .add_source(source_config(&poll, addr, kind), now);
                 self.kinds.insert(id, kind);
             }
             SourceSpec::Name(name) => {
                 if self.names.iter().any(|n| n.name == name) {
                     anyhow::bail!("{name} is already a source");
                 }
-                self.names.push(NamedSource::new(name, kind));
+                self.names.push(NamedSource::new(name, kind, poll));
             }
         }
         Ok(())
@@ -406,7 +405,6 @@ impl Agent {
                 &mut self.system,
                 &mut self.kinds,
                 &mut self.transport,
-                &self.settings.poll,
                 now,
             ),
             Err(e) => tracing::warn!(

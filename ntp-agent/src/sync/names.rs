@@ -25,6 +25,8 @@ pub struct NamedSource {
     pub kind: SourceKind,
     pub sources: Vec<(IpAddr, SourceId)>,
     pub next_resolve: Instant,
+    /// Poll settings for every address the name gives.
+    pub poll: PollSettings,
 }
 
 pub fn class_of(kind: SourceKind) -> SourceClass {
@@ -35,12 +37,13 @@ pub fn class_of(kind: SourceKind) -> SourceClass {
 }
 
 impl NamedSource {
-    pub fn new(name: String, kind: SourceKind) -> Self {
+    pub fn new(name: String, kind: SourceKind, poll: PollSettings) -> Self {
         Self {
             name,
             kind,
             sources: Vec::new(),
             next_resolve: Instant::now(),
+            poll,
         }
     }
 
@@ -66,7 +69,6 @@ impl NamedSource {
         system: &mut System,
         kinds: &mut HashMap<SourceId, SourceKind>,
         transport: &mut Transport,
-        poll: &PollSettings,
         now: Duration,
     ) {
         let class = class_of(self.kind);
@@ -84,7 +86,7 @@ impl NamedSource {
                 tracing::error!("{e:#}");
                 continue;
             }
-            let id = system.add_source(source_config(poll, addr, self.kind), now);
+            let id = system.add_source(source_config(&self.poll, addr, self.kind), now);
             kinds.insert(id, self.kind);
             tracing::info!(name = %self.name, %addr, "source added");
             kept.push((addr, id));
