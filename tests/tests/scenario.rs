@@ -311,6 +311,18 @@ fn flooding_client_gets_one_rate_kod_then_silence() {
         return;
     }
     let s = router_in_client_mode("note-rate");
+    // Logs: one line per state change, never one per packet.
+    let log = s.agent.log();
+    for line in [
+        "filter maps reconciled",
+        "filter attached",
+        "source reachable",
+        "source selected",
+        "synchronized",
+    ] {
+        assert!(log.contains(line), "no {line:?} in the log:\n{log}");
+    }
+    let lines_before = log.lines().count();
     assert!(s.control(&["mode", "server"]).status.success());
     for router in [IpAddr::from(ROUTER_V4), IpAddr::from(ROUTER_V6)] {
         let flooder = s
@@ -357,6 +369,16 @@ fn flooding_client_gets_one_rate_kod_then_silence() {
     let st = s.status();
     assert_eq!(st["server"]["rate_kod"], 2, "{st:#}");
     assert!(st["server"]["rate_ignored"].as_u64() >= Some(2 * 15));
+    // 42 requests and 10 answers later: the mode change, the NTP port
+    // opening, and one line per flooder going over its limit.
+    let log = s.agent.log();
+    let new: Vec<&str> = log.lines().skip(lines_before).collect();
+    assert_eq!(
+        new.iter().filter(|l| l.contains("KoD RATE sent")).count(),
+        2,
+        "{new:#?}"
+    );
+    assert!(new.len() <= 4, "more than one line per change: {new:#?}");
 }
 
 #[test]
