@@ -401,6 +401,43 @@ mod tests {
         assert!(e.contains("line 1"), "{e}");
     }
 
+    /// The file holds every option of `run`, and the README's reference
+    /// documents each one.
+    #[test]
+    fn every_run_option_is_a_key_and_documented() {
+        use clap::CommandFactory as _;
+        let readme = include_str!("../../README.md");
+        let reference = readme
+            .split("## Configuration reference")
+            .nth(1)
+            .expect("README has a configuration reference");
+        let cli = crate::cli::Cli::command();
+        let run = cli.find_subcommand("run").unwrap();
+        let mut checked = 0;
+        for flag in run.get_arguments().filter_map(|a| a.get_long()) {
+            if flag == "help" {
+                continue;
+            }
+            assert!(
+                reference.contains(&format!("`--{flag}")),
+                "--{flag} is missing from the README's configuration reference"
+            );
+            if flag == "config" {
+                continue;
+            }
+            let key = if flag == "no-iburst" { "iburst" } else { flag };
+            let err = parse(&format!("{key} = 0\n"))
+                .err()
+                .map(|e| format!("{e:#}"));
+            assert!(
+                !err.as_deref().unwrap_or("").contains("unknown field"),
+                "--{flag} has no config key `{key}`: {err:?}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 25, "only {checked} options seen");
+    }
+
     #[test]
     fn sources_are_strings_or_tables_with_their_own_poll() {
         let text = "server = [\"192.0.2.10\", { address = \"time.example.net\", minpoll = 4, iburst = false }]\n\n[[peer]]\naddress = \"192.0.2.20\"\nmaxpoll = 8\n";
