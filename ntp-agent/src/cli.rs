@@ -131,6 +131,10 @@ pub struct RunArgs {
     /// Unix socket `ntp-agent status` talks to (mode 0600).
     #[arg(long = "control-socket", value_name = "PATH", default_value = crate::control::DEFAULT_PATH)]
     pub control_socket: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics, e.g.
+    /// 127.0.0.1:9975 (off unless given).
+    #[arg(long, value_name = "ADDR:PORT", value_parser = crate::metrics::parse_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Replace the allowed modes of a class: `server=4`, `peer=1,2,4`,
     /// `other=` (none). Repeat per class. Overrides the --mode defaults.
     #[arg(long = "allow-modes", value_name = "CLASS=MODES")]

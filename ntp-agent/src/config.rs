@@ -35,6 +35,7 @@ pub struct FileConfig {
     xdp_mode: Option<Spanned<String>>,
     pin_dir: Option<Spanned<PathBuf>>,
     control_socket: Option<Spanned<PathBuf>>,
+    metrics: Option<Spanned<String>>,
     no_clock_adjust: Option<Spanned<bool>>,
     allow_modes: Option<Spanned<Vec<String>>>,
     allow: Option<Spanned<Vec<String>>>,
@@ -206,6 +207,7 @@ impl FileConfig {
         if let Some(p) = &self.control_socket {
             s.push(path_setting("control-socket", "--control-socket", p));
         }
+        value("metrics", "--metrics", &self.metrics, &mut s);
         if let Some(p) = &self.drift_file {
             s.push(path_setting("drift-file", "--drift-file", p));
         }

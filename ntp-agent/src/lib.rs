@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod detach;
 pub mod filter;
+pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod resolve;

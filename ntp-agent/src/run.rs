@@ -126,13 +126,16 @@ pub fn run(args: RunArgs) -> Result<()> {
     // Bound before anything is attached: a second agent on the same box
     // stops here instead of fighting the first over the maps.
     let control = control::bind_std(&args.control_socket)?;
+    // Bound before anything is attached too: a bad or busy address stops
+    // the start here (the control socket goes away with `control`).
+    let metrics = args.metrics.map(crate::metrics::bind).transpose()?;
     let pins = PinDir::new(&args.pins.pin_dir);
     pins.prepare()?;
     pins.check_layout()?;
     let fresh = !pins.has_maps();
 
     match setup(&args, &pins, &desired) {
-        Ok(ebpf) => serve(args, sync, control, pins, ebpf),
+        Ok(ebpf) => serve(args, sync, control, metrics, pins, ebpf),
         Err(e) => {
             if fresh {
                 // Nothing of ours was here before this run: leave nothing.
@@ -296,6 +299,7 @@ fn serve(
     args: RunArgs,
     sync: SyncSettings,
     control: control::Bound,
+    metrics: Option<std::net::TcpListener>,
     pins: PinDir,
     mut ebpf: aya::Ebpf,
 ) -> Result<()> {
@@ -310,6 +314,10 @@ fn serve(
         let maps = Arc::new(Mutex::new(FilterMaps::open(&pins)?));
         let _watcher = local_addrs::watch(maps.clone())?;
         let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
+        if let Some(listener) = metrics {
+            let addr = crate::metrics::spawn(listener, control_tx.clone(), pins.clone())?;
+            tracing::info!("metrics at http://{addr}/metrics");
+        }
         control.listener.set_nonblocking(true)?;
         let listener = tokio::net::UnixListener::from_std(control.listener.try_clone()?)?;
         tokio::spawn(control::serve(listener, control_tx));

@@ -208,6 +208,11 @@ impl Discipline {
         self.last_offset
     }
 
+    /// When the clock was last updated (the caller's monotonic seconds).
+    pub fn last_update(&self) -> Option<f64> {
+        self.last_update
+    }
+
     /// Total correction applied to the clock up to `t` (seconds).
     pub fn correction(&self, t: f64) -> f64 {
         self.corr_base + self.rate * (t - self.corr_time)

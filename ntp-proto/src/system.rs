@@ -253,6 +253,14 @@ impl System {
         self.discipline.frequency_ppm()
     }
 
+    /// Monotonic time of the last clock update (refused panic-threshold
+    /// offsets are no update), for "how stale is our time".
+    pub fn last_clock_update(&self) -> Option<Duration> {
+        self.discipline
+            .last_update()
+            .map(|t| Duration::from_secs_f64(t.max(0.0)))
+    }
+
     /// Seed the frequency estimate (e.g. from the drift file).
     pub fn set_frequency(&mut self, ppm: f64, now: Duration) -> Action {
         Action::Clock(self.discipline.set_frequency(secs(now), ppm))
@@ -697,6 +705,7 @@ mod tests {
         let st = sys.status(NtpTimestamp::ZERO);
         assert_eq!(st.reason_kind, Some(UnsyncReason::WaitingForFirstSamples));
         assert_eq!(st.stratum, 16);
+        assert_eq!(sys.last_clock_update(), None);
 
         let actions = exchange(&mut sys, 3, 0.01);
         assert!(!sys.is_synchronized(), "needs four samples first");
@@ -706,6 +715,7 @@ mod tests {
         ));
         let actions = exchange(&mut sys, 2, 0.01);
         assert!(sys.is_synchronized());
+        assert!(sys.last_clock_update().is_some_and(|t| t > Duration::ZERO));
         assert!(actions
             .iter()
             .any(|a| matches!(a, Action::Clock(ClockAction::SetFrequency { ppm }) if *ppm > 0.0)));
@@ -763,6 +773,11 @@ mod tests {
             .iter()
             .any(|a| matches!(a, Action::Clock(ClockAction::Step { .. }))));
         assert!(!sys.is_synchronized());
+        assert_eq!(
+            sys.last_clock_update(),
+            None,
+            "a refused offset is no update"
+        );
         let st = sys.status(NtpTimestamp::ZERO);
         assert!(matches!(
             st.reason_kind,

@@ -77,8 +77,19 @@ pub struct AgentReport {
     /// the system time to get the agent's estimate of true time.
     pub clock_correction_ms: Option<f64>,
     pub system: SystemStatus,
+    /// Seconds since the clock was last updated (None before the first
+    /// update).
+    pub last_update_age_s: Option<f64>,
     pub sources: Vec<SourceStatus>,
+    /// The host name a source's address came from, for sources given by name.
+    pub source_names: Vec<SourceName>,
     pub server: ServerCounters,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceName {
+    pub id: SourceId,
+    pub name: String,
 }
 
 /// What server mode did with client requests.
@@ -416,12 +427,27 @@ impl Agent {
     }
 
     fn report(&self) -> AgentReport {
+        let now = self.mono(Instant::now());
         AgentReport {
             mode: self.settings.mode,
             clock: self.clock.describe().to_owned(),
             clock_correction_ms: self.clock.correction().map(|s| s * 1e3),
             system: self.system.status(self.clock.now()),
-            sources: self.system.source_status(self.mono(Instant::now())),
+            last_update_age_s: self
+                .system
+                .last_clock_update()
+                .map(|t| now.saturating_sub(t).as_secs_f64()),
+            sources: self.system.source_status(now),
+            source_names: self
+                .names
+                .iter()
+                .flat_map(|n| {
+                    n.sources.iter().map(|&(_, id)| SourceName {
+                        id,
+                        name: n.name.clone(),
+                    })
+                })
+                .collect(),
             server: self.served.clone(),
         }
     }
