@@ -26,6 +26,7 @@ pub struct FileConfig {
     pin_dir: Option<Spanned<PathBuf>>,
     control_socket: Option<Spanned<PathBuf>>,
     no_clock_adjust: Option<Spanned<bool>>,
+    ready_after_sync: Option<Spanned<bool>>,
     allow_modes: Option<Spanned<Vec<String>>>,
     allow: Option<Spanned<Vec<String>>>,
     deny: Option<Spanned<Vec<String>>>,
@@ -135,6 +136,13 @@ impl FileConfig {
             "--no-clock-adjust",
             true,
             &self.no_clock_adjust,
+            &mut s,
+        );
+        switch(
+            "ready-after-sync",
+            "--ready-after-sync",
+            true,
+            &self.ready_after_sync,
             &mut s,
         );
         list("allow-modes", "--allow-modes", &self.allow_modes, &mut s);

@@ -9,6 +9,7 @@ pub mod control;
 pub mod detach;
 pub mod filter;
 pub mod net;
+pub mod notify;
 pub mod policy;
 pub mod resolve;
 pub mod run;

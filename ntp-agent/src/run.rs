@@ -14,7 +14,7 @@ use ntp_proto::{DisciplineConfig, RefId, SystemConfig};
 
 use crate::{
     caps,
-    cli::RunArgs,
+    cli::{Mode, RunArgs},
     clock::{Clock, ObserveOnly, SystemClock},
     control,
     filter::{
@@ -22,6 +22,7 @@ use crate::{
         acl::{self, AclRule},
         local_addrs, reconcile, Attachment, Desired, FilterMaps, PinDir,
     },
+    notify::{self, Notifier, ReadyWhen},
     policy,
     resolve::SourceSpec,
     server::RateLimit,
@@ -119,10 +120,10 @@ pub fn check(args: &RunArgs) -> Result<(Desired, SyncSettings)> {
 pub fn run(args: RunArgs) -> Result<()> {
     // Checked first, so a bad argument leaves nothing behind.
     let (desired, sync) = check(&args)?;
-    caps::require_filter_caps()?;
-    if !args.no_clock_adjust {
-        caps::require_clock_caps()?;
-    }
+    caps::require(caps::Needs {
+        clock: !args.no_clock_adjust,
+        low_port: low_port(&args),
+    })?;
     // Bound before anything is attached: a second agent on the same box
     // stops here instead of fighting the first over the maps.
     let control = control::bind_std(&args.control_socket)?;
@@ -132,7 +133,15 @@ pub fn run(args: RunArgs) -> Result<()> {
     let fresh = !pins.has_maps();
 
     match setup(&args, &pins, &desired) {
-        Ok(ebpf) => serve(args, sync, control, pins, ebpf),
+        Ok((ebpf, attached)) => {
+            let ready_when = if args.ready_after_sync {
+                ReadyWhen::Synchronized
+            } else {
+                ReadyWhen::Filtering
+            };
+            let notify = Notifier::from_env(ready_when, notify::describe_filter(&attached));
+            serve(args, sync, control, pins, ebpf, notify)
+        }
         Err(e) => {
             if fresh {
                 // Nothing of ours was here before this run: leave nothing.
@@ -143,7 +152,24 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
 }
 
-fn setup(args: &RunArgs, pins: &PinDir, desired: &Desired) -> Result<aya::Ebpf> {
+/// Loads, reconciles and attaches; returns how each interface is filtered.
+/// A port below the unprivileged range this run binds at start: the NTP
+/// port for server mode or peers, or `--source-port`.
+fn low_port(args: &RunArgs) -> Option<u16> {
+    let start = caps::unprivileged_port_start();
+    let ntp = (args.mode == Mode::Server || !args.peers.is_empty()).then_some(args.ntp_port);
+    [ntp, args.sync.source_port]
+        .into_iter()
+        .flatten()
+        .filter(|&p| p < start)
+        .min()
+}
+
+fn setup(
+    args: &RunArgs,
+    pins: &PinDir,
+    desired: &Desired,
+) -> Result<(aya::Ebpf, Vec<(String, Attachment)>)> {
     let mut ebpf = filter::load(pins)?;
     let mut maps = FilterMaps::open(pins)?;
     let changes = reconcile::apply(&mut maps, desired)?;
@@ -190,7 +216,7 @@ fn setup(args: &RunArgs, pins: &PinDir, desired: &Desired) -> Result<aya::Ebpf> 
             "filter attached"
         );
     }
-    Ok(ebpf)
+    Ok((ebpf, attached))
 }
 
 /// After every configured interface is filtered: detach interfaces that
@@ -287,6 +313,7 @@ fn serve(
     control: control::Bound,
     pins: PinDir,
     mut ebpf: aya::Ebpf,
+    notify: Notifier,
 ) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -322,6 +349,7 @@ fn serve(
                     tracing::error!("signal handling failed: {e:#}");
                 }
             },
+            notify,
         )
         .await?;
         tracing::info!(
