@@ -103,14 +103,6 @@ impl Notifier {
         }
     }
 
-    /// Sends nothing, ever (for callers that are no service).
-    pub fn disabled() -> Self {
-        Self {
-            enabled: false,
-            ..Self::from_env(ReadyWhen::Filtering, String::new())
-        }
-    }
-
     /// How often the event loop should send WATCHDOG=1, if systemd watches.
     pub fn watchdog_interval(&self) -> Option<Duration> {
         self.watchdog.filter(|_| self.enabled)
