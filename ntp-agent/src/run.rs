@@ -110,6 +110,9 @@ pub fn check(args: &RunArgs) -> Result<(Desired, SyncSettings)> {
     if args.ifaces.is_empty() {
         bail!("no interface to filter: give --iface IF (or `iface = [\"IF\"]` in the config file)");
     }
+    if args.ready_after_sync && args.servers.is_empty() && args.peers.is_empty() {
+        bail!("--ready-after-sync (ready-after-sync = true) needs a --server or --peer: without a source the clock never synchronizes and systemd would time the start out");
+    }
     let desired = desired(args)?;
     for iface in &args.ifaces {
         filter::ifindex(iface)?;

@@ -223,3 +223,21 @@ fn ready_after_sync_from_the_config_file_or_the_flag() {
     );
     assert!(err.contains("line 2"), "{err}");
 }
+
+#[test]
+fn ready_after_sync_without_a_source_is_refused() {
+    let args = |extra: &[&str]| {
+        let mut argv = vec!["ntp-agent", "run", "--iface", "lo", "--ready-after-sync"];
+        argv.extend(extra);
+        let Command::Run(args) = Cli::try_parse_from(argv).unwrap().command else {
+            unreachable!()
+        };
+        args
+    };
+    let err = format!("{:#}", ntp_agent::run::check(&args(&[])).unwrap_err());
+    assert!(
+        err.contains("--ready-after-sync") && err.contains("--server"),
+        "{err}"
+    );
+    ntp_agent::run::check(&args(&["--server", "192.0.2.10"])).unwrap();
+}
