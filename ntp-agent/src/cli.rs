@@ -126,6 +126,11 @@ pub struct RunArgs {
     /// Never change the system clock (measure and report only).
     #[arg(long)]
     pub no_clock_adjust: bool,
+    /// Under systemd (Type=notify): report ready only once the clock is
+    /// first synchronized, not as soon as the filter is attached, so units
+    /// after time-sync.target wait for real time.
+    #[arg(long)]
+    pub ready_after_sync: bool,
     #[command(flatten)]
     pub sync: SyncArgs,
     /// Unix socket `ntp-agent status` talks to (mode 0600).

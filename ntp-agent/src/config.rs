@@ -37,6 +37,7 @@ pub struct FileConfig {
     control_socket: Option<Spanned<PathBuf>>,
     metrics: Option<Spanned<String>>,
     no_clock_adjust: Option<Spanned<bool>>,
+    ready_after_sync: Option<Spanned<bool>>,
     allow_modes: Option<Spanned<Vec<String>>>,
     allow: Option<Spanned<Vec<String>>>,
     deny: Option<Spanned<Vec<String>>>,
@@ -216,6 +217,13 @@ impl FileConfig {
             "--no-clock-adjust",
             true,
             &self.no_clock_adjust,
+            &mut s,
+        );
+        switch(
+            "ready-after-sync",
+            "--ready-after-sync",
+            true,
+            &self.ready_after_sync,
             &mut s,
         );
         list("allow-modes", "--allow-modes", &self.allow_modes, &mut s);

@@ -10,6 +10,7 @@ pub mod detach;
 pub mod filter;
 pub mod metrics;
 pub mod net;
+pub mod notify;
 pub mod policy;
 pub mod resolve;
 pub mod run;

@@ -80,7 +80,14 @@ fn bind_dual_stack(port: u16) -> Result<UdpSocket> {
     socket.set_nonblocking(true)?;
     socket
         .bind(&SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port).into())
-        .with_context(|| format!("binding UDP port {port} (is another NTP daemon running?)"))?;
+        .map_err(|e| {
+            let why = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                "the agent lacks CAP_NET_BIND_SERVICE"
+            } else {
+                "is another NTP daemon running?"
+            };
+            anyhow::anyhow!("binding UDP port {port} ({why}): {e}")
+        })?;
     Ok(UdpSocket::from_std(socket.into())?)
 }
 

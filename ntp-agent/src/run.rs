@@ -14,7 +14,7 @@ use ntp_proto::{DisciplineConfig, RefId, SystemConfig};
 
 use crate::{
     caps,
-    cli::RunArgs,
+    cli::{Mode, RunArgs},
     clock::{Clock, ObserveOnly, SystemClock},
     control,
     filter::{
@@ -22,6 +22,7 @@ use crate::{
         acl::{self, AclRule},
         local_addrs, reconcile, Attachment, Desired, FilterMaps, PinDir,
     },
+    notify::{self, Notifier, ReadyWhen},
     policy,
     resolve::SourceSpec,
     server::RateLimit,
@@ -109,6 +110,9 @@ pub fn check(args: &RunArgs) -> Result<(Desired, SyncSettings)> {
     if args.ifaces.is_empty() {
         bail!("no interface to filter: give --iface IF (or `iface = [\"IF\"]` in the config file)");
     }
+    if args.ready_after_sync && args.servers.is_empty() && args.peers.is_empty() {
+        bail!("--ready-after-sync (ready-after-sync = true) needs a --server or --peer: without a source the clock never synchronizes and systemd would time the start out");
+    }
     let desired = desired(args)?;
     for iface in &args.ifaces {
         filter::ifindex(iface)?;
@@ -119,10 +123,10 @@ pub fn check(args: &RunArgs) -> Result<(Desired, SyncSettings)> {
 pub fn run(args: RunArgs) -> Result<()> {
     // Checked first, so a bad argument leaves nothing behind.
     let (desired, sync) = check(&args)?;
-    caps::require_filter_caps()?;
-    if !args.no_clock_adjust {
-        caps::require_clock_caps()?;
-    }
+    caps::require(caps::Needs {
+        clock: !args.no_clock_adjust,
+        low_port: low_port(&args),
+    })?;
     // Bound before anything is attached: a second agent on the same box
     // stops here instead of fighting the first over the maps.
     let control = control::bind_std(&args.control_socket)?;
@@ -135,7 +139,15 @@ pub fn run(args: RunArgs) -> Result<()> {
     let fresh = !pins.has_maps();
 
     match setup(&args, &pins, &desired) {
-        Ok(ebpf) => serve(args, sync, control, metrics, pins, ebpf),
+        Ok((ebpf, attached)) => {
+            let ready_when = if args.ready_after_sync {
+                ReadyWhen::Synchronized
+            } else {
+                ReadyWhen::Filtering
+            };
+            let notify = Notifier::from_env(ready_when, notify::describe_filter(&attached));
+            serve(args, sync, control, metrics, pins, ebpf, notify)
+        }
         Err(e) => {
             if fresh {
                 // Nothing of ours was here before this run: leave nothing.
@@ -146,7 +158,24 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
 }
 
-fn setup(args: &RunArgs, pins: &PinDir, desired: &Desired) -> Result<aya::Ebpf> {
+/// Loads, reconciles and attaches; returns how each interface is filtered.
+/// A port below the unprivileged range this run binds at start: the NTP
+/// port for server mode or peers, or `--source-port`.
+fn low_port(args: &RunArgs) -> Option<u16> {
+    let start = caps::unprivileged_port_start();
+    let ntp = (args.mode == Mode::Server || !args.peers.is_empty()).then_some(args.ntp_port);
+    [ntp, args.sync.source_port]
+        .into_iter()
+        .flatten()
+        .filter(|&p| p < start)
+        .min()
+}
+
+fn setup(
+    args: &RunArgs,
+    pins: &PinDir,
+    desired: &Desired,
+) -> Result<(aya::Ebpf, Vec<(String, Attachment)>)> {
     let mut ebpf = filter::load(pins)?;
     let mut maps = FilterMaps::open(pins)?;
     let changes = reconcile::apply(&mut maps, desired)?;
@@ -193,7 +222,7 @@ fn setup(args: &RunArgs, pins: &PinDir, desired: &Desired) -> Result<aya::Ebpf> 
             "filter attached"
         );
     }
-    Ok(ebpf)
+    Ok((ebpf, attached))
 }
 
 /// After every configured interface is filtered: detach interfaces that
@@ -302,6 +331,7 @@ fn serve(
     metrics: Option<std::net::TcpListener>,
     pins: PinDir,
     mut ebpf: aya::Ebpf,
+    notify: Notifier,
 ) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -341,6 +371,7 @@ fn serve(
                     tracing::error!("signal handling failed: {e:#}");
                 }
             },
+            notify,
         )
         .await?;
         tracing::info!(

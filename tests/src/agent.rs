@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 
-use crate::{run_agent, run_agent_once, Child, Netns, PinDir, TempDir};
+use crate::{agent_bin, run_agent, run_agent_once, Child, Netns, PinDir, TempDir};
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const CMD_TIMEOUT: Duration = Duration::from_secs(20);
@@ -62,6 +62,36 @@ impl AgentEnv {
             .wait_for_line("running;", START_TIMEOUT)
             .context("the agent did not come up")?;
         Ok(agent)
+    }
+
+    /// The directory holding the control socket and drift file.
+    pub fn dir(&self) -> &std::path::Path {
+        self.tmp.path()
+    }
+
+    /// Spawns `PREFIX… ntp-agent run …` in `ns` with `env` added, e.g.
+    /// behind `setpriv` or with NOTIFY_SOCKET; does not wait for it.
+    pub fn spawn_with(
+        &self,
+        ns: &Netns,
+        prefix: &[&str],
+        env: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Result<Child> {
+        let agent = agent_bin()?;
+        let mut cmd = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut cmd = ns.command(program);
+                cmd.args(args).arg(&agent);
+                cmd
+            }
+            None => ns.command(&agent),
+        };
+        cmd.args(self.run_args(extra));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Child::spawn("ntp-agent", cmd)
     }
 
     /// Runs `ntp-agent run …` expecting it to fail; returns its output.

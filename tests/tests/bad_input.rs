@@ -129,8 +129,12 @@ fn missing_capabilities_are_named() {
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert_says(&log, "missing capability CAP_BPF and CAP_NET_ADMIN");
+    assert_says(&log, "missing capabilities CAP_BPF (");
+    for cap in ["CAP_PERFMON (", "CAP_NET_ADMIN (", "CAP_SYS_TIME ("] {
+        assert_says(&log, cap);
+    }
     assert_says(&log, "run as root");
+    assert_says(&log, "dist/ntp-agent.service");
 }
 
 /// With /sys/fs/bpf unmounted (in a private mount namespace) and no

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cmd;
+mod install;
 mod parse;
 mod setup;
 
@@ -65,6 +66,15 @@ enum Task {
         require_privileged: bool,
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Setup, build, then install the binary, the systemd unit and (only if
+    /// absent) the example config under ROOT; starts and enables nothing.
+    Install {
+        #[command(flatten)]
+        common: Common,
+        /// Install under this directory instead of / (staging, images).
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
     },
     /// Setup, build, then run every benchmark (as root; --quick for a short run)
     /// and write bench/results.md, bench/results.json and bench/*.svg.
@@ -143,6 +153,13 @@ fn run(task: Task) -> Result<ExitCode> {
             args,
         } => return test(&common, require_privileged, &args),
         Task::Bench(args) => return bench::run(&args),
+        Task::Install { common, root } => {
+            install::check_allowed(&root)?;
+            quick_setup(&common)?;
+            let agent = build()?.path;
+            let installed = install::install(&root, &agent, &workspace_root().join("dist"))?;
+            print!("{}", install::report(&root, &installed));
+        }
         Task::Sim { seeds } => {
             Cmd::cargo()
                 .args([

@@ -33,6 +33,7 @@ use crate::{
     clock::Clock,
     filter::{AclRule, FilterMaps},
     net::{Received, Transport},
+    notify::Notifier,
     policy::ModeOverride,
     resolve::{resolve, SourceSpec},
     server::{self, RateLimit, RateLimiter},
@@ -135,6 +136,9 @@ struct Agent {
     resolved_tx: mpsc::Sender<(String, std::io::Result<Vec<IpAddr>>)>,
 }
 
+/// Runs until `stop` completes. `notify` learns when the loop is up, each
+/// sync state change, and the stop; it is pinged from the loop itself when
+/// systemd's watchdog is on, so a stuck loop gets the service restarted.
 pub async fn run(
     settings: SyncSettings,
     clock: Box<dyn Clock>,
@@ -142,6 +146,7 @@ pub async fn run(
     maps: Option<Arc<Mutex<FilterMaps>>>,
     mut control: mpsc::Receiver<ControlRequest>,
     stop: impl Future<Output = ()>,
+    mut notify: Notifier,
 ) -> Result<()> {
     if let Some(port) = settings.source_port {
         if port != settings.ntp_port && !settings.peers.is_empty() {
@@ -183,7 +188,11 @@ pub async fn run(
         tokio::time::Instant::now() + DRIFT_SAVE_INTERVAL,
         DRIFT_SAVE_INTERVAL,
     );
+    let mut watchdog = notify.watchdog_interval().map(tokio::time::interval);
     tokio::pin!(stop);
+    let now = agent.mono(Instant::now());
+    let status = agent.system.status(agent.clock.now());
+    notify.loop_started(statelog::sync_state(&agent.system, &status, now));
     loop {
         let wake = agent
             .system
@@ -191,7 +200,11 @@ pub async fn run(
             .unwrap_or_else(|| agent.mono(Instant::now()) + Duration::from_secs(1));
         let sleep = tokio::time::sleep_until((agent.start + wake).into());
         tokio::select! {
-            _ = &mut stop => break,
+            _ = &mut stop => {
+                notify.stopping();
+                break;
+            }
+            _ = tick(watchdog.as_mut()) => notify.watchdog(),
             _ = sleep => {
                 let actions = agent.system.handle_timers(agent.mono(Instant::now()), agent.clock.now(), &mut agent.rng);
                 agent.execute(actions).await;
@@ -209,14 +222,26 @@ pub async fn run(
             _ = resolve_timer.tick() => agent.resolve_due_names(),
             Some((name, result)) = resolved_rx.recv() => agent.on_resolved(&name, result),
         }
-        agent.log.observe(
+        if let Some(state) = agent.log.observe(
             &agent.system,
             agent.clock.as_ref(),
             agent.mono(Instant::now()),
-        );
+        ) {
+            notify.sync_changed(state);
+        }
     }
     drift::save_drift(agent.drift_file.as_ref(), &agent.system);
     Ok(())
+}
+
+/// The next tick of `timer`, or never.
+async fn tick(timer: Option<&mut tokio::time::Interval>) {
+    match timer {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 impl Agent {

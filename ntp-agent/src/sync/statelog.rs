@@ -1,10 +1,11 @@
-//! One log line per state change, never one per packet.
+//! One log line per state change, never one per packet; the same changes
+//! become systemd's STATUS= line.
 
 use std::{collections::HashMap, time::Duration};
 
-use ntp_proto::{SourceId, System};
+use ntp_proto::{SourceId, System, SystemStatus};
 
-use crate::clock::Clock;
+use crate::{clock::Clock, notify::SyncState};
 
 #[derive(Default)]
 pub struct StateLog {
@@ -14,11 +15,22 @@ pub struct StateLog {
     reachable: HashMap<SourceId, bool>,
     kod: HashMap<SourceId, String>,
     steps: u32,
+    state: Option<SyncState>,
 }
 
 impl StateLog {
-    pub fn observe(&mut self, system: &System, clock: &dyn Clock, now: Duration) {
+    /// Logs what changed since the last call; returns the sync state for
+    /// the service manager when it changed.
+    pub fn observe(
+        &mut self,
+        system: &System,
+        clock: &dyn Clock,
+        now: Duration,
+    ) -> Option<SyncState> {
         let status = system.status(clock.now());
+        let state = sync_state(system, &status, now);
+        let changed = self.state.as_ref() != Some(&state);
+        self.state = Some(state.clone());
         if self.synchronized != Some(status.synchronized) || self.reason != status.reason {
             if status.synchronized {
                 tracing::info!(stratum = status.stratum, refid = %status.refid, "synchronized");
@@ -62,6 +74,26 @@ impl StateLog {
                 }
                 self.kod.insert(s.id, kod);
             }
+        }
+        changed.then_some(state)
+    }
+}
+
+/// Synchronized to which source (the system peer's address), or why not.
+pub fn sync_state(system: &System, status: &SystemStatus, now: Duration) -> SyncState {
+    if status.synchronized {
+        let to = status
+            .system_peer
+            .and_then(|id| system.source_status(now).into_iter().find(|s| s.id == id))
+            .map(|s| s.remote)
+            .unwrap_or_else(|| status.refid.clone());
+        SyncState::Synchronized {
+            to,
+            stratum: status.stratum,
+        }
+    } else {
+        SyncState::Unsynchronized {
+            reason: status.reason.clone().unwrap_or_else(|| "unknown".into()),
         }
     }
 }
