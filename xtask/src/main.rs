@@ -1,7 +1,8 @@
-//! Developer tasks for ntp-filter: `cargo xtask setup|build|run|test`.
+//! Developer tasks for ntp-filter: `cargo xtask setup|build|run|test|lab`.
 
 mod bench;
 mod cmd;
+mod lab;
 mod parse;
 mod setup;
 
@@ -66,6 +67,9 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Setup, build, then the router note's story live in network namespaces
+    /// (as root), left running to play with; `--down` removes it.
+    Lab(lab::LabArgs),
     /// Setup, build, then run every benchmark (as root; --quick for a short run)
     /// and write bench/results.md, bench/results.json and bench/*.svg.
     Bench(bench::BenchArgs),
@@ -143,6 +147,7 @@ fn run(task: Task) -> Result<ExitCode> {
             args,
         } => return test(&common, require_privileged, &args),
         Task::Bench(args) => return bench::run(&args),
+        Task::Lab(args) => return lab::run(&args),
         Task::Sim { seeds } => {
             Cmd::cargo()
                 .args([
@@ -428,5 +433,15 @@ mod tests {
         };
         assert!(!require_privileged);
         assert_eq!(args, s(&["--nocapture", "filter"]));
+
+        for (argv, down) in [
+            (&["xtask", "lab"][..], false),
+            (&["xtask", "lab", "--down"], true),
+        ] {
+            let Task::Lab(lab) = Cli::try_parse_from(argv).unwrap().task else {
+                panic!("not lab")
+            };
+            assert_eq!(lab.down, down);
+        }
     }
 }
