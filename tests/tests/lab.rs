@@ -116,6 +116,13 @@ impl Drop for TestLab {
     }
 }
 
+/// Fails unless `out` has every one of `lines`.
+fn assert_says(out: &str, lines: &[String]) {
+    for l in lines {
+        assert!(out.contains(l.as_str()), "`{l}` missing in:\n{out}");
+    }
+}
+
 /// The part of the story under the heading that starts with `== {n}.`.
 fn section<'a>(out: &'a str, n: &str) -> &'a str {
     let start = out
@@ -293,18 +300,19 @@ fn lab_tells_the_story_stays_up_and_down_removes_it() {
     // down: nothing left, and it says what it removed.
     let down = lab.run("down", None);
     assert!(down.ok, "{}", down.out);
-    for said in [
-        "stopped ntp-agent".to_string(),
-        "stopped chronyd-192.0.2.10".to_string(),
-        "stopped chronyd-192.0.2.20".to_string(),
-        "detached the filter".to_string(),
-        format!("removed {}/v2/link-wan0", lab.opts.pin_dir().display()),
-        format!("deleted namespace {}", lab.ns("router")),
-        format!("deleted namespace {}", lab.ns("wan")),
-        format!("removed {}", lab.opts.state_dir.display()),
-    ] {
-        assert!(down.out.contains(&said), "`{said}` missing:\n{}", down.out);
-    }
+    assert_says(
+        &down.out,
+        &[
+            "stopped ntp-agent".to_string(),
+            "stopped chronyd-192.0.2.10".to_string(),
+            "stopped chronyd-192.0.2.20".to_string(),
+            "detached the filter".to_string(),
+            format!("removed {}/v2/link-wan0", lab.opts.pin_dir().display()),
+            format!("deleted namespace {}", lab.ns("router")),
+            format!("deleted namespace {}", lab.ns("wan")),
+            format!("removed {}", lab.opts.state_dir.display()),
+        ],
+    );
     assert_eq!(lab.leftovers(), Vec::<String>::new());
     for pid in pids {
         assert!(!is_running(pid), "pid {pid} still runs");
@@ -353,17 +361,18 @@ fn down_removes_what_a_half_made_lab_left() {
 
     let down = lab.run("down", None);
     assert!(down.ok, "{}", down.out);
-    for said in [
-        format!("chronyd (pid {me}): left alone"),
-        format!("stopped sleeper (pid {sleeper})"),
-        format!("pin dir {}: already gone", lab.opts.pin_dir().display()),
-        format!("namespace {}: already gone", lab.ns("outside")),
-        format!("deleted namespace {}", lab.ns("router")),
-        format!("deleted namespace {}", lab.ns("peer")),
-        format!("removed {}", lab.opts.state_dir.display()),
-    ] {
-        assert!(down.out.contains(&said), "`{said}` missing:\n{}", down.out);
-    }
+    assert_says(
+        &down.out,
+        &[
+            format!("chronyd (pid {me}): left alone"),
+            format!("stopped sleeper (pid {sleeper})"),
+            format!("pin dir {}: already gone", lab.opts.pin_dir().display()),
+            format!("namespace {}: already gone", lab.ns("outside")),
+            format!("deleted namespace {}", lab.ns("router")),
+            format!("deleted namespace {}", lab.ns("peer")),
+            format!("removed {}", lab.opts.state_dir.display()),
+        ],
+    );
     assert!(!is_running(sleeper));
     assert_eq!(lab.leftovers(), Vec::<String>::new());
     assert!(lab.run("down", None).out.contains("nothing to remove"));
@@ -395,15 +404,16 @@ fn up_replaces_a_lab_and_a_failing_step_removes_what_it_made() {
         cleanup.contains("removing what the lab made so far"),
         "{out}"
     );
-    for said in [
-        "stopped chronyd-192.0.2.10".to_string(),
-        "stopped chronyd-192.0.2.20".to_string(),
-        format!("removed {}", lab.opts.pin_dir().display()),
-        format!("deleted namespace {}", lab.ns("router")),
-        format!("deleted namespace {}", lab.ns("outside")),
-    ] {
-        assert!(cleanup.contains(&said), "`{said}` missing:\n{out}");
-    }
+    assert_says(
+        cleanup,
+        &[
+            "stopped chronyd-192.0.2.10".to_string(),
+            "stopped chronyd-192.0.2.20".to_string(),
+            format!("removed {}", lab.opts.pin_dir().display()),
+            format!("deleted namespace {}", lab.ns("router")),
+            format!("deleted namespace {}", lab.ns("outside")),
+        ],
+    );
     assert!(!is_running(sleeper));
     assert_eq!(lab.leftovers(), Vec::<String>::new());
 }
