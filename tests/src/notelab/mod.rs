@@ -20,6 +20,7 @@ use crate::addrs::{OUTSIDER_V4, PEER_V4, ROUTER_V4, SERVER_V4, WAN_IF};
 use crate::journal::{delete_netns, Journal, Lifetime};
 use crate::{AgentEnv, Child, ChronyConfig, Chronyd, Netns, Topology};
 use anyhow::{bail, Context, Result};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -31,11 +32,27 @@ const HOST_IF: &str = "eth0";
 const BRIDGE: &str = "br0";
 /// The namespaces, by role: `<prefix>-<role>`.
 const ROLES: [&str; 5] = ["wan", "router", "upstream", "peer", "outside"];
-const HOSTS: [(&str, &str); 4] = [
-    ("router", WAN_IF),
-    ("upstream", HOST_IF),
-    ("peer", HOST_IF),
-    ("outside", HOST_IF),
+/// The hosts on the switch: role, interface, address, what it is.
+const HOSTS: [(&str, &str, Ipv4Addr, &str); 4] = [
+    (
+        "router",
+        WAN_IF,
+        ROUTER_V4,
+        "ntp-agent, client mode, XDP filter on wan0",
+    ),
+    (
+        "upstream",
+        HOST_IF,
+        SERVER_V4,
+        "its NTP server: chronyd -x, local stratum 3",
+    ),
+    (
+        "peer",
+        HOST_IF,
+        PEER_V4,
+        "its symmetric peer: chronyd -x, local stratum 3, peer 192.0.2.1",
+    ),
+    ("outside", HOST_IF, OUTSIDER_V4, "a host on the internet"),
 ];
 /// The upstream announces stratum 3, so the synchronized router is at 4.
 const UPSTREAM_STRATUM: u8 = 3;
@@ -53,15 +70,6 @@ pub struct LabOpts {
     pub prefix: String,
     /// The journal, the agent's socket and drift file, configs and logs.
     pub state_dir: PathBuf,
-}
-
-impl Default for LabOpts {
-    fn default() -> Self {
-        Self {
-            prefix: DEFAULT_PREFIX.into(),
-            state_dir: DEFAULT_STATE_DIR.into(),
-        }
-    }
 }
 
 impl LabOpts {
@@ -118,12 +126,19 @@ impl LabOpts {
     }
 }
 
-fn require_root(what: &str) -> Result<()> {
+fn require_root(action: &str) -> Result<()> {
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
+        let (does, flag) = match action {
+            "up" => ("creates network namespaces and loads an XDP program", ""),
+            _ => (
+                "stops processes, detaches an XDP program, deletes namespaces",
+                " --down",
+            ),
+        };
         bail!(
-            "`{what}` must run as root (euid is {euid}): it creates network namespaces and \
-             loads an XDP program; try `sudo -E env \"PATH=$PATH\" cargo xtask lab`"
+            "`ntp-filter-lab {action}` must run as root (euid is {euid}): it {does}; \
+             try `sudo -E env \"PATH=$PATH\" cargo xtask lab{flag}`"
         );
     }
     Ok(())
@@ -166,7 +181,7 @@ fn require_tools() -> Result<()> {
 /// removed and the error names the step.
 pub fn up(opts: &LabOpts) -> Result<()> {
     opts.check()?;
-    require_root("ntp-filter-lab up")?;
+    require_root("up")?;
     require_tools()?;
     let found = opts.leftovers();
     if !found.is_empty() {
@@ -205,7 +220,7 @@ pub fn up(opts: &LabOpts) -> Result<()> {
 /// Succeeds when there is nothing to remove.
 pub fn down(opts: &LabOpts) -> Result<()> {
     opts.check()?;
-    require_root("ntp-filter-lab down")?;
+    require_root("down")?;
     if opts.leftovers().is_empty() {
         say!(
             "no lab is up (no {}, no {}-* namespaces, no {}): nothing to remove",
@@ -270,19 +285,11 @@ impl Lab {
             for role in ROLES {
                 t.add_ns(role)?;
             }
-            let mut ports = Vec::new();
-            for (role, ifname) in HOSTS {
+            for (role, ifname, ..) in HOSTS {
                 t.veth((role, ifname), ("wan", role))?;
-                ports.push(role);
             }
-            t.bridge("wan", BRIDGE, &ports)?;
-            for (role, ip) in [
-                ("router", ROUTER_V4),
-                ("upstream", SERVER_V4),
-                ("peer", PEER_V4),
-                ("outside", OUTSIDER_V4),
-            ] {
-                let ifname = if role == "router" { WAN_IF } else { HOST_IF };
+            t.bridge("wan", BRIDGE, &HOSTS.map(|h| h.0))?;
+            for (role, ifname, ip, _) in HOSTS {
                 t.addr(role, ifname, &format!("{ip}/24"))?;
             }
             Ok(t)

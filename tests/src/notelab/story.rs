@@ -2,7 +2,7 @@
 //! shows, runs the real commands, prints their real output, and fails
 //! (naming itself) when what it sees contradicts the story.
 
-use super::{step, Lab, LabOpts, HOST_IF, PEER_V4, ROUTER_V4, SERVER_V4};
+use super::{step, Lab, LabOpts, HOSTS, HOST_IF, ROUTER_V4};
 use crate::addrs::{OUTSIDER_V4, WAN_IF};
 use crate::packet::{mode, NtpPacket};
 use crate::{agent_bin, Child, Frame, Observer, UdpEndpoint};
@@ -25,25 +25,12 @@ pub(super) fn intro(o: &LabOpts) {
          (documentation addresses only; chronyd runs with -x and the agent with\n\
          --no-clock-adjust: nothing here touches this machine's clock)\n"
     );
-    for (role, ip, what) in [
-        (
-            "router",
-            ROUTER_V4.to_string(),
-            "ntp-agent, client mode, XDP filter on wan0",
-        ),
-        (
-            "upstream",
-            SERVER_V4.to_string(),
-            "its NTP server: chronyd -x, local stratum 3",
-        ),
-        (
-            "peer",
-            PEER_V4.to_string(),
-            "its symmetric peer: chronyd -x, local stratum 3, peer 192.0.2.1",
-        ),
-        ("outside", OUTSIDER_V4.to_string(), "a host on the internet"),
-        ("wan", String::new(), "the switch between them (bridge br0)"),
-    ] {
+    let hosts = HOSTS.map(|(role, _, ip, what)| (role, ip.to_string(), what));
+    for (role, ip, what) in
+        hosts
+            .into_iter()
+            .chain([("wan", String::new(), "the switch between them (bridge br0)")])
+    {
         say!(
             "  {:<width$}  {ip:<10}  {what}",
             o.netns(role),
@@ -89,6 +76,9 @@ pub(super) fn tell(lab: &Lab, started: Instant) -> Result<()> {
     })?;
 
     heading("3. Nor does a probe of UDP port 123: no NTP reply, and no ICMP port unreachable");
+    say!(
+        "(the note's firmware discarded NTP in its daemon, so its port 123 still answered probes)"
+    );
     step("3: probe in client mode", || {
         let answers = probe(lab)?;
         if !answers.is_empty() {
@@ -98,6 +88,7 @@ pub(super) fn tell(lab: &Lab, started: Instant) -> Result<()> {
     })?;
 
     heading("4. The XDP filter dropped those requests at the NIC, before any socket");
+    say!("(client mode passes only replies from its server and symmetric modes from its peer)");
     step("4: the drop counters", || {
         let after = dropped_requests(&lab.agent.status(lab.router())?);
         say!(
