@@ -2,19 +2,22 @@
 //! tests running in parallel never share them, and the calls every agent
 //! test makes.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use serde_json::Value;
 
-use crate::{agent_bin, run_agent, run_agent_once, Child, Netns, PinDir, TempDir};
+use crate::journal::{Journal, Lifetime};
+use crate::{agent_bin, run_agent_once, Child, Finished, Netns, PinDir, TempDir};
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const CMD_TIMEOUT: Duration = Duration::from_secs(20);
+const STATUS_POLL: Duration = Duration::from_millis(250);
 
 pub struct AgentEnv {
     pub pins: PinDir,
     tmp: TempDir,
+    lifetime: Lifetime,
 }
 
 impl AgentEnv {
@@ -22,6 +25,18 @@ impl AgentEnv {
         Ok(Self {
             pins: PinDir::new(tag)?,
             tmp: TempDir::new(tag)?,
+            lifetime: Lifetime::Scoped,
+        })
+    }
+
+    /// Persist mode: pins in `/sys/fs/bpf/<pin_name>`, socket and drift
+    /// file in `<state dir>/agent/`; the agent `start` runs is left running.
+    pub fn persist(pin_name: &str, journal: &Journal) -> Result<Self> {
+        let lifetime = Lifetime::Persist(journal.clone());
+        Ok(Self {
+            pins: PinDir::persist(pin_name, journal)?,
+            tmp: TempDir::with_lifetime("agent", &lifetime)?,
+            lifetime,
         })
     }
 
@@ -57,7 +72,7 @@ impl AgentEnv {
     pub fn start(&self, ns: &Netns, extra: &[&str]) -> Result<Child> {
         let args = self.run_args(extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut agent = run_agent(ns, &args)?;
+        let mut agent = Child::spawn_in_with(ns, "ntp-agent", agent_bin()?, &args, &self.lifetime)?;
         agent
             .wait_for_line("running;", START_TIMEOUT)
             .context("the agent did not come up")?;
@@ -122,6 +137,38 @@ impl AgentEnv {
         let start = out.log.find('{').context("no JSON in status output")?;
         serde_json::from_str(&out.log[start..])
             .with_context(|| format!("status output: {}", out.log))
+    }
+
+    /// Polls `status --json` until `done` holds; the error names `what`
+    /// and shows the last status.
+    pub fn wait_status(
+        &self,
+        ns: &Netns,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.status(ns) {
+                Ok(v) if done(&v) => return Ok(v),
+                Ok(v) => serde_json::to_string_pretty(&v)?,
+                Err(e) => format!("status failed: {e:#}"),
+            };
+            if Instant::now() >= deadline {
+                bail!("{what}: not reached within {timeout:?}; last status:\n{last}");
+            }
+            std::thread::sleep(STATUS_POLL);
+        }
+    }
+
+    /// `ntp-agent ARGS… --control-socket …` against this agent (`mode
+    /// server`, `peer add …`), run to completion.
+    pub fn control(&self, ns: &Netns, args: &[&str]) -> Result<Finished> {
+        let ctl = self.control_socket();
+        let mut full = args.to_vec();
+        full.extend(["--control-socket", &ctl]);
+        run_agent_once(ns, &full, CMD_TIMEOUT)
     }
 
     /// `ntp-agent status` (text) for this agent.

@@ -1,6 +1,8 @@
 //! Per-test pin directory on bpffs. Pinned objects live until unlinked, so
 //! removing the directory is what releases links and maps a test left.
 
+use crate::journal::{Journal, Made};
+use crate::process::agent_bin;
 use crate::util::{run, unique_name};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -28,10 +30,11 @@ pub fn ensure_bpffs() -> Result<()> {
 }
 
 /// `/sys/fs/bpf/nf-<tag>-<pid>-<n>`, created empty and removed recursively
-/// on drop.
+/// on drop (unless made in persist mode).
 #[derive(Debug)]
 pub struct PinDir {
     path: PathBuf,
+    keep: bool,
 }
 
 impl PinDir {
@@ -39,7 +42,22 @@ impl PinDir {
         ensure_bpffs()?;
         let path = Path::new(BPFFS).join(unique_name(tag));
         std::fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
-        Ok(Self { path })
+        Ok(Self { path, keep: false })
+    }
+
+    /// Persist mode: `/sys/fs/bpf/<name>` (must not exist yet), recorded in
+    /// `journal` to be removed with the agent's `detach`.
+    pub fn persist(name: &str, journal: &Journal) -> Result<Self> {
+        ensure_bpffs()?;
+        let path = Path::new(BPFFS).join(name);
+        std::fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
+        let mut pins = Self { path, keep: false };
+        journal.record(&Made::Pins {
+            dir: pins.path.clone(),
+            agent: agent_bin()?,
+        })?;
+        pins.keep = true;
+        Ok(pins)
     }
 
     pub fn path(&self) -> &Path {
@@ -73,7 +91,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
 
 impl Drop for PinDir {
     fn drop(&mut self) {
-        if self.path.exists() {
+        if !self.keep && self.path.exists() {
             if let Err(e) = std::fs::remove_dir_all(&self.path) {
                 eprintln!("warning: could not remove {}: {e}", self.path.display());
             }

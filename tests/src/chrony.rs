@@ -13,6 +13,7 @@
 //!   parallel tests (or a system chronyd) never share anything.
 //! - No `rtcsync`, no `makestep`, no log dir: only the directives below.
 
+use crate::journal::Lifetime;
 use crate::netns::Netns;
 use crate::process::Child;
 use crate::util::TempDir;
@@ -117,18 +118,25 @@ impl Chronyd {
     /// Starts chronyd in `ns` and waits until it reports that clock control
     /// is disabled (its first line after reading the config).
     pub fn start(ns: &Netns, cfg: &ChronyConfig) -> Result<Self> {
-        let dir = TempDir::new("chrony")?;
+        Self::start_with(ns, cfg, &Lifetime::Scoped)
+    }
+
+    /// `start`, left running in persist mode (its files then live in the
+    /// lab's state dir, under `chrony-<bind address>`).
+    pub fn start_with(ns: &Netns, cfg: &ChronyConfig, lifetime: &Lifetime) -> Result<Self> {
+        let dir = TempDir::with_lifetime(&format!("chrony-{}", cfg.bind), lifetime)?;
         let conf = cfg.render(dir.path())?;
         let conf_path = dir.path().join("chrony.conf");
         std::fs::write(&conf_path, &conf)
             .with_context(|| format!("writing {}", conf_path.display()))?;
         let conf_arg = conf_path.display().to_string();
         // -x: never touch the clock. -d: foreground, log to stderr.
-        let mut child = Child::spawn_in(
+        let mut child = Child::spawn_in_with(
             ns,
-            "chronyd",
+            &format!("chronyd-{}", cfg.bind),
             chronyd_bin(),
             &["-x", "-d", "-u", "root", "-f", &conf_arg],
+            lifetime,
         )?;
         child
             .wait_for_line(READY_LINE, START_TIMEOUT)
@@ -177,6 +185,9 @@ impl Chronyd {
 
 impl Drop for Chronyd {
     fn drop(&mut self) {
+        if self.child.persists() {
+            return;
+        }
         // A stopped process would sit out SIGTERM until the SIGKILL fallback.
         self.resume();
         // `child`'s own Drop then terminates it (and prints the log if panicking).

@@ -16,6 +16,39 @@ impl Frame {
     pub fn udp(&self) -> Option<UdpInfo> {
         parse_udp(&self.data)
     }
+
+    /// The IP view: any IPv4 or IPv6 packet, whatever it carries (UDP,
+    /// ICMP port unreachable, …).
+    pub fn ip(&self) -> Option<IpInfo> {
+        let p = SlicedPacket::from_ethernet(&self.data).ok()?;
+        let (src, dst, payload) = match &p.net {
+            Some(NetSlice::Ipv4(ip)) => (
+                ip.header().source_addr().into(),
+                ip.header().destination_addr().into(),
+                ip.payload(),
+            ),
+            Some(NetSlice::Ipv6(ip)) => (
+                ip.header().source_addr().into(),
+                ip.header().destination_addr().into(),
+                ip.payload(),
+            ),
+            None => return None,
+        };
+        Some(IpInfo {
+            src,
+            dst,
+            protocol: payload.ip_number.0,
+        })
+    }
+}
+
+/// Addresses and transport protocol number of an IP packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpInfo {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IANA protocol number: 1 ICMP, 17 UDP, 58 ICMPv6, …
+    pub protocol: u8,
 }
 
 /// The UDP view of an unfragmented frame.

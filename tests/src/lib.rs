@@ -25,12 +25,33 @@
 //! # Ok(()) }
 //! ```
 
+/// `println!` that carries on when stdout is gone (`cargo xtask lab | head`):
+/// the lab's work must not stop half-way because nobody reads its story.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` with the same carry-on, flushed (the line goes on later).
+macro_rules! say_part {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout();
+        let _ = write!(out, $($arg)*);
+        let _ = out.flush();
+    }};
+}
+
 pub mod agent;
 pub mod bpffs;
 pub mod chrony;
 pub mod frame;
+pub mod journal;
 pub mod lab;
 pub mod netns;
+pub mod notelab;
 pub mod notify;
 pub mod observe;
 pub mod packet;
@@ -47,10 +68,11 @@ mod util;
 pub use agent::AgentEnv;
 pub use bpffs::{ensure_bpffs, PinDir};
 pub use chrony::{ChronyConfig, Chronyd};
+pub use journal::{Journal, Lifetime, Made};
 pub use lab::{addrs, RouterLab};
 pub use netns::Netns;
 pub use notify::{Notification, NotifySocket};
-pub use observe::{parse_udp, Frame, Match, Observer, UdpInfo};
+pub use observe::{parse_udp, Frame, IpInfo, Match, Observer, UdpInfo};
 pub use packet::{ethernet, mode, Ipv6Ext, NtpPacket, UdpFrame};
 pub use privileged::{reap_stale, require_privileged};
 pub use process::{agent_bin, run_agent, run_agent_once, Child, Finished};

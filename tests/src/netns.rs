@@ -1,5 +1,6 @@
 //! `Netns`: a named network namespace owned by the test.
 
+use crate::journal::{Lifetime, Made};
 use crate::util::{run, unique_name};
 use anyhow::{bail, Context, Result};
 use std::ffi::OsStr;
@@ -7,23 +8,41 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// A network namespace created with `ip netns add` and deleted on drop.
+/// A network namespace created with `ip netns add` and deleted on drop
+/// (unless made in persist mode).
 ///
 /// Commands run inside through `nsenter --net=…` (not `ip netns exec`, which
 /// remounts /sys and so hides /sys/fs/bpf from anything that pins).
 #[derive(Debug)]
 pub struct Netns {
     name: String,
+    keep: bool,
 }
 
 impl Netns {
     /// Creates `nf-<tag>-<pid>-<n>` with loopback up.
     pub fn new(tag: &str) -> Result<Self> {
-        let name = unique_name(tag);
+        Self::create(unique_name(tag), &Lifetime::Scoped)
+    }
+
+    /// Creates exactly `name` (which must start with `nf-`) with loopback up.
+    pub fn create(name: String, lifetime: &Lifetime) -> Result<Self> {
+        if !name.starts_with("nf-") {
+            bail!("namespace name {name:?} must start with nf-");
+        }
+        if Self::exists(&name) {
+            bail!("namespace {name} already exists");
+        }
         run(Command::new("ip").args(["netns", "add", &name]))
             .with_context(|| format!("creating network namespace {name}"))?;
         // Guard first, so a failure below still deletes the namespace.
-        let ns = Self { name };
+        let mut ns = Self { name, keep: false };
+        if let Some(j) = lifetime.journal() {
+            j.record(&Made::Netns {
+                name: ns.name.clone(),
+            })?;
+            ns.keep = true;
+        }
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -113,6 +132,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         // Processes still inside keep the kernel object alive, but those are
         // owned (and killed) by their own `Child` guards.
         if let Err(e) = run(Command::new("ip").args(["netns", "del", &self.name])) {

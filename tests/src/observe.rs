@@ -9,7 +9,7 @@
 //! thread reads the socket in queue order, so once the marker is recorded
 //! every earlier frame has either been recorded or was dropped.
 
-pub use crate::frame::{parse_udp, Frame, Match, UdpInfo};
+pub use crate::frame::{parse_udp, Frame, IpInfo, Match, UdpInfo};
 use crate::netns::Netns;
 use crate::packet::UdpFrame;
 use crate::sender::RawSender;

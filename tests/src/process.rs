@@ -1,6 +1,7 @@
 //! `Child`: a process started by the test, with its output captured to a
 //! file and a guaranteed kill on drop.
 
+use crate::journal::{Lifetime, Made};
 use crate::netns::Netns;
 use crate::util::TempDir;
 use anyhow::{anyhow, bail, Context, Result};
@@ -23,44 +24,76 @@ pub struct Finished {
 
 /// A running process owned by the test. Drop sends SIGTERM, waits briefly,
 /// sends SIGKILL, and reaps it; while panicking it also prints the log, so a
-/// failed test shows what the agent said.
+/// failed test shows what the agent said. In persist mode Drop leaves it
+/// running.
 #[derive(Debug)]
 pub struct Child {
     name: String,
     child: std::process::Child,
     log: PathBuf,
     status: Option<ExitStatus>,
+    keep: bool,
     _dir: TempDir,
 }
 
 impl Child {
     /// Spawns `cmd` with stdin closed and stdout+stderr going to one log file.
-    pub fn spawn(name: &str, mut cmd: Command) -> Result<Self> {
-        let dir = TempDir::new("log")?;
+    pub fn spawn(name: &str, cmd: Command) -> Result<Self> {
+        Self::spawn_with(name, cmd, &Lifetime::Scoped, None)
+    }
+
+    /// Persist mode: `recorded` is the command line the journal keeps for
+    /// it (what `/proc/PID/cmdline` says once it runs).
+    fn spawn_with(
+        name: &str,
+        mut cmd: Command,
+        lifetime: &Lifetime,
+        recorded: Option<Vec<String>>,
+    ) -> Result<Self> {
+        let dir = TempDir::with_lifetime("log", lifetime)?;
         let log = dir.path().join(format!("{}.log", name.replace('/', "_")));
         let out = std::fs::File::create(&log)?;
         cmd.stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
-        // If the test process itself dies (SIGKILL, abort) no Drop runs: let
-        // the kernel kill the child then. Note this follows the *thread*
-        // that spawned it, so spawn from the test's own thread.
+        let persist = lifetime.journal().is_some();
         unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            cmd.pre_exec(move || {
+                if persist {
+                    // Its own session: neither a Ctrl-C in the terminal
+                    // that ran the lab nor that terminal closing reaches it.
+                    libc::setsid();
+                } else {
+                    // If the test process itself dies (SIGKILL, abort) no
+                    // Drop runs: let the kernel kill the child then. Note
+                    // this follows the *thread* that spawned it, so spawn
+                    // from the test's own thread.
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                }
                 Ok(())
             });
         }
         let child = cmd
             .spawn()
             .with_context(|| format!("spawning {name}: {cmd:?}"))?;
-        Ok(Self {
+        // Guard first: if recording fails, Drop still stops it.
+        let mut c = Self {
             name: name.to_string(),
             child,
             log,
             status: None,
+            keep: false,
             _dir: dir,
-        })
+        };
+        if let Some(j) = lifetime.journal() {
+            j.record(&Made::Process {
+                name: name.to_string(),
+                pid: c.pid(),
+                cmdline: recorded.unwrap_or_default(),
+            })?;
+            c.keep = true;
+        }
+        Ok(c)
     }
 
     /// Spawns `program args…` inside `ns` (via nsenter, so bpffs is visible).
@@ -70,9 +103,30 @@ impl Child {
         program: impl AsRef<std::ffi::OsStr>,
         args: &[&str],
     ) -> Result<Self> {
+        Self::spawn_in_with(ns, name, program, args, &Lifetime::Scoped)
+    }
+
+    /// `spawn_in`, left running in persist mode.
+    pub fn spawn_in_with(
+        ns: &Netns,
+        name: &str,
+        program: impl AsRef<std::ffi::OsStr>,
+        args: &[&str],
+        lifetime: &Lifetime,
+    ) -> Result<Self> {
+        // nsenter execs `program` with these arguments: that is the
+        // command line the process has while it runs.
+        let recorded = std::iter::once(program.as_ref().to_string_lossy().into_owned())
+            .chain(args.iter().map(|a| a.to_string()))
+            .collect();
         let mut cmd = ns.command(program);
         cmd.args(args);
-        Self::spawn(name, cmd)
+        Self::spawn_with(name, cmd, lifetime, Some(recorded))
+    }
+
+    /// Whether it was made in persist mode (and so outlives its guard).
+    pub fn persists(&self) -> bool {
+        self.keep
     }
 
     pub fn pid(&self) -> u32 {
@@ -179,6 +233,9 @@ impl Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         let _ = self.stop();
         if std::thread::panicking() {
             eprintln!(

@@ -1,6 +1,7 @@
 //! `Topology`: namespaces joined by veth pairs, with addresses, routes and
 //! permanent neighbour entries.
 
+use crate::journal::Lifetime;
 use crate::netns::Netns;
 use anyhow::{anyhow, bail, Context, Result};
 use std::net::IpAddr;
@@ -10,6 +11,8 @@ struct End {
     role: String,
     ifname: String,
     mac: [u8; 6],
+    /// A port of a bridge: hosts behind it learn addresses by ARP/ND.
+    bridged: bool,
 }
 
 #[derive(Debug)]
@@ -19,10 +22,12 @@ struct Veth {
 }
 
 /// Namespaces addressed by role ("router", "outside", …). Dropping the
-/// topology deletes every namespace, which also destroys the veths.
+/// topology deletes every namespace, which also destroys the veths (unless
+/// it was made in persist mode).
 #[derive(Debug)]
 pub struct Topology {
     tag: String,
+    lifetime: Lifetime,
     namespaces: Vec<(String, Netns)>,
     links: Vec<Veth>,
 }
@@ -30,8 +35,14 @@ pub struct Topology {
 impl Topology {
     /// `tag` goes into the namespace names; keep it short and per-test.
     pub fn new(tag: &str) -> Self {
+        Self::with_lifetime(tag, Lifetime::Scoped)
+    }
+
+    /// In persist mode the namespaces are named exactly `<tag>-<role>`.
+    pub fn with_lifetime(tag: &str, lifetime: Lifetime) -> Self {
         Self {
             tag: tag.to_string(),
+            lifetime,
             namespaces: Vec::new(),
             links: Vec::new(),
         }
@@ -43,8 +54,13 @@ impl Topology {
         if self.namespaces.iter().any(|(r, _)| r == role) {
             bail!("role {role} already exists");
         }
-        let short: String = role.chars().take(3).collect();
-        let ns = Netns::new(&format!("{}{short}", self.tag))?;
+        let ns = match self.lifetime {
+            Lifetime::Scoped => {
+                let short: String = role.chars().take(3).collect();
+                Netns::new(&format!("{}{short}", self.tag))?
+            }
+            Lifetime::Persist(_) => Netns::create(format!("{}-{role}", self.tag), &self.lifetime)?,
+        };
         self.namespaces.push((role.to_string(), ns));
         let ns = &self.namespaces.last().expect("just pushed").1;
         for (k, v) in [
@@ -98,6 +114,7 @@ impl Topology {
                 role: role.to_string(),
                 ifname: ifname.to_string(),
                 mac: link_mac(ns, ifname)?,
+                bridged: false,
             })
         };
         let link = Veth {
@@ -105,6 +122,25 @@ impl Topology {
             b: end(b.0, b.1, nb)?,
         };
         self.links.push(link);
+        Ok(())
+    }
+
+    /// Creates bridge `name` in `role` with `ports` (veth ends there) as its
+    /// ports, all up: a switch for hosts that each have one interface.
+    pub fn bridge(&mut self, role: &str, name: &str, ports: &[&str]) -> Result<()> {
+        self.ns(role)
+            .ip(&["link", "add", "name", name, "type", "bridge"])?;
+        self.ns(role).ip(&["link", "set", name, "up"])?;
+        for port in ports {
+            self.ns(role).ip(&["link", "set", port, "master", name])?;
+            let end = self
+                .links
+                .iter_mut()
+                .flat_map(|l| [&mut l.a, &mut l.b])
+                .find(|e| e.role == role && e.ifname == *port)
+                .ok_or_else(|| anyhow!("{port} in {role} is not a veth end"))?;
+            end.bridged = true;
+        }
         Ok(())
     }
 
@@ -119,7 +155,8 @@ impl Topology {
     /// Adds `cidr` (e.g. "192.0.2.1/24", "2001:db8::1/64") to an interface.
     /// IPv6 gets `nodad`. If the interface is a veth end, the peer namespace
     /// gets a permanent neighbour entry for it, so neither ARP nor ND can
-    /// race with the first test packet.
+    /// race with the first test packet (not behind a bridge: there the
+    /// hosts resolve each other).
     pub fn addr(&self, role: &str, ifname: &str, cidr: &str) -> Result<()> {
         let ip: IpAddr = cidr
             .split('/')
@@ -132,7 +169,7 @@ impl Topology {
             args.push("nodad");
         }
         self.ns(role).ip(&args)?;
-        if let Some((me, peer)) = self.veth_end(role, ifname) {
+        if let Some((me, peer)) = self.veth_end(role, ifname).filter(|(_, p)| !p.bridged) {
             let ip = ip.to_string();
             self.ns(&peer.role).ip(&[
                 "neigh",

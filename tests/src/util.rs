@@ -1,5 +1,6 @@
 //! Naming and small process helpers shared by the guards.
 
+use crate::journal::Lifetime;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,17 +38,31 @@ pub(crate) fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Temporary directory under /tmp, removed recursively on drop.
+/// Temporary directory under /tmp, removed recursively on drop; or, in
+/// persist mode, a directory in the lab's state dir that stays.
 #[derive(Debug)]
 pub struct TempDir {
     path: PathBuf,
+    keep: bool,
 }
 
 impl TempDir {
     pub fn new(tag: &str) -> Result<Self> {
         let path = std::env::temp_dir().join(unique_name(tag));
         std::fs::create_dir_all(&path).with_context(|| format!("mkdir {}", path.display()))?;
-        Ok(Self { path })
+        Ok(Self { path, keep: false })
+    }
+
+    /// A private directory for `tag`: a fresh temporary one, or
+    /// `<state dir>/<tag>` that outlives this process.
+    pub fn with_lifetime(tag: &str, lifetime: &Lifetime) -> Result<Self> {
+        match lifetime.journal() {
+            None => Self::new(tag),
+            Some(j) => Ok(Self {
+                path: j.subdir(tag)?,
+                keep: true,
+            }),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -57,6 +72,9 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }

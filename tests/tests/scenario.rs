@@ -8,14 +8,13 @@
 use std::{
     net::{IpAddr, SocketAddr},
     process::Output,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use ntp_filter_tests::{addrs::*, *};
 use serde_json::Value;
 
 const SYNC_TIMEOUT: Duration = Duration::from_secs(45);
-const POLL: Duration = Duration::from_millis(250);
 const REPLY_WAIT: Duration = Duration::from_secs(2);
 
 struct Scenario {
@@ -96,18 +95,9 @@ fn router_in_client_mode(tag: &str) -> Scenario {
 
 impl Scenario {
     fn wait_status(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + SYNC_TIMEOUT;
-        loop {
-            let v = self.env.status(self.lab.router()).unwrap();
-            if done(&v) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what} not reached; last status:\n{v:#}"
-            );
-            std::thread::sleep(POLL);
-        }
+        self.env
+            .wait_status(self.lab.router(), SYNC_TIMEOUT, what, done)
+            .unwrap()
     }
 
     fn status(&self) -> Value {
@@ -116,10 +106,7 @@ impl Scenario {
 
     /// `ntp-agent <args> --control-socket …` against the running agent.
     fn control(&self, args: &[&str]) -> Finished {
-        let ctl = self.env.control_socket();
-        let mut full: Vec<&str> = args.to_vec();
-        full.extend(["--control-socket", &ctl]);
-        run_agent_once(self.lab.router(), &full, Duration::from_secs(20)).unwrap()
+        self.env.control(self.lab.router(), args).unwrap()
     }
 
     fn ntpdate(&self, router: IpAddr) -> Output {
@@ -174,17 +161,11 @@ impl Reply {
 /// outside's interface): NTP or ICMP port unreachable alike. (The router's
 /// own requests to its upstream go to another address.)
 fn answers_from_router(obs: &Observer, since: usize) -> usize {
+    let from_router = [IpAddr::from(ROUTER_V4), IpAddr::from(ROUTER_V6)];
+    let to_outsider = [IpAddr::from(OUTSIDER_V4), IpAddr::from(OUTSIDER_V6)];
     obs.count_since(since, |f| {
-        let d = &f.data;
-        let v4 = d.len() >= 34
-            && d[12..14] == [0x08, 0x00]
-            && d[26..30] == ROUTER_V4.octets()
-            && d[30..34] == OUTSIDER_V4.octets();
-        let v6 = d.len() >= 54
-            && d[12..14] == [0x86, 0xdd]
-            && d[22..38] == ROUTER_V6.octets()
-            && d[38..54] == OUTSIDER_V6.octets();
-        v4 || v6
+        f.ip()
+            .is_some_and(|ip| from_router.contains(&ip.src) && to_outsider.contains(&ip.dst))
     })
 }
 

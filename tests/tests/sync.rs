@@ -26,9 +26,9 @@ const POLL: Duration = Duration::from_millis(250);
 /// ramp that follows the burst (4, 8, 16, 32 s).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(40);
 
-/// Polls `env.status` every `POLL` until `done` holds; panics with the last
-/// status (and `what`) at the deadline. The agent's and chronyd's guards
-/// print their logs when the test panics.
+/// Polls `env.status` until `done` holds; panics with the last status
+/// (and `what`) at the deadline. The agent's and chronyd's guards print
+/// their logs when the test panics.
 fn wait_status(
     env: &AgentEnv,
     lab: &RouterLab,
@@ -36,21 +36,7 @@ fn wait_status(
     what: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match env.status(lab.router()) {
-            Ok(v) if done(&v) => return v,
-            Ok(v) => v,
-            Err(e) => Value::String(format!("status failed: {e:#}")),
-        };
-        if Instant::now() >= deadline {
-            panic!(
-                "{what}: not reached within {timeout:?}; last status:\n{}",
-                serde_json::to_string_pretty(&last).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(POLL);
-    }
+    env.wait_status(lab.router(), timeout, what, done).unwrap()
 }
 
 fn synchronized(v: &Value) -> bool {

@@ -1,8 +1,9 @@
-//! Developer tasks for ntp-filter: `cargo xtask setup|build|run|test`.
+//! Developer tasks for ntp-filter: `cargo xtask setup|build|run|test|lab`.
 
 mod bench;
 mod cmd;
 mod install;
+mod lab;
 mod parse;
 mod setup;
 
@@ -76,6 +77,9 @@ enum Task {
         #[arg(long, value_name = "DIR", default_value = "/")]
         root: PathBuf,
     },
+    /// Setup, build, then the router note's story live in network namespaces
+    /// (as root), left running to play with; `--down` removes it.
+    Lab(lab::LabArgs),
     /// Setup, build, then run every benchmark (as root; --quick for a short run)
     /// and write bench/results.md, bench/results.json and bench/*.svg.
     Bench(bench::BenchArgs),
@@ -160,6 +164,7 @@ fn run(task: Task) -> Result<ExitCode> {
             let installed = install::install(&root, &agent, &workspace_root().join("dist"))?;
             print!("{}", install::report(&root, &installed));
         }
+        Task::Lab(args) => return lab::run(&args),
         Task::Sim { seeds } => {
             Cmd::cargo()
                 .args([
@@ -445,5 +450,15 @@ mod tests {
         };
         assert!(!require_privileged);
         assert_eq!(args, s(&["--nocapture", "filter"]));
+
+        for (argv, down) in [
+            (&["xtask", "lab"][..], false),
+            (&["xtask", "lab", "--down"], true),
+        ] {
+            let Task::Lab(lab) = Cli::try_parse_from(argv).unwrap().task else {
+                panic!("not lab")
+            };
+            assert_eq!(lab.down, down);
+        }
     }
 }
