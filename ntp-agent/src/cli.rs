@@ -211,7 +211,7 @@ pub struct SyncArgs {
 #[derive(Args, Debug, Clone)]
 pub struct PinArgs {
     /// Base directory on bpffs for the pinned link and maps; the layout
-    /// version is appended (`<DIR>/v2`).
+    /// version is appended (`<DIR>/v<N>`).
     #[arg(long = "pin-dir", value_name = "DIR", default_value = crate::filter::pins::DEFAULT_BASE)]
     pub pin_dir: PathBuf,
 }

@@ -3,7 +3,10 @@
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{cli::DetachArgs, filter::PinDir};
+use crate::{
+    cli::DetachArgs,
+    filter::{self, slots, FilterMaps, PinDir},
+};
 
 pub fn detach(args: DetachArgs) -> Result<()> {
     let pins = PinDir::new(&args.pins.pin_dir);
@@ -28,6 +31,21 @@ pub fn detach(args: DetachArgs) -> Result<()> {
         }
         std::fs::remove_file(&link).with_context(|| format!("removing {}", link.display()))?;
         println!("detached {iface} (removed {})", link.display());
+        free_slot(&pins, iface);
     }
     Ok(())
+}
+
+/// Frees the detached interface's counter slot. Best effort: the filter is
+/// already off the interface, and an agent start frees any slot left over.
+fn free_slot(pins: &PinDir, iface: &str) {
+    let freed = filter::ifindex(iface).and_then(|index| {
+        let mut maps = FilterMaps::open(pins)?;
+        slots::release(&mut maps, index)
+    });
+    match freed {
+        Ok(Some(slot)) => println!("freed counter slot {slot} of {iface}"),
+        Ok(None) => {}
+        Err(e) => eprintln!("warning: {iface}'s counter slot was not freed: {e:#}"),
+    }
 }

@@ -20,7 +20,7 @@ use crate::{
     filter::{
         self,
         acl::{self, AclRule},
-        local_addrs, reconcile, Attachment, Desired, FilterMaps, PinDir,
+        local_addrs, reconcile, slots, Attachment, Desired, FilterMaps, PinDir,
     },
     notify::{self, Notifier, ReadyWhen},
     policy,
@@ -181,6 +181,19 @@ fn setup(
     let changes = reconcile::apply(&mut maps, desired)?;
     tracing::info!(?changes, "filter maps reconciled");
     reconcile::apply_local(&mut maps, &local_addrs::current()?)?;
+    // Before attaching, so a freshly attached interface's first packets
+    // already count under its own name.
+    let wanted = args
+        .ifaces
+        .iter()
+        .map(|name| {
+            Ok(slots::Iface {
+                name: name.clone(),
+                index: filter::ifindex(name)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let slots = slots::assign(&mut maps, &wanted)?;
 
     let prog = filter::program(&mut ebpf)?;
     let older = pins.older_versions();
@@ -213,9 +226,15 @@ fn setup(
     }
     retire_leftovers(args, pins, &older)?;
     for (iface, how) in &attached {
+        let slot = slots
+            .iter()
+            .find(|(i, _)| &i.name == iface)
+            .and_then(|(_, a)| a.slot())
+            .map_or_else(|| slots::OTHER.to_string(), |s| s.to_string());
         tracing::info!(
             iface = %iface,
             xdp = ?how,
+            counter_slot = %slot,
             servers = ?args.servers.iter().map(ToString::to_string).collect::<Vec<_>>(),
             peers = ?args.peers.iter().map(ToString::to_string).collect::<Vec<_>>(),
             mode = ?args.mode,

@@ -1,7 +1,7 @@
 //! `ntp-agent status`: the filter section, read straight from the pins so it
 //! works whether or not the agent is running (e.g. after `kill -9`).
 
-use std::{fmt::Write as _, net::IpAddr};
+use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 
 use anyhow::Result;
 use ntp_filter_common::{SourceClass, LAYOUT_VERSION};
@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::{
     cli::StatusArgs,
-    filter::{stats::FilterStats, FilterMaps, PinDir},
+    filter::{self, stats::FilterStats, FilterMaps, PinDir},
     policy::Modes,
 };
 
@@ -20,7 +20,7 @@ pub struct FilterStatus {
     pub ntp_port: u16,
     pub interfaces: Vec<InterfaceStatus>,
     /// Allowed NTP modes per class, as lists.
-    pub policy: std::collections::BTreeMap<&'static str, Vec<u8>>,
+    pub policy: BTreeMap<&'static str, Vec<u8>>,
     pub servers: Vec<IpAddr>,
     pub peers: Vec<IpAddr>,
     pub local_addresses: usize,
@@ -28,7 +28,12 @@ pub struct FilterStatus {
     pub acl: Vec<String>,
     /// What happens to clients no rule matches: `allow` or `deny`.
     pub acl_default: &'static str,
+    /// Every interface together.
     pub counters: FilterStats,
+    /// The same counters per interface with a slot, plus `other` (packets
+    /// from interfaces without one) when it counted anything. Their sum is
+    /// `counters`.
+    pub counters_by_interface: BTreeMap<String, FilterStats>,
 }
 
 #[derive(Serialize)]
@@ -36,6 +41,8 @@ pub struct InterfaceStatus {
     pub name: String,
     /// `native`, `skb`, `hw`, or `unknown` when iproute2 cannot tell.
     pub xdp_mode: String,
+    /// Its block of the counter array; `null`: counted under `other`.
+    pub counter_slot: Option<u32>,
 }
 
 fn ip_of(key: &ntp_filter_common::AddrKey) -> IpAddr {
@@ -59,11 +66,15 @@ pub fn collect(pins: &PinDir) -> Result<FilterStatus> {
             _ => {}
         }
     }
+    let slots = maps.iface_slots()?;
     let interfaces = pins
         .linked_interfaces()?
         .into_iter()
         .map(|name| InterfaceStatus {
             xdp_mode: xdp_mode(&name).unwrap_or_else(|| "unknown".into()),
+            counter_slot: filter::ifindex(&name)
+                .ok()
+                .and_then(|i| slots.get(&i).copied()),
             name,
         })
         .collect();
@@ -89,6 +100,7 @@ pub fn collect(pins: &PinDir) -> Result<FilterStatus> {
             "allow"
         },
         counters: FilterStats::from_slots(&maps.counters()?),
+        counters_by_interface: maps.interface_counters()?.into_iter().collect(),
     })
 }
 
@@ -117,7 +129,15 @@ pub fn render_text(s: &FilterStatus) -> String {
     let _ = writeln!(out, "        pin dir:    {}", s.pin_dir);
     let _ = writeln!(out, "        ntp port:   {}", s.ntp_port);
     for i in &s.interfaces {
-        let _ = writeln!(out, "        interface:  {} (xdp {})", i.name, i.xdp_mode);
+        let slot = match i.counter_slot {
+            Some(n) => format!("counter slot {n}"),
+            None => "counted under other".into(),
+        };
+        let _ = writeln!(
+            out,
+            "        interface:  {} (xdp {}, {slot})",
+            i.name, i.xdp_mode
+        );
     }
     if s.interfaces.is_empty() {
         let _ = writeln!(out, "        interface:  none attached");
@@ -172,7 +192,44 @@ pub fn render_text(s: &FilterStatus) -> String {
         c.total_passed,
         passes.join(", ")
     );
+    if !s.counters_by_interface.is_empty() {
+        let _ = writeln!(out, "filter counters by interface:");
+        let _ = writeln!(out, "       class   mode    passed   dropped");
+    }
+    for (iface, c) in &s.counters_by_interface {
+        let _ = writeln!(
+            out,
+            "     {iface}: dropped {}{}, passed {}{}",
+            c.total_dropped,
+            nonzero(&c.drops),
+            c.total_passed,
+            nonzero(&c.passes)
+        );
+        for (class, modes) in &c.by_class_mode {
+            for (mode, pd) in modes {
+                let _ = writeln!(
+                    out,
+                    "       {class:<7} {mode:>4} {:>9} {:>9}",
+                    pd.passed, pd.dropped
+                );
+            }
+        }
+    }
     out
+}
+
+/// ` (reason n, ...)` for the reasons that counted anything.
+fn nonzero(reasons: &BTreeMap<&'static str, u64>) -> String {
+    let hit: Vec<String> = reasons
+        .iter()
+        .filter(|(_, n)| **n != 0)
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    if hit.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", hit.join(", "))
+    }
 }
 
 /// The router's `show status ntp` layout for the agent's part.

@@ -17,12 +17,18 @@
 //!   passes, unless some rule is an `allow`; a denied one is dropped as
 //!   `denied` and counts as a `(class, 3, drop)` decision;
 //! * every packet moves exactly one pass/drop reason counter; packets that
-//!   reach the mode/class decision also move one decision counter.
+//!   reach the mode/class decision also move one decision counter;
+//! * those counters are the ingress interface's: the block of its counter
+//!   slot, or of slot 0 ("other") when it has none.
 //!
-//! The runner applies the fixture's configuration, reads all counters, runs
-//! the frame once, reads them again and checks the return value and that the
-//! delta is exactly the expected counters. Failures are collected and
-//! reported together.
+//! A test run without a context reports the caller's loopback device as the
+//! ingress interface. The harness gives `lo` a slot the way `run --iface lo`
+//! does; the "unslotted" fixtures clear its entry first.
+//!
+//! The runner applies the fixture's configuration, reads all counters of
+//! every slot, runs the frame once, reads them again and checks the return
+//! value and that the delta is exactly the expected counters in the expected
+//! slot. Failures are collected and reported together.
 
 mod common;
 
@@ -31,11 +37,16 @@ use std::{collections::BTreeMap, net::IpAddr};
 use common::{
     addrs::*,
     frames::*,
-    harness::{say, Env, Harness, XDP_DROP, XDP_PASS},
+    harness::{say, Env, Harness, TestNetns, XDP_DROP, XDP_PASS},
 };
 use etherparse::ip_number;
-use ntp_agent::{cli::Mode, filter::stats::FilterStats};
-use ntp_filter_common::{Counter, DropReason, PassReason, SourceClass, Verdict};
+use ntp_agent::{
+    cli::Mode,
+    filter::{slots, stats::FilterStats},
+};
+use ntp_filter_common::{
+    counter_index, split_index, Counter, DropReason, PassReason, SourceClass, Verdict, IFACE_OTHER,
+};
 
 // ---------------------------------------------------------------------------
 // Expectations
@@ -145,6 +156,9 @@ struct Fixture {
     frame: Vec<u8>,
     env: Env,
     expect: Expect,
+    /// Whether the ingress interface (`lo`) has its counter slot; without,
+    /// the counters are expected in slot 0.
+    slotted: bool,
 }
 
 #[derive(Default)]
@@ -161,6 +175,18 @@ impl Table {
             frame,
             env,
             expect,
+            slotted: true,
+        });
+    }
+
+    /// A fixture arriving on an interface without a counter slot.
+    fn unslotted(&mut self, env: Env, name: impl Into<String>, frame: Vec<u8>, expect: Expect) {
+        self.0.push(Fixture {
+            name: name.into(),
+            frame,
+            env,
+            expect,
+            slotted: false,
         });
     }
 }
@@ -286,6 +312,7 @@ fn table() -> Vec<Fixture> {
     );
 
     acl_fixtures(&mut t);
+    unslotted_fixtures(&mut t);
 
     // VLAN tags: 0 (everything above), 1 and 2 of either kind, 3.
     let n3 = ntp(4, 3);
@@ -1389,19 +1416,67 @@ fn acl_fixtures(t: &mut Table) {
     );
 }
 
+/// The same verdicts from an interface without a counter slot: only the
+/// block the counters land in changes (slot 0).
+fn unslotted_fixtures(t: &mut Table) {
+    t.unslotted(
+        Env::CLIENT,
+        "unslotted/v4/other/mode3",
+        ntp_frame(OTHER4, LOCAL4, EPHEMERAL, NTP, 4, 3),
+        refused(Other, 3, D::UnknownSource),
+    );
+    t.unslotted(
+        Env::CLIENT,
+        "unslotted/v6/server/mode4",
+        ntp_frame(SERVER6, LOCAL6, NTP, NTP, 4, 4),
+        allowed(Server, 4),
+    );
+    t.unslotted(
+        Env::SERVER,
+        "unslotted/server/v4/other/mode3",
+        ntp_frame(OTHER4, LOCAL4, EPHEMERAL, NTP, 4, 3),
+        allowed(Other, 3),
+    );
+    t.unslotted(
+        Env::CLIENT,
+        "unslotted/v4/short-payload",
+        udp(OTHER4, LOCAL4, EPHEMERAL, NTP, &[0x23; 20]),
+        Expect::Drop(D::ShortPayload),
+    );
+    t.unslotted(
+        Env::CLIENT,
+        "unslotted/v4/dns",
+        udp(OTHER4, LOCAL4, EPHEMERAL, 53, &ntp(4, 3)),
+        Expect::Pass(P::NotNtpPort),
+    );
+    t.unslotted(
+        Env::CLIENT,
+        "unslotted/arp",
+        arp_request([192, 0, 2, 99], [192, 0, 2, 1]),
+        Expect::Pass(P::NotIp),
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Running it
 
-fn counter_name(index: u32) -> String {
-    match Counter::from_index(index) {
-        Some(Counter::Decision {
+fn counter_name(counter: Counter) -> String {
+    match counter {
+        Counter::Decision {
             class,
             mode,
             verdict,
-        }) => format!("decision({}, mode {mode}, {verdict:?})", class.name()),
-        Some(Counter::Drop(r)) => format!("drop:{}", r.name()),
-        Some(Counter::Pass(r)) => format!("pass:{}", r.name()),
-        None => format!("slot {index}"),
+        } => format!("decision({}, mode {mode}, {verdict:?})", class.name()),
+        Counter::Drop(r) => format!("drop:{}", r.name()),
+        Counter::Pass(r) => format!("pass:{}", r.name()),
+    }
+}
+
+/// A counter of the whole array, with its interface slot.
+fn indexed_name(index: u32) -> String {
+    match split_index(index) {
+        Some((slot, counter)) => format!("slot {slot} {}", counter_name(counter)),
+        None => format!("index {index}"),
     }
 }
 
@@ -1411,7 +1486,7 @@ fn show(delta: &BTreeMap<u32, i128>) -> String {
     }
     delta
         .iter()
-        .map(|(i, n)| format!("{}{n:+}", counter_name(*i)))
+        .map(|(i, n)| format!("{}{n:+}", indexed_name(*i)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -1444,13 +1519,24 @@ fn is_einval(e: &anyhow::Error) -> bool {
         .any(|io| io.raw_os_error() == Some(libc::EINVAL))
 }
 
+/// `interface_counters()` as name -> (dropped, passed).
+fn by_iface(h: &Harness) -> BTreeMap<String, (u64, u64)> {
+    h.maps
+        .interface_counters()
+        .expect("reading the counters per interface")
+        .into_iter()
+        .map(|(name, s)| (name, (s.total_dropped, s.total_passed)))
+        .collect()
+}
+
 /// Runs one fixture and compares verdict and counter delta with the spec.
 fn check(h: &mut Harness, f: &Fixture) -> Checked {
     let run = |h: &mut Harness| -> anyhow::Result<(u32, Vec<u64>, Vec<u64>)> {
         h.set_env(f.env)?;
-        let before = h.counters()?;
+        h.set_lo_slotted(f.slotted)?;
+        let before = h.all_counters()?;
         let result = h.run(&f.frame, 1)?;
-        let after = h.counters()?;
+        let after = h.all_counters()?;
         Ok((result.return_value, before, after))
     };
     let (action, before, after) = match run(h) {
@@ -1466,8 +1552,9 @@ fn check(h: &mut Harness, f: &Fixture) -> Checked {
         .filter(|(_, d)| *d != 0)
         .collect();
     let mut want: BTreeMap<u32, i128> = BTreeMap::new();
+    let slot = if f.slotted { h.lo_slot } else { IFACE_OTHER };
     for c in f.expect.counters() {
-        *want.entry(c.index()).or_default() += 1;
+        *want.entry(counter_index(slot, c)).or_default() += 1;
     }
     let want_action = f.expect.action();
     if action == want_action && got == want {
@@ -1489,12 +1576,21 @@ fn verdicts_and_counters_match_the_spec() {
     };
     let fixtures = table();
     let start = FilterStats::from_slots(&h.counters().expect("reading counters"));
+    let start_by_iface = by_iface(&h);
 
     let mut failures = Vec::new();
     let mut not_run = Vec::new();
     let (mut ran_drops, mut ran_passes) = (0u64, 0u64);
+    // (drops, passes) expected per interface name.
+    let mut per_iface: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for f in &fixtures {
-        let tag = format!("{} ({} bytes, {:?})", f.name, f.frame.len(), f.env);
+        let tag = format!(
+            "{} ({} bytes, {:?}{})",
+            f.name,
+            f.frame.len(),
+            f.env,
+            if f.slotted { "" } else { ", lo without slot" }
+        );
         match check(&mut h, f) {
             Checked::NotRunnable(why) => {
                 not_run.push(format!("  {tag}: {why}"));
@@ -1503,12 +1599,17 @@ fn verdicts_and_counters_match_the_spec() {
             Checked::Failed(why) => failures.push(format!("  {tag}: {why}")),
             Checked::Ok => {}
         }
+        let iface = if f.slotted { "lo" } else { slots::OTHER };
+        let cell = per_iface.entry(iface.to_string()).or_default();
         if f.expect.action() == XDP_DROP {
             ran_drops += 1;
+            cell.0 += 1;
         } else {
             ran_passes += 1;
+            cell.1 += 1;
         }
     }
+    h.set_lo_slotted(true).expect("restoring lo's slot");
     if !not_run.is_empty() {
         say(&format!(
             "NOTE: the kernel refused {} fixture(s) shorter than an Ethernet header; not run:\n{}",
@@ -1539,6 +1640,21 @@ fn verdicts_and_counters_match_the_spec() {
             totals.0, totals.1
         ));
     }
+    // And per interface, as `status` and the metrics show them.
+    let end_by_iface = by_iface(&h);
+    let moved: BTreeMap<String, (u64, u64)> = end_by_iface
+        .iter()
+        .map(|(name, &(d, p))| {
+            let (d0, p0) = start_by_iface.get(name).copied().unwrap_or_default();
+            (name.clone(), (d - d0, p - p0))
+        })
+        .filter(|(_, moved)| *moved != (0, 0))
+        .collect();
+    if moved != per_iface {
+        failures.push(format!(
+            "  per interface (dropped, passed): expected {per_iface:?}, interface_counters shows {moved:?}"
+        ));
+    }
 
     assert!(
         failures.is_empty(),
@@ -1552,6 +1668,124 @@ fn verdicts_and_counters_match_the_spec() {
         fixtures.len() - not_run.len(),
         not_run.len()
     ));
+}
+
+/// With a context naming the ingress device, the counters land in that
+/// device's block: its own slot; slot 0 ("other") when it has none or its
+/// ifindex is past the end of NF_IFACES. Freeing a slot zeroes it and sends
+/// the interface's packets to "other".
+#[test]
+fn counters_follow_the_ingress_interface() {
+    use ntp_agent::filter::slots::{Assignment, Iface, NoSlot};
+    use ntp_filter_common::MAX_IFINDEX;
+
+    let Some(mut h) = Harness::start("counters_follow_the_ingress_interface", "ptrif") else {
+        return;
+    };
+    let ns = TestNetns::new("ptrif").expect("creating a namespace");
+    // Devices with chosen indexes in a namespace of our own: the two ends
+    // of the NF_IFACES range, and a low index without a slot. Any device's
+    // rx queues are registered for XDP, so a test run accepts it.
+    let edge = Iface {
+        name: "nfedge".into(),
+        index: MAX_IFINDEX - 1,
+    };
+    let big = Iface {
+        name: "nfbig".into(),
+        index: MAX_IFINDEX,
+    };
+    let (edge_i, big_i) = (edge.index.to_string(), big.index.to_string());
+    ns.ip(&[
+        "link", "add", "nfedge", "index", &edge_i, "type", "veth", "peer", "name", "nfbig",
+        "index", &big_i,
+    ])
+    .expect("adding veths");
+    ns.ip(&[
+        "link", "add", "nflow", "index", "77", "type", "veth", "peer", "name", "nflow2", "index",
+        "78",
+    ])
+    .expect("adding veths");
+
+    let assigned = slots::assign(&mut h.maps, &[h.lo.clone(), edge.clone(), big.clone()])
+        .expect("assigning slots");
+    let got: Vec<Assignment> = assigned.iter().map(|(_, a)| *a).collect();
+    let edge_slot = match got[..] {
+        [Assignment::Kept(lo), Assignment::New(e), Assignment::Other(NoSlot::IndexTooHigh)]
+            if lo == h.lo_slot && e != lo =>
+        {
+            e
+        }
+        _ => panic!("unexpected assignments {assigned:?}"),
+    };
+
+    let frame = ntp_frame(OTHER4, LOCAL4, EPHEMERAL, NTP, 4, 3);
+    let expect = refused(Other, 3, D::UnknownSource);
+    let run_all = |h: &mut Harness, cases: &[(u32, u32)]| -> Vec<String> {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                ns.enter_this_thread().expect("entering the namespace");
+                let mut failures = Vec::new();
+                for &(ifindex, slot) in cases {
+                    let before = h.all_counters().expect("reading counters");
+                    let r = h.run_on(&frame, ifindex).expect("test run");
+                    let after = h.all_counters().expect("reading counters");
+                    let got: BTreeMap<u32, i128> = (0..before.len())
+                        .map(|i| (i as u32, after[i] as i128 - before[i] as i128))
+                        .filter(|(_, d)| *d != 0)
+                        .collect();
+                    let want: BTreeMap<u32, i128> = expect
+                        .counters()
+                        .into_iter()
+                        .map(|c| (counter_index(slot, c), 1))
+                        .collect();
+                    if r.return_value != XDP_DROP || got != want {
+                        failures.push(format!(
+                            "ifindex {ifindex}: expected XDP_DROP [{}], got {} [{}]",
+                            show(&want),
+                            action_name(r.return_value),
+                            show(&got)
+                        ));
+                    }
+                }
+                failures
+            })
+            .join()
+            .expect("the namespace thread panicked")
+        })
+    };
+
+    // The namespace's own loopback is ifindex 1 too: NF_IFACES is by index.
+    let (lo_index, lo_slot) = (h.lo.index, h.lo_slot);
+    let failures = run_all(
+        &mut h,
+        &[
+            (lo_index, lo_slot),
+            (edge.index, edge_slot),
+            (big.index, IFACE_OTHER),
+            (77, IFACE_OTHER),
+        ],
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Retiring nfedge: its entry goes, its block is zeroed, its packets
+    // count under "other"; lo keeps its slot and counters.
+    let lo_before = h.maps.slot_counters(h.lo_slot).unwrap();
+    slots::assign(&mut h.maps, std::slice::from_ref(&h.lo)).expect("freeing nfedge");
+    assert_eq!(h.maps.slot_counters(h.lo_slot).unwrap(), lo_before);
+    assert!(
+        h.maps
+            .slot_counters(edge_slot)
+            .unwrap()
+            .iter()
+            .all(|&n| n == 0),
+        "a freed slot keeps counts"
+    );
+    assert_eq!(
+        h.maps.iface_slots().unwrap(),
+        BTreeMap::from([(h.lo.index, h.lo_slot)])
+    );
+    let failures = run_all(&mut h, &[(edge.index, IFACE_OTHER)]);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// The access-list API on the real map: exact-range rules, sorted reads,
@@ -1695,7 +1929,7 @@ fn fixture_table_covers_every_reason() {
         .map(|r| Counter::Drop(*r))
         .chain(PassReason::ALL.iter().map(|r| Counter::Pass(*r)))
         .filter(|c| !expected.contains(c))
-        .map(|c| counter_name(c.index()))
+        .map(counter_name)
         .collect();
     assert!(missing.is_empty(), "no fixture expects {missing:?}");
 

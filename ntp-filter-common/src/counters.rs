@@ -4,6 +4,12 @@
 //! [`PassReason`]. Packets that reach the policy decision (a parsed NTP
 //! header from a classified source) also move one `(class, mode, verdict)`
 //! counter, so `status` can show drops by class, mode and reason.
+//!
+//! The array holds one block of [`COUNTER_SLOTS`] counters per interface
+//! slot: the packet's ingress interface indexes [`NF_IFACES`](crate::names::IFACES),
+//! whose value is the slot. Slot [`IFACE_OTHER`] takes packets from
+//! interfaces without one, so the sum over all blocks is always every
+//! packet the program saw.
 
 use crate::SourceClass;
 
@@ -136,8 +142,50 @@ const DECISION_SLOTS: u32 = (SourceClass::COUNT * 8 * 2) as u32;
 const DROP_BASE: u32 = DECISION_SLOTS;
 const PASS_BASE: u32 = DROP_BASE + DropReason::COUNT as u32;
 
-/// Size of the counter array.
+/// Counters per interface slot.
 pub const COUNTER_SLOTS: u32 = PASS_BASE + PassReason::COUNT as u32;
+
+/// Interface slots, [`IFACE_OTHER`] included: 31 interfaces get their own
+/// counters. A router filters a handful; the bound keeps the per-CPU array
+/// (`COUNTER_SLOTS * MAX_IFACE_SLOTS` u64 per CPU, 16 KiB) fixed.
+pub const MAX_IFACE_SLOTS: u32 = 32;
+/// The slot of packets from interfaces that have none.
+pub const IFACE_OTHER: u32 = 0;
+/// Entries of [`NF_IFACES`](crate::names::IFACES), indexed by ifindex: an
+/// interface with a higher index counts under [`IFACE_OTHER`]. Linux hands
+/// out indexes from 1 upwards, so this is only reached on a box that has
+/// created and deleted thousands of interfaces.
+pub const MAX_IFINDEX: u32 = 4096;
+
+/// First index of `slot`'s block. A slot out of range (a corrupt
+/// `NF_IFACES` value) is [`IFACE_OTHER`]'s, so no packet goes uncounted and
+/// no block spills into the next.
+#[inline(always)]
+pub const fn slot_base(slot: u32) -> u32 {
+    let slot = if slot < MAX_IFACE_SLOTS {
+        slot
+    } else {
+        IFACE_OTHER
+    };
+    slot * COUNTER_SLOTS
+}
+
+/// Index of `counter` in `slot`'s block of the counter array.
+#[inline(always)]
+pub const fn counter_index(slot: u32, counter: Counter) -> u32 {
+    slot_base(slot) + counter.index()
+}
+
+/// The slot and counter an index of the whole array stands for.
+pub const fn split_index(index: u32) -> Option<(u32, Counter)> {
+    if index >= COUNTER_SLOTS * MAX_IFACE_SLOTS {
+        return None;
+    }
+    match Counter::from_index(index % COUNTER_SLOTS) {
+        Some(c) => Some((index / COUNTER_SLOTS, c)),
+        None => None,
+    }
+}
 
 impl Counter {
     #[inline(always)]
@@ -197,6 +245,30 @@ mod tests {
             assert_eq!(c.index(), i, "{c:?}");
         }
         assert_eq!(Counter::from_index(COUNTER_SLOTS), None);
+    }
+
+    #[test]
+    fn slots_hold_disjoint_blocks() {
+        for slot in 0..MAX_IFACE_SLOTS {
+            for i in 0..COUNTER_SLOTS {
+                let c = Counter::from_index(i).unwrap();
+                let at = counter_index(slot, c);
+                assert_eq!(split_index(at), Some((slot, c)), "slot {slot} {c:?}");
+            }
+        }
+        let last = counter_index(
+            MAX_IFACE_SLOTS - 1,
+            Counter::Pass(PassReason::NonFirstFragment),
+        );
+        assert_eq!(last, COUNTER_SLOTS * MAX_IFACE_SLOTS - 1);
+        assert_eq!(split_index(last + 1), None);
+        // A corrupt slot value counts under "other", never past the array.
+        let drop = Counter::Drop(DropReason::Denied);
+        assert_eq!(
+            counter_index(MAX_IFACE_SLOTS, drop),
+            counter_index(IFACE_OTHER, drop)
+        );
+        assert_eq!(counter_index(u32::MAX, drop), drop.index());
     }
 
     #[test]

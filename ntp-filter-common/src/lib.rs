@@ -8,14 +8,18 @@
 
 pub mod counters;
 
-pub use counters::{Counter, DropReason, PassReason, Verdict, COUNTER_SLOTS};
+pub use counters::{
+    counter_index, slot_base, split_index, Counter, DropReason, PassReason, Verdict, COUNTER_SLOTS,
+    IFACE_OTHER, MAX_IFACE_SLOTS, MAX_IFINDEX,
+};
 
 /// Bumped whenever a map's key or value layout, a map's size, or the counter
-/// numbering changes. It is part of the pin directory (`.../v2/`), so an agent
+/// numbering changes. It is part of the pin directory (`.../v3/`), so an agent
 /// with a new layout never reuses maps pinned by an old one.
 ///
 /// 2: `NF_ACL` and `DropReason::Denied` (which moved every pass counter).
-pub const LAYOUT_VERSION: u32 = 2;
+/// 3: `NF_IFACES`, and `NF_COUNTERS` one block of counters per interface slot.
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// The NTP port, used until the agent writes [`FilterConfig`].
 pub const NTP_PORT: u16 = 123;
@@ -30,7 +34,8 @@ pub mod names {
     pub const LOCAL_ADDRS: &str = "NF_LOCAL";
     pub const COUNTERS: &str = "NF_COUNTERS";
     pub const ACL: &str = "NF_ACL";
-    pub const ALL_MAPS: [&str; 6] = [CONFIG, POLICY, SOURCES, LOCAL_ADDRS, COUNTERS, ACL];
+    pub const IFACES: &str = "NF_IFACES";
+    pub const ALL_MAPS: [&str; 7] = [CONFIG, POLICY, SOURCES, LOCAL_ADDRS, COUNTERS, ACL, IFACES];
 }
 
 /// Capacity of the address maps. A router has a handful of servers and a few

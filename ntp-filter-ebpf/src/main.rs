@@ -10,12 +10,10 @@ mod policy;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use ntp_filter_common::{
-    config_flags, counters::decision_index, Counter, FilterConfig, PassReason, Verdict,
-};
+use ntp_filter_common::{config_flags, Counter, FilterConfig, PassReason};
 
 use crate::{
-    maps::{bump, NF_CONFIG},
+    maps::{bump, counter_base, NF_CONFIG},
     parse::{eth, ipv4, ipv6, Cursor},
     policy::Outcome,
 };
@@ -29,23 +27,19 @@ const DEFAULT_CONFIG: FilterConfig = FilterConfig {
 pub fn ntp_filter(ctx: XdpContext) -> u32 {
     let cfg = NF_CONFIG.get(0).copied().unwrap_or(DEFAULT_CONFIG);
     let outcome = classify(&ctx, &cfg);
+    let base = counter_base(ctx.ingress_ifindex() as u32);
     let (action, why) = match outcome {
         Outcome::Pass(reason) => (xdp_action::XDP_PASS, Counter::Pass(reason)),
         Outcome::Drop(reason) => (xdp_action::XDP_DROP, Counter::Drop(reason)),
-        Outcome::Decided { class, mode, drop } => {
-            let verdict = if drop.is_some() {
-                Verdict::Drop
-            } else {
-                Verdict::Pass
-            };
-            bump(decision_index(class, mode, verdict));
+        Outcome::Decided { decision, drop } => {
+            bump(base + decision);
             match drop {
                 Some(reason) => (xdp_action::XDP_DROP, Counter::Drop(reason)),
                 None => (xdp_action::XDP_PASS, Counter::Pass(PassReason::Allowed)),
             }
         }
     };
-    bump(why.index());
+    bump(base + why.index());
     if action == xdp_action::XDP_DROP && cfg.flags & config_flags::LOG_DROPS != 0 {
         debug!(&ctx, "ntp-filter: drop, counter {}", why.index());
     }

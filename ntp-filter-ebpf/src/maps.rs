@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray},
 };
 use ntp_filter_common::{
-    AclKey, AddrKey, FilterConfig, ModeMask, SourceClass, SourceEntry, COUNTER_SLOTS,
-    MAX_ACL_RULES, MAX_LOCAL_ADDRS, MAX_SOURCES,
+    slot_base, AclKey, AddrKey, FilterConfig, ModeMask, SourceClass, SourceEntry, COUNTER_SLOTS,
+    IFACE_OTHER, MAX_ACL_RULES, MAX_IFACE_SLOTS, MAX_IFINDEX, MAX_LOCAL_ADDRS, MAX_SOURCES,
 };
 
 #[map]
@@ -30,8 +30,21 @@ pub static NF_LOCAL: HashMap<AddrKey, u8> = HashMap::pinned(MAX_LOCAL_ADDRS, 0);
 #[map]
 pub static NF_ACL: LpmTrie<AclKey, u8> = LpmTrie::pinned(MAX_ACL_RULES, 0);
 
+/// Ingress ifindex -> counter slot (0: none, counted under "other").
 #[map]
-pub static NF_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
+pub static NF_IFACES: Array<u32> = Array::pinned(MAX_IFINDEX, 0);
+
+/// One block of `COUNTER_SLOTS` counters per interface slot.
+#[map]
+pub static NF_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS * MAX_IFACE_SLOTS, 0);
+
+/// Where the counters of packets from `ifindex` start. An array lookup
+/// (which the verifier inlines into a bounds check and an add); an index
+/// past the map is a miss, so no explicit bound is needed.
+#[inline(always)]
+pub fn counter_base(ifindex: u32) -> u32 {
+    slot_base(NF_IFACES.get(ifindex).copied().unwrap_or(IFACE_OTHER))
+}
 
 #[inline(always)]
 pub fn bump(index: u32) {

@@ -3,8 +3,8 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use ntp_filter_common::{
-    acl, config_flags, mode_bit, AddrKey, DropReason, FilterConfig, PassReason, SourceClass,
-    NTP_PORT,
+    acl, config_flags, counters::decision_index, mode_bit, AddrKey, DropReason, FilterConfig,
+    PassReason, SourceClass, Verdict, NTP_PORT,
 };
 
 use crate::{
@@ -15,10 +15,13 @@ use crate::{
 pub enum Outcome {
     Pass(PassReason),
     Drop(DropReason),
-    /// An NTP header from a classified source reached the policy table.
+    /// An NTP header from a classified source reached the policy table:
+    /// `decision` is its `(class, mode, verdict)` counter. Computed here,
+    /// where class and mode exist: with the two carried out to the caller,
+    /// LLVM hoisted the index arithmetic above the match, onto paths where
+    /// they are undefined, and the verifier refused the uninitialised read.
     Decided {
-        class: u8,
-        mode: u8,
+        decision: u32,
         drop: Option<DropReason>,
     },
 }
@@ -108,5 +111,13 @@ pub fn decide(cur: &mut Cursor, l4: &L4, cfg: &FilterConfig) -> Outcome {
     } else {
         None
     };
-    Outcome::Decided { class, mode, drop }
+    let verdict = if drop.is_some() {
+        Verdict::Drop
+    } else {
+        Verdict::Pass
+    };
+    Outcome::Decided {
+        decision: decision_index(class, mode, verdict),
+        drop,
+    }
 }

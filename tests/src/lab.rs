@@ -6,7 +6,8 @@
 //!  192.0.2.10/.20/.99            192.0.2.1  198.51.100.1         198.51.100.50
 //!  2001:db8::10/20/99            2001:db8::1 2001:db8:1::1       2001:db8:1::50
 //! ```
-//! The XDP program goes on `wan0`; frames are injected on `ext0`.
+//! The XDP program goes on `wan0` (and `lan0` when a test filters both);
+//! frames are injected on `ext0` (and `host0`).
 
 use crate::netns::Netns;
 use crate::observe::{Observer, SYNC_TIMEOUT};
@@ -61,6 +62,8 @@ pub struct RouterLab {
     // Cached: frame building is hot (hundreds of frames per test).
     wan_mac: [u8; 6],
     ext_mac: [u8; 6],
+    /// `(host0, lan0)` when there is a lan.
+    lan_macs: Option<([u8; 6], [u8; 6])>,
 }
 
 impl RouterLab {
@@ -100,9 +103,15 @@ impl RouterLab {
             t.route("outside", "198.51.100.0/24", &ROUTER_V4.to_string())?;
             t.route("outside", "2001:db8:1::/64", &ROUTER_V6.to_string())?;
         }
+        let lan_macs = if lan {
+            Some((t.mac("lan", HOST_IF)?, t.mac("router", LAN_IF)?))
+        } else {
+            None
+        };
         Ok(Self {
             wan_mac: t.mac("router", WAN_IF)?,
             ext_mac: t.mac("outside", EXT_IF)?,
+            lan_macs,
             topo: t,
             has_lan: lan,
         })
@@ -148,6 +157,31 @@ impl RouterLab {
         Observer::start(self.lan(), HOST_IF)
     }
 
+    /// Raw frame injector on the lan host's `host0` (frames arrive on the
+    /// router's `lan0`).
+    pub fn lan_raw_sender(&self) -> Result<RawSender> {
+        RawSender::open(self.lan(), HOST_IF)
+    }
+
+    /// Frames that the router's `lan0` received (i.e. that XDP there passed).
+    pub fn observe_router_lan(&self) -> Result<Observer> {
+        Observer::start(self.router(), LAN_IF)
+    }
+
+    /// Frame from the lan host towards the router's lan0 MAC. Panics if the
+    /// lab was built without a lan.
+    pub fn lan_frame(
+        &self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: impl Into<Vec<u8>>,
+    ) -> UdpFrame {
+        let (host, lan0) = self
+            .lan_macs
+            .expect("RouterLab built without lan: use RouterLab::with_lan");
+        UdpFrame::new(src, dst, payload).macs(host, lan0)
+    }
+
     /// A UDP socket in the router namespace (e.g. `sock(ROUTER_V4, 123)`).
     pub fn router_udp(&self, addr: SocketAddr) -> Result<UdpEndpoint> {
         UdpEndpoint::bind(self.router(), addr)
@@ -174,10 +208,20 @@ impl RouterLab {
         self.frame(src, dst, pkt.to_bytes())
     }
 
-    /// Marker barrier for `obs` (an observer on wan0 or on the lan host):
-    /// afterwards every frame sent earlier through the send lane has been
-    /// recorded by `obs` or was dropped.
+    /// Marker barrier for `obs` (an observer on wan0 or on the lan host with
+    /// [`raw_sender`](Self::raw_sender), or on the router's lan0 with
+    /// [`lan_raw_sender`](Self::lan_raw_sender)): afterwards every frame sent
+    /// earlier through the send lane has been recorded by `obs` or was
+    /// dropped.
     pub fn sync(&self, tx: &RawSender, obs: &Observer) -> Result<()> {
+        if self.has_lan && obs.ns_name() == self.router().name() && obs.ifname() == LAN_IF {
+            let template = self.lan_frame(
+                sock(LAN_HOST_V4, MARKER_PORT),
+                sock(LAN_GW_V4, MARKER_PORT),
+                Vec::new(),
+            );
+            return obs.sync(tx, &template, SYNC_TIMEOUT);
+        }
         let to_lan = self.has_lan && obs.ns_name() == self.lan().name();
         let dst: IpAddr = if to_lan {
             LAN_HOST_V4.into()

@@ -565,3 +565,199 @@ fn upgrade_takes_over_older_layout_and_drops_removed_interfaces() {
         "lan0 is no longer configured and must be detached"
     );
 }
+
+/// `status --json`'s counters of one interface.
+fn iface_counter(status: &Value, iface: &str, kind: &str, reason: &str) -> u64 {
+    status["counters_by_interface"][iface][kind][reason]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {kind}.{reason} for {iface}: {status}"))
+}
+
+fn iface_decision(status: &Value, iface: &str, class: &str, mode: u8, verdict: &str) -> u64 {
+    status["counters_by_interface"][iface]["by_class_mode"][class][mode.to_string()][verdict]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// `interfaces[].counter_slot` by name.
+fn counter_slots(status: &Value) -> Vec<(String, Option<u64>)> {
+    status["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap().to_string(),
+                i["counter_slot"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+fn counted_interfaces(status: &Value) -> Vec<String> {
+    status["counters_by_interface"]
+        .as_object()
+        .expect("counters_by_interface")
+        .keys()
+        .cloned()
+        .collect()
+}
+
+/// Two filtered interfaces count their own packets: outsider requests on
+/// wan0 and from the lan host on lan0 show up under each interface in
+/// `status`, and the totals are their sum. An in-place restart keeps each
+/// interface's slot and counters; an interface dropped from the
+/// configuration loses its slot, and comes back with zeroed counters.
+#[test]
+fn counters_per_interface_survive_restart() {
+    if !require_privileged("counters_per_interface_survive_restart") {
+        return;
+    }
+    let lab = RouterLab::with_lan("ifcnt").unwrap();
+    let env = AgentEnv::new("ifcnt").unwrap();
+    let both = ["--iface", LAN_IF];
+    let mut agent = start_agent(&lab, &env, "auto", &both);
+
+    let status = status_json(&lab, &env);
+    let slots = counter_slots(&status);
+    let slot_of = |slots: &[(String, Option<u64>)], name: &str| {
+        slots
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, s)| *s)
+            .unwrap_or_else(|| panic!("{name} has no counter slot: {slots:?}"))
+    };
+    let (wan_slot, lan_slot) = (slot_of(&slots, WAN_IF), slot_of(&slots, LAN_IF));
+    assert_ne!(wan_slot, lan_slot, "{slots:?}");
+
+    let wan_tx = lab.raw_sender().unwrap();
+    let wan_obs = lab.observe_wan().unwrap();
+    let lan_tx = lab.lan_raw_sender().unwrap();
+    let lan_obs = lab.observe_router_lan().unwrap();
+    let outsider = lab
+        .ntp_frame(
+            sock(OUTSIDER_V4, 50_000),
+            sock(ROUTER_V4, 123),
+            NtpPacket::new(mode::CLIENT),
+        )
+        .frame();
+    let reply = lab
+        .ntp_frame(
+            sock(SERVER_V4, 123),
+            sock(ROUTER_V4, 123),
+            NtpPacket::new(mode::SERVER),
+        )
+        .frame();
+    let lan_request = |m| {
+        lab.lan_frame(
+            sock(LAN_HOST_V4, 50_000),
+            sock(LAN_GW_V4, 123),
+            NtpPacket::new(m).to_bytes(),
+        )
+        .frame()
+    };
+    let send_wan = |outsiders: usize, replies: usize| {
+        for _ in 0..outsiders {
+            wan_tx.send(&outsider).unwrap();
+        }
+        for _ in 0..replies {
+            wan_tx.send(&reply).unwrap();
+        }
+        lab.sync(&wan_tx, &wan_obs).unwrap();
+    };
+    send_wan(3, 2);
+    for _ in 0..5 {
+        lan_tx.send(&lan_request(mode::CLIENT)).unwrap();
+    }
+    lan_tx.send(&lan_request(mode::PRIVATE)).unwrap();
+    lab.sync(&lan_tx, &lan_obs).unwrap();
+    assert_eq!(
+        lan_obs.count(&Match::ntp(LAN_HOST_V4.into(), mode::CLIENT)),
+        0,
+        "lan0 is not filtering"
+    );
+
+    let status = status_json(&lab, &env);
+    assert_eq!(
+        counted_interfaces(&status),
+        [LAN_IF, WAN_IF],
+        "every interface has a slot, so nothing counts as other: {status}"
+    );
+    assert_eq!(iface_counter(&status, WAN_IF, "drops", "unknown_source"), 3);
+    assert_eq!(iface_decision(&status, WAN_IF, "other", 3, "dropped"), 3);
+    assert_eq!(iface_decision(&status, WAN_IF, "server", 4, "passed"), 2);
+    assert_eq!(iface_counter(&status, WAN_IF, "passes", "allowed"), 2);
+    assert_eq!(iface_counter(&status, LAN_IF, "drops", "unknown_source"), 6);
+    assert_eq!(iface_decision(&status, LAN_IF, "other", 3, "dropped"), 5);
+    assert_eq!(iface_decision(&status, LAN_IF, "other", 7, "dropped"), 1);
+    assert_eq!(iface_counter(&status, LAN_IF, "passes", "allowed"), 0);
+    assert_eq!(counter(&status, "drops", "unknown_source"), 9, "{status}");
+    // Passes keep moving (neighbour discovery, the agent's own traffic),
+    // so only the drops are summed exactly.
+    let dropped = |s: &Value, i: &str| s["counters_by_interface"][i]["total_dropped"].as_u64();
+    assert_eq!(
+        (dropped(&status, WAN_IF), dropped(&status, LAN_IF)),
+        (Some(3), Some(6))
+    );
+    assert_eq!(status["counters"]["total_dropped"], 9, "{status}");
+    let text = env.status_text(lab.router()).unwrap();
+    for line in [
+        "wan0: dropped 3 (unknown_source 3), passed".to_string(),
+        "lan0: dropped 6 (unknown_source 6), passed".to_string(),
+        format!("counter slot {wan_slot})"),
+        format!("counter slot {lan_slot})"),
+    ] {
+        assert!(text.contains(&line), "no {line:?} in:\n{text}");
+    }
+
+    // In-place restart: same slots, counters carry on.
+    agent.stop().unwrap();
+    let mut agent = start_agent(&lab, &env, "auto", &both);
+    assert!(agent.log().contains("Reused"), "{}", agent.log());
+    let status = status_json(&lab, &env);
+    assert_eq!(counter_slots(&status), slots, "{status}");
+    assert_eq!(iface_counter(&status, WAN_IF, "drops", "unknown_source"), 3);
+    assert_eq!(iface_counter(&status, LAN_IF, "drops", "unknown_source"), 6);
+    send_wan(1, 0);
+    let status = status_json(&lab, &env);
+    assert_eq!(iface_counter(&status, WAN_IF, "drops", "unknown_source"), 4);
+    assert_eq!(iface_counter(&status, LAN_IF, "drops", "unknown_source"), 6);
+
+    // lan0 leaves the configuration: its slot and counters go.
+    agent.stop().unwrap();
+    let mut agent = start_agent(&lab, &env, "auto", &[]);
+    let status = status_json(&lab, &env);
+    assert_eq!(
+        counter_slots(&status),
+        [(WAN_IF.to_string(), Some(wan_slot))]
+    );
+    assert_eq!(counted_interfaces(&status), [WAN_IF], "{status}");
+    assert_eq!(iface_counter(&status, WAN_IF, "drops", "unknown_source"), 4);
+
+    // Back again: a slot with counters from zero.
+    agent.stop().unwrap();
+    let _agent = start_agent(&lab, &env, "auto", &both);
+    let status = status_json(&lab, &env);
+    slot_of(&counter_slots(&status), LAN_IF);
+    assert_eq!(iface_counter(&status, LAN_IF, "drops", "unknown_source"), 0);
+    assert_eq!(dropped(&status, LAN_IF), Some(0), "{status}");
+    assert_eq!(dropped(&status, WAN_IF), Some(4), "{status}");
+
+    // `detach --iface` frees the slot too.
+    let lan_slot = slot_of(&counter_slots(&status), LAN_IF);
+    let out = run_agent_once(
+        lab.router(),
+        &["detach", "--iface", LAN_IF, "--pin-dir", env.pin_dir()],
+        CMD_TIMEOUT,
+    )
+    .unwrap();
+    assert!(out.status.success(), "{}", out.log);
+    assert!(
+        out.log
+            .contains(&format!("freed counter slot {lan_slot} of {LAN_IF}")),
+        "{}",
+        out.log
+    );
+    let status = status_json(&lab, &env);
+    assert_eq!(counted_interfaces(&status), [WAN_IF], "{status}");
+}

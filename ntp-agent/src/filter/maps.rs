@@ -5,15 +5,19 @@
 use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Context as _, Result};
-use aya::maps::{lpm_trie::LpmTrie, Array, HashMap, Map, MapData, MapError, PerCpuArray};
+use aya::maps::{
+    lpm_trie::LpmTrie, Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+};
 use ntp_filter_common::{
-    config_flags, names, AclKey, AddrKey, FilterConfig, ModeMask, SourceClass, SourceEntry,
-    COUNTER_SLOTS,
+    config_flags, names, slot_base, AclKey, AddrKey, FilterConfig, ModeMask, SourceClass,
+    SourceEntry, COUNTER_SLOTS, IFACE_OTHER, MAX_IFACE_SLOTS,
 };
 
 use super::{
     acl::{AclRule, Cidr},
     pins::PinDir,
+    slots,
+    stats::FilterStats,
 };
 
 pub struct FilterMaps {
@@ -23,6 +27,7 @@ pub struct FilterMaps {
     local: HashMap<MapData, AddrKey, u8>,
     counters: PerCpuArray<MapData, u64>,
     acl: LpmTrie<MapData, AclKey, u8>,
+    ifaces: Array<MapData, u32>,
 }
 
 fn open(pins: &PinDir, name: &str) -> Result<MapData> {
@@ -44,6 +49,7 @@ impl FilterMaps {
             local: HashMap::try_from(Map::HashMap(open(pins, names::LOCAL_ADDRS)?))?,
             counters: PerCpuArray::try_from(Map::PerCpuArray(open(pins, names::COUNTERS)?))?,
             acl: LpmTrie::try_from(Map::LpmTrie(open(pins, names::ACL)?))?,
+            ifaces: Array::try_from(Map::Array(open(pins, names::IFACES)?))?,
         })
     }
 
@@ -149,11 +155,99 @@ impl FilterMaps {
         Ok(())
     }
 
-    /// Every counter slot summed over the CPUs.
+    /// Every counter summed over the CPUs and the interface slots: what the
+    /// program counted on all interfaces, indexed by `Counter::index`.
     pub fn counters(&self) -> Result<Vec<u64>> {
-        (0..COUNTER_SLOTS)
+        let mut total = vec![0u64; COUNTER_SLOTS as usize];
+        for slot in 0..MAX_IFACE_SLOTS {
+            for (t, n) in total.iter_mut().zip(self.slot_counters(slot)?) {
+                *t += n;
+            }
+        }
+        Ok(total)
+    }
+
+    /// One interface slot's counters summed over the CPUs, indexed by
+    /// `Counter::index`.
+    pub fn slot_counters(&self, slot: u32) -> Result<Vec<u64>> {
+        if slot >= MAX_IFACE_SLOTS {
+            return Err(anyhow!(
+                "interface slot {slot} out of range (0..{MAX_IFACE_SLOTS})"
+            ));
+        }
+        let base = slot_base(slot);
+        (base..base + COUNTER_SLOTS)
             .map(|i| Ok(self.counters.get(&i, 0)?.iter().sum()))
             .collect()
+    }
+
+    /// The whole counter array summed over the CPUs, indexed by
+    /// `counter_index(slot, counter)`.
+    pub fn all_counters(&self) -> Result<Vec<u64>> {
+        (0..COUNTER_SLOTS * MAX_IFACE_SLOTS)
+            .map(|i| Ok(self.counters.get(&i, 0)?.iter().sum()))
+            .collect()
+    }
+
+    /// Sets a slot's counters to zero on every CPU.
+    pub fn zero_slot(&mut self, slot: u32) -> Result<()> {
+        if slot >= MAX_IFACE_SLOTS {
+            return Err(anyhow!(
+                "interface slot {slot} out of range (0..{MAX_IFACE_SLOTS})"
+            ));
+        }
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
+        let base = slot_base(slot);
+        for i in base..base + COUNTER_SLOTS {
+            let zeros = PerCpuValues::try_from(vec![0u64; cpus])?;
+            self.counters
+                .set(i, zeros, 0)
+                .with_context(|| format!("zeroing counter {i} of interface slot {slot}"))?;
+        }
+        Ok(())
+    }
+
+    /// Interfaces with a counter slot: ifindex -> slot (every entry of
+    /// `NF_IFACES` that is not 0).
+    pub fn iface_slots(&self) -> Result<BTreeMap<u32, u32>> {
+        let mut slots = BTreeMap::new();
+        for (ifindex, slot) in self.ifaces.iter().enumerate() {
+            let slot = slot?;
+            if slot != IFACE_OTHER {
+                slots.insert(ifindex as u32, slot);
+            }
+        }
+        Ok(slots)
+    }
+
+    /// Points `ifindex`'s packets at `slot` (0: "other"). Low level: the
+    /// counters are not touched; see [`slots`] for assigning and freeing.
+    pub fn set_iface_slot(&mut self, ifindex: u32, slot: u32) -> Result<()> {
+        self.ifaces
+            .set(ifindex, slot, 0)
+            .with_context(|| format!("setting the counter slot of ifindex {ifindex} to {slot}"))
+    }
+
+    /// The counters per interface, in slot order: each interface that has a
+    /// slot under its current name (`ifindex N` if it no longer exists),
+    /// then `other` (interfaces without a slot) if it counted anything.
+    pub fn interface_counters(&self) -> Result<Vec<(String, FilterStats)>> {
+        let mut by_slot: Vec<(u32, String)> = self
+            .iface_slots()?
+            .into_iter()
+            .filter(|(_, slot)| *slot < MAX_IFACE_SLOTS)
+            .map(|(ifindex, slot)| (slot, slots::iface_name(ifindex)))
+            .collect();
+        by_slot.sort();
+        let mut out = Vec::with_capacity(by_slot.len() + 1);
+        for (slot, name) in by_slot {
+            out.push((name, FilterStats::from_slots(&self.slot_counters(slot)?)));
+        }
+        let other = self.slot_counters(IFACE_OTHER)?;
+        if other.iter().any(|&n| n != 0) {
+            out.push((slots::OTHER.to_string(), FilterStats::from_slots(&other)));
+        }
+        Ok(out)
     }
 }
 

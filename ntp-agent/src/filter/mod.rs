@@ -1,5 +1,5 @@
 //! The XDP filter seen from userspace: load, attach, pins, maps, reconcile,
-//! local addresses.
+//! local addresses, per-interface counter slots.
 
 pub mod acl;
 pub mod attach;
@@ -8,6 +8,7 @@ pub mod maps;
 pub mod object;
 pub mod pins;
 pub mod reconcile;
+pub mod slots;
 pub mod stats;
 
 use anyhow::{bail, Context as _, Result};

@@ -14,7 +14,7 @@ use anyhow::{bail, Context as _, Result};
 use aya::maps::{lpm_trie, MapInfo, MapType};
 use ntp_filter_common::{
     names, AclKey, AddrKey, FilterConfig, ModeMask, SourceClass, SourceEntry, COUNTER_SLOTS,
-    LAYOUT_VERSION, MAX_ACL_RULES, MAX_LOCAL_ADDRS, MAX_SOURCES,
+    LAYOUT_VERSION, MAX_ACL_RULES, MAX_IFACE_SLOTS, MAX_IFINDEX, MAX_LOCAL_ADDRS, MAX_SOURCES,
 };
 
 pub const DEFAULT_BASE: &str = "/sys/fs/bpf/ntp-filter";
@@ -225,7 +225,7 @@ fn expected_maps() -> [MapSpec; names::ALL_MAPS.len()] {
             map_type: MapType::PerCpuArray,
             key_size: u32_size,
             value_size: size_of::<u64>() as u32,
-            max_entries: COUNTER_SLOTS,
+            max_entries: COUNTER_SLOTS * MAX_IFACE_SLOTS,
             map_flags: 0,
         },
         MapSpec {
@@ -235,6 +235,14 @@ fn expected_maps() -> [MapSpec; names::ALL_MAPS.len()] {
             value_size: size_of::<u8>() as u32,
             max_entries: MAX_ACL_RULES,
             map_flags: BPF_F_NO_PREALLOC,
+        },
+        MapSpec {
+            name: names::IFACES,
+            map_type: MapType::Array,
+            key_size: u32_size,
+            value_size: u32_size,
+            max_entries: MAX_IFINDEX,
+            map_flags: 0,
         },
     ]
 }

@@ -11,7 +11,13 @@ use aya::{
 use clap::Parser as _;
 use ntp_agent::{
     cli::{Cli, Command, Mode},
-    filter::{self, pins::is_bpffs, reconcile, AclRule, Desired, FilterMaps, PinDir},
+    filter::{
+        self,
+        pins::is_bpffs,
+        reconcile,
+        slots::{self, Iface},
+        AclRule, Desired, FilterMaps, PinDir,
+    },
     run,
 };
 use ntp_filter_common::{local_kind, AddrKey, SourceClass, SourceEntry};
@@ -94,6 +100,69 @@ fn reap_stale(tag: &str) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// A named network namespace `nf-<tag>-<pid>-0` (the shape the `tests`
+/// crate's reaper understands), deleted on drop.
+pub struct TestNetns {
+    pub name: String,
+}
+
+impl TestNetns {
+    pub fn new(tag: &str) -> Result<Self> {
+        let name = format!("nf-{tag}-{}-0", std::process::id());
+        if Path::new("/var/run/netns").join(&name).exists() {
+            bail!("network namespace {name} exists already");
+        }
+        ip(&["netns", "add", &name])?;
+        Ok(Self { name })
+    }
+
+    /// `ip -n NAME args…`.
+    pub fn ip(&self, args: &[&str]) -> Result<()> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// Moves the calling thread (only) into the namespace; a test run made
+    /// from it then looks up ingress devices there.
+    pub fn enter_this_thread(&self) -> Result<()> {
+        use std::os::fd::AsRawFd as _;
+        let path = Path::new("/var/run/netns").join(&self.name);
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        // SAFETY: a valid namespace fd; CLONE_NEWNET only switches this
+        // thread's network namespace.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("entering {}", self.name));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        if let Err(e) = ip(&["netns", "del", &self.name]) {
+            say(&format!("warning: deleting namespace {}: {e:#}", self.name));
+        }
+    }
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .with_context(|| format!("running ip {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// The policy-relevant part of the agent's configuration for a fixture.
@@ -221,6 +290,13 @@ pub struct Harness {
     pub ebpf: Ebpf,
     pub maps: FilterMaps,
     env: Env,
+    /// The interface BPF_PROG_TEST_RUN without a context reports as the
+    /// ingress: the loopback device of the caller's network namespace.
+    pub lo: Iface,
+    /// The counter slot the agent gave `lo` (as `run --iface lo` would).
+    pub lo_slot: u32,
+    /// Whether `lo`'s `NF_IFACES` entry currently points at `lo_slot`.
+    lo_slotted: bool,
     _pins: PinGuard,
 }
 
@@ -246,12 +322,35 @@ impl Harness {
         let mut maps = FilterMaps::open(&pins.0)?;
         reconcile::apply(&mut maps, &desired(Env::CLIENT)?)?;
         reconcile::apply_local(&mut maps, &local_addrs())?;
+        let lo = Iface {
+            name: "lo".into(),
+            index: filter::ifindex("lo")?,
+        };
+        let assigned = slots::assign(&mut maps, std::slice::from_ref(&lo))?;
+        let lo_slot = assigned[0]
+            .1
+            .slot()
+            .with_context(|| format!("lo got no counter slot: {assigned:?}"))?;
         Ok(Self {
             ebpf,
             maps,
             env: Env::CLIENT,
+            lo,
+            lo_slot,
+            lo_slotted: true,
             _pins: pins,
         })
+    }
+
+    /// Points `lo` at its slot, or clears its entry (its packets then count
+    /// under "other") without touching any counter.
+    pub fn set_lo_slotted(&mut self, slotted: bool) -> Result<()> {
+        if slotted != self.lo_slotted {
+            let slot = if slotted { self.lo_slot } else { 0 };
+            self.maps.set_iface_slot(self.lo.index, slot)?;
+            self.lo_slotted = slotted;
+        }
+        Ok(())
     }
 
     /// Brings the maps to `env` (only what differs is written).
@@ -267,8 +366,32 @@ impl Harness {
         filter::program(&mut self.ebpf)
     }
 
+    /// Totals over every interface slot, by `Counter::index`.
     pub fn counters(&self) -> Result<Vec<u64>> {
         self.maps.counters()
+    }
+
+    /// The whole array, by `counter_index(slot, counter)`.
+    pub fn all_counters(&self) -> Result<Vec<u64>> {
+        self.maps.all_counters()
+    }
+
+    /// Runs `frame` once as if it arrived on `ifindex` (of the calling
+    /// thread's network namespace): the context names the ingress device.
+    pub fn run_on(&mut self, frame: &[u8], ifindex: u32) -> Result<TestRunResult> {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex.
+        let md: Vec<u8> = [0, frame.len() as u32, 0, ifindex, 0, 0]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        let prog = self.program()?;
+        prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&md),
+            ..Default::default()
+        })
+        .with_context(|| format!("BPF_PROG_TEST_RUN on ifindex {ifindex}"))
     }
 
     /// Runs `frame` through the program `repeat` times.
