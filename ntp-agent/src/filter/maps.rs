@@ -250,16 +250,3 @@ impl FilterMaps {
         Ok(out)
     }
 }
-
-// TEMPORARY until per-interface counters land: the counters are one set for
-// every interface, so they are reported under the label "all". The lead
-// replaces this block with the per-interface version at merge.
-impl FilterMaps {
-    /// Counters per filtered interface, as `(interface, stats)`.
-    pub fn interface_counters(&self) -> Result<Vec<(String, super::stats::FilterStats)>> {
-        Ok(vec![(
-            "all".to_string(),
-            super::stats::FilterStats::from_slots(&self.counters()?),
-        )])
-    }
-}
