@@ -255,7 +255,15 @@ fn stop_process(name: &str, pid: u32, recorded: &[String]) -> Result<()> {
         say!("{name} (pid {pid}): already exited");
         return Ok(());
     }
-    let now = cmdline(pid).unwrap_or_default();
+    // A process spawned a moment ago may still be between fork and exec
+    // (its command line is its launcher's, or being replaced): give it a
+    // second to become what was recorded before calling it someone else's.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut now = cmdline(pid).unwrap_or_default();
+    while !is_recorded(&now, recorded) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        now = cmdline(pid).unwrap_or_default();
+    }
     if !is_recorded(&now, recorded) {
         say!(
             "{name} (pid {pid}): left alone, pid {pid} is now `{}`, not `{}`",

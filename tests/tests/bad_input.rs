@@ -45,9 +45,15 @@ fn unknown_interface_bad_address_and_conflicts() {
     assert!(!xdp_attached(r, WAN_IF));
 
     let log = run_fails(&["--iface", WAN_IF, "--server", "192.0.2.300"]);
-    assert_says(&log, "invalid value '192.0.2.300' for '--server <ADDR>'");
+    assert_says(
+        &log,
+        "invalid value '192.0.2.300' for '--server <ADDR[,OPTIONS]>'",
+    );
     let log = run_fails(&["--iface", WAN_IF, "--peer", "2001:db8::zz"]);
-    assert_says(&log, "invalid value '2001:db8::zz' for '--peer <ADDR>'");
+    assert_says(
+        &log,
+        "invalid value '2001:db8::zz' for '--peer <ADDR[,OPTIONS]>'",
+    );
     let log = run_fails(&[
         "--iface",
         WAN_IF,

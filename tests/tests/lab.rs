@@ -13,6 +13,11 @@ use ntp_filter_tests::notelab::LabOpts;
 use ntp_filter_tests::{agent_bin, require_privileged, Child, Journal, Lifetime, Made, Netns};
 use serde_json::Value;
 
+/// The pin directory's layout subdirectory (`v3`).
+fn layout_dir() -> String {
+    format!("v{}", ntp_filter_common::LAYOUT_VERSION)
+}
+
 /// A lab under test names; dropping it runs `down` if anything is left.
 struct TestLab {
     opts: LabOpts,
@@ -247,7 +252,7 @@ fn lab_tells_the_story_stays_up_and_down_removes_it() {
                 assert_eq!(cmdline(*pid).as_ref(), Some(recorded));
                 pids.push(*pid);
             }
-            Made::Pins { dir, .. } => assert!(dir.join("v2").is_dir(), "{}", dir.display()),
+            Made::Pins { dir, .. } => assert!(dir.join(layout_dir()).is_dir(), "{}", dir.display()),
         }
     }
     assert_eq!(
@@ -307,7 +312,11 @@ fn lab_tells_the_story_stays_up_and_down_removes_it() {
             "stopped chronyd-192.0.2.10".to_string(),
             "stopped chronyd-192.0.2.20".to_string(),
             "detached the filter".to_string(),
-            format!("removed {}/v2/link-wan0", lab.opts.pin_dir().display()),
+            format!(
+                "removed {}/{}/link-wan0",
+                lab.opts.pin_dir().display(),
+                layout_dir()
+            ),
             format!("deleted namespace {}", lab.ns("router")),
             format!("deleted namespace {}", lab.ns("wan")),
             format!("removed {}", lab.opts.state_dir.display()),
