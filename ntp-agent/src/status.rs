@@ -169,15 +169,7 @@ pub fn render_text(s: &FilterStatus) -> String {
     let c = &s.counters;
     let _ = writeln!(out, "filter drops:");
     let _ = writeln!(out, "     class   mode    passed   dropped");
-    for (class, modes) in &c.by_class_mode {
-        for (mode, pd) in modes {
-            let _ = writeln!(
-                out,
-                "     {class:<7} {mode:>4} {:>9} {:>9}",
-                pd.passed, pd.dropped
-            );
-        }
-    }
+    class_mode_rows(&mut out, c, "     ");
     let reasons: Vec<String> = c.drops.iter().map(|(r, n)| format!("{r} {n}")).collect();
     let _ = writeln!(
         out,
@@ -205,17 +197,22 @@ pub fn render_text(s: &FilterStatus) -> String {
             c.total_passed,
             nonzero(&c.passes)
         );
-        for (class, modes) in &c.by_class_mode {
-            for (mode, pd) in modes {
-                let _ = writeln!(
-                    out,
-                    "       {class:<7} {mode:>4} {:>9} {:>9}",
-                    pd.passed, pd.dropped
-                );
-            }
-        }
+        class_mode_rows(&mut out, c, "       ");
     }
     out
+}
+
+/// One `class mode passed dropped` row per cell that counted anything.
+fn class_mode_rows(out: &mut String, c: &FilterStats, indent: &str) {
+    for (class, modes) in &c.by_class_mode {
+        for (mode, pd) in modes {
+            let _ = writeln!(
+                out,
+                "{indent}{class:<7} {mode:>4} {:>9} {:>9}",
+                pd.passed, pd.dropped
+            );
+        }
+    }
 }
 
 /// ` (reason n, ...)` for the reasons that counted anything.

@@ -134,6 +134,26 @@ fn check_policy_table(xdp_mode: &str, tag: &str) {
     assert_eq!(counter(&status, "drops", "mode_not_allowed"), 26);
 }
 
+/// An outsider's client request (mode 3) to the router, as ext0 sends it.
+fn outsider_request(lab: &RouterLab) -> Vec<u8> {
+    lab.ntp_frame(
+        sock(OUTSIDER_V4, 50_000),
+        sock(ROUTER_V4, 123),
+        NtpPacket::new(mode::CLIENT),
+    )
+    .frame()
+}
+
+/// The server's reply (mode 4) to the router's NTP port.
+fn server_reply(lab: &RouterLab) -> Vec<u8> {
+    lab.ntp_frame(
+        sock(SERVER_V4, 123),
+        sock(ROUTER_V4, 123),
+        NtpPacket::new(mode::SERVER),
+    )
+    .frame()
+}
+
 #[test]
 fn policy_table_native_xdp() {
     if !require_privileged("policy_table_native_xdp") {
@@ -281,20 +301,8 @@ struct Flood {
 impl Flood {
     fn start(lab: &RouterLab) -> Self {
         let tx = lab.raw_sender().unwrap();
-        let outsider = lab
-            .ntp_frame(
-                sock(OUTSIDER_V4, 50_000),
-                sock(ROUTER_V4, 123),
-                NtpPacket::new(mode::CLIENT),
-            )
-            .frame();
-        let server = lab
-            .ntp_frame(
-                sock(SERVER_V4, 123),
-                sock(ROUTER_V4, 123),
-                NtpPacket::new(mode::SERVER),
-            )
-            .frame();
+        let outsider = outsider_request(&lab);
+        let server = server_reply(&lab);
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicUsize::new(0));
         let (s, n) = (stop.clone(), sent.clone());
@@ -390,15 +398,7 @@ fn survives_kill_restarts_in_place_and_detaches() {
     assert!(!pins.path().exists(), "pins left: {:?}", pins.entries());
     // With the filter gone, the outsider reaches the stack again.
     let mark = obs.mark();
-    tx.send(
-        &lab.ntp_frame(
-            sock(OUTSIDER_V4, 50_000),
-            sock(ROUTER_V4, 123),
-            NtpPacket::new(mode::CLIENT),
-        )
-        .frame(),
-    )
-    .unwrap();
+    tx.send(&outsider_request(&lab)).unwrap();
     lab.sync(&tx, &obs).unwrap();
     assert_eq!(
         obs.count_since(mark, |f| Match::ntp(OUTSIDER_V4.into(), mode::CLIENT)
@@ -634,20 +634,8 @@ fn counters_per_interface_survive_restart() {
     let wan_obs = lab.observe_wan().unwrap();
     let lan_tx = lab.lan_raw_sender().unwrap();
     let lan_obs = lab.observe_router_lan().unwrap();
-    let outsider = lab
-        .ntp_frame(
-            sock(OUTSIDER_V4, 50_000),
-            sock(ROUTER_V4, 123),
-            NtpPacket::new(mode::CLIENT),
-        )
-        .frame();
-    let reply = lab
-        .ntp_frame(
-            sock(SERVER_V4, 123),
-            sock(ROUTER_V4, 123),
-            NtpPacket::new(mode::SERVER),
-        )
-        .frame();
+    let outsider = outsider_request(&lab);
+    let reply = server_reply(&lab);
     let lan_request = |m| {
         lab.lan_frame(
             sock(LAN_HOST_V4, 50_000),
