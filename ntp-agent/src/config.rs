@@ -420,6 +420,7 @@ mod tests {
         let reference = readme
             .split("## Configuration reference")
             .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
             .expect("README has a configuration reference");
         let cli = crate::cli::Cli::command();
         let run = cli.find_subcommand("run").unwrap();

@@ -114,10 +114,31 @@ pub fn check(args: &RunArgs) -> Result<(Desired, SyncSettings)> {
         bail!("--ready-after-sync (ready-after-sync = true) needs a --server or --peer: without a source the clock never synchronizes and systemd would time the start out");
     }
     let desired = desired(args)?;
+    no_source_twice(args)?;
     for iface in &args.ifaces {
         filter::ifindex(iface)?;
     }
     Ok((desired, sync_settings(args)?))
+}
+
+/// A source given twice (even with other poll options) would be refused by
+/// the sync loop after the filter is attached; refuse it up front.
+fn no_source_twice(args: &RunArgs) -> Result<()> {
+    let all: Vec<(&str, &SourceArg)> = args
+        .servers
+        .iter()
+        .map(|s| ("--server", s))
+        .chain(args.peers.iter().map(|p| ("--peer", p)))
+        .collect();
+    for (i, (flag, arg)) in all.iter().enumerate() {
+        if let Some((first_flag, first)) = all[..i].iter().find(|(_, a)| a.spec == arg.spec) {
+            bail!(
+                "{} is given twice ({first_flag} {first} and {flag} {arg}): give each source once",
+                arg.spec
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
@@ -430,4 +451,37 @@ fn start_bpf_log(ebpf: &mut aya::Ebpf) -> Result<()> {
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+
+    fn check_of(argv: &[&str]) -> anyhow::Result<()> {
+        let cli = Cli::try_parse_from(["ntp-agent", "run", "--iface", "lo"].iter().chain(argv))?;
+        let Command::Run(args) = cli.command else {
+            unreachable!("parsed as run")
+        };
+        super::check(&args).map(|_| ())
+    }
+
+    #[test]
+    fn a_source_given_twice_is_refused_before_anything_runs() {
+        check_of(&["--server", "192.0.2.10", "--server", "192.0.2.11,minpoll=4"]).unwrap();
+        let e = format!(
+            "{:#}",
+            check_of(&["--server", "192.0.2.10", "--server", "192.0.2.10,minpoll=4"]).unwrap_err()
+        );
+        assert_eq!(
+            e,
+            "192.0.2.10 is given twice (--server 192.0.2.10 and --server 192.0.2.10,minpoll=4): give each source once"
+        );
+        let e = format!(
+            "{:#}",
+            check_of(&["--server", "time.example.net", "--peer", "time.example.net"]).unwrap_err()
+        );
+        assert!(e.contains("time.example.net is given twice"), "{e}");
+    }
 }

@@ -105,7 +105,7 @@ pub fn collect(pins: &PinDir) -> Result<FilterStatus> {
 }
 
 /// The attach mode as the kernel reports it (IFLA_XDP via iproute2).
-fn xdp_mode(iface: &str) -> Option<String> {
+pub fn xdp_mode(iface: &str) -> Option<String> {
     let out = std::process::Command::new("ip")
         .args(["-j", "-d", "link", "show", "dev", iface])
         .output()

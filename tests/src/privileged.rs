@@ -39,6 +39,17 @@ pub fn require_privileged(what: &str) -> bool {
     }
 }
 
+/// A privileged test that cannot run on this machine for `why`: prints a
+/// SKIP line and returns false, or panics under `NF_REQUIRE_PRIVILEGED=1`.
+pub fn skip(what: &str, why: &str) -> bool {
+    let msg = format!("SKIP {what}: {why}");
+    if std::env::var("NF_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("NF_REQUIRE_PRIVILEGED=1 but {msg}");
+    }
+    say(&msg);
+    false
+}
+
 /// Writes to the real stderr: `eprintln!` is captured by the test runner
 /// and hidden for passing tests, but a skip must show up in CI logs.
 fn say(msg: &str) {

@@ -301,8 +301,8 @@ struct Flood {
 impl Flood {
     fn start(lab: &RouterLab) -> Self {
         let tx = lab.raw_sender().unwrap();
-        let outsider = outsider_request(&lab);
-        let server = server_reply(&lab);
+        let outsider = outsider_request(lab);
+        let server = server_reply(lab);
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicUsize::new(0));
         let (s, n) = (stop.clone(), sent.clone());

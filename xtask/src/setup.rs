@@ -18,6 +18,8 @@ const TEST_PACKAGES: &[&str] = &[
     "chrony",
     "ntpsec-ntpdate",
     "tcpdump",
+    // systemd-analyze, to verify dist/ntp-agent.service (nothing is started).
+    "systemd",
 ];
 const RUSTUP_FIX: &str = "curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y \
                           && rustup toolchain install nightly --profile minimal";

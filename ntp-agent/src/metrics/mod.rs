@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use render::{render, FilterSnapshot, Format};
 
 use crate::{
-    filter::{FilterMaps, PinDir},
+    filter::PinDir,
     sync::{AgentReport, ControlRequest},
 };
 
@@ -75,9 +75,8 @@ pub fn spawn(
 /// mode.
 pub fn snapshot(pins: &PinDir) -> Result<FilterSnapshot> {
     let status = crate::status::collect(pins)?;
-    let counters = FilterMaps::open(pins)?.interface_counters()?;
     Ok(FilterSnapshot {
-        counters,
+        counters: status.counters_by_interface.into_iter().collect(),
         interfaces: status
             .interfaces
             .into_iter()
@@ -123,9 +122,16 @@ impl Scraper {
     }
 
     async fn report(&self) -> Option<AgentReport> {
-        let (tx, rx) = oneshot::channel();
-        self.core.send(ControlRequest::Status(tx)).await.ok()?;
-        tokio::time::timeout(REPORT_TIMEOUT, rx).await.ok()?.ok()
+        // One deadline for queueing and answering: a stuck loop must not
+        // hold scrapes (and their connection slots) forever.
+        tokio::time::timeout(REPORT_TIMEOUT, async {
+            let (tx, rx) = oneshot::channel();
+            self.core.send(ControlRequest::Status(tx)).await.ok()?;
+            rx.await.ok()
+        })
+        .await
+        .ok()
+        .flatten()
     }
 }
 
