@@ -23,6 +23,16 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if !matches!(cli.command, Command::Run(_)) {
+        // `ntp-agent status | head` should end quietly when the reader
+        // goes away, like other command-line tools. Not for `run`: the
+        // agent must get EPIPE from a client that hung up, not die of it.
+        // SAFETY: called before any other thread exists; SIG_DFL is a
+        // valid disposition for SIGPIPE.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::CheckConfig { file } => check_config(&file),
         Command::Run(args) => ntp_agent::run::run(*args),
