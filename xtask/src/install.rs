@@ -297,7 +297,7 @@ mod tests {
         let units = Path::new("/usr/lib/systemd/system");
         let analyze = crate::cmd::which("systemd-analyze");
         let (Some(analyze), true) = (analyze, units.is_dir()) else {
-            // The unit's key settings are also checked by ntp-agent's
+            // The unit's key settings are also checked by the tests crate's
             // tests/service_unit.rs, which needs no systemd; CI, where
             // `cargo xtask setup` installs systemd, must not skip.
             let msg = format!(
