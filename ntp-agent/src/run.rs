@@ -197,7 +197,7 @@ fn setup(
     pins: &PinDir,
     desired: &Desired,
 ) -> Result<(aya::Ebpf, Vec<(String, Attachment)>)> {
-    let mut ebpf = filter::load(pins)?;
+    let mut ebpf = filter::load_with_log(pins, args.bpf_log)?;
     let mut maps = FilterMaps::open(pins)?;
     let changes = reconcile::apply(&mut maps, desired)?;
     tracing::info!(?changes, "filter maps reconciled");

@@ -312,6 +312,7 @@ fn table() -> Vec<Fixture> {
 
     acl_fixtures(&mut t);
     unslotted_fixtures(&mut t);
+    embedded_ipv4_source_fixtures(&mut t);
 
     // VLAN tags: 0 (everything above), 1 and 2 of either kind, 3.
     let n3 = ntp(4, 3);
@@ -805,6 +806,15 @@ fn table() -> Vec<Fixture> {
         t.add(
             "long/68-byte-ntp/v4/server/mode4",
             udp(SERVER4, LOCAL4, NTP, NTP, &long),
+            allowed(Server, 4),
+        );
+        // An NTS reply: unique identifier, cookies and the authenticator
+        // make a few hundred bytes of extension fields.
+        let mut nts = ntp(4, 4);
+        nts.extend_from_slice(&[0x5a; 364]);
+        t.add(
+            "long/412-byte-nts-reply/v6/server/mode4",
+            udp(SERVER6, LOCAL6, NTP, NTP, &nts),
             allowed(Server, 4),
         );
     }
@@ -1415,6 +1425,105 @@ fn acl_fixtures(t: &mut Table) {
         "acl-restored/v6/other/mode3",
         req(OTHER6),
         allowed(Other, 3),
+    );
+}
+
+/// IPv6 sources that embed an IPv4 address (RFC 4291 2.5.5): IPv4-mapped
+/// `::ffff:0:0/96` and IPv4-compatible `::/96` (but `::` and `::1`). In
+/// scope they are dropped before any class is looked up, even when the
+/// embedded address is a configured server or peer; out of scope they pass
+/// like anything else.
+fn embedded_ipv4_source_fixtures(t: &mut Table) {
+    let v6 = |s: &str| -> IpAddr { s.parse().unwrap() };
+    let mapped_peer = v6("::ffff:192.0.2.20");
+    let mapped_server = v6("::ffff:192.0.2.10");
+    let mapped_other = v6("::ffff:192.0.2.99");
+    let compat_other = v6("::192.0.2.99");
+    let dropped = Expect::Drop(D::MappedSource);
+    t.add(
+        "v4-mapped/::ffff:peer/mode1",
+        ntp_frame(mapped_peer, LOCAL6, NTP, NTP, 4, 1),
+        dropped,
+    );
+    t.add(
+        "v4-mapped/::ffff:peer/mode2/to-multicast",
+        ntp_frame(mapped_peer, MCAST6, NTP, NTP, 4, 2),
+        dropped,
+    );
+    t.add(
+        "v4-mapped/::ffff:server/mode4",
+        ntp_frame(mapped_server, LOCAL6, NTP, NTP, 4, 4),
+        dropped,
+    );
+    t.with(
+        Env::SERVER,
+        "v4-mapped/server-mode/::ffff:other/mode3",
+        ntp_frame(mapped_other, LOCAL6, EPHEMERAL, NTP, 4, 3),
+        dropped,
+    );
+    t.with(
+        Env::SERVER,
+        "v4-compatible/server-mode/::192.0.2.99/mode3",
+        ntp_frame(compat_other, LOCAL6, EPHEMERAL, NTP, 4, 3),
+        dropped,
+    );
+    t.add(
+        "v4-compatible/::2/mode4",
+        ntp_frame(v6("::2"), LOCAL6, NTP, NTP, 4, 4),
+        dropped,
+    );
+    t.add(
+        "v4-mapped/::ffff:peer/mode1/vlan/88a8+8100",
+        udp_vlan(Vlan::Double, mapped_peer, LOCAL6, NTP, NTP, &ntp(4, 1)),
+        dropped,
+    );
+    t.add(
+        "v4-mapped/::ffff:peer/mode1/ipv6-ext/6",
+        insert_ipv6_exts(ntp_frame(mapped_peer, LOCAL6, NTP, NTP, 4, 1), &SIX_EXTS),
+        dropped,
+    );
+    // Before the later checks: a bad version or a short payload from such a
+    // source counts as what the source is.
+    t.add(
+        "v4-mapped/::ffff:other/version0",
+        ntp_frame(mapped_other, LOCAL6, NTP, NTP, 0, 3),
+        dropped,
+    );
+    // What cannot be seen or is not in scope keeps its reason.
+    t.add(
+        "v4-mapped/::ffff:peer/7-ext-headers",
+        insert_ipv6_exts(ntp_frame(mapped_peer, LOCAL6, NTP, NTP, 4, 1), &SEVEN_EXTS),
+        Expect::Drop(D::ExtHeaders),
+    );
+    t.add(
+        "v4-mapped/::ffff:peer/to-transit",
+        ntp_frame(mapped_peer, TRANSIT6, NTP, NTP, 4, 1),
+        Expect::Pass(P::NotLocal),
+    );
+    t.add(
+        "v4-mapped/::ffff:other/dns",
+        udp(mapped_other, LOCAL6, EPHEMERAL, 53, &ntp(4, 3)),
+        Expect::Pass(P::NotNtpPort),
+    );
+    // Not embedded IPv4: `::1`, `::`, NAT64's 64:ff9b::/96, a mapped
+    // address under a prefix: ordinary outsiders.
+    for src in [
+        "::1",
+        "::",
+        "64:ff9b::192.0.2.20",
+        "2001:db8::ffff:192.0.2.20",
+    ] {
+        t.add(
+            format!("not-v4-mapped/{src}/mode1"),
+            ntp_frame(v6(src), LOCAL6, NTP, NTP, 4, 1),
+            refused(Other, 1, D::UnknownSource),
+        );
+    }
+    // The IPv4 peer itself is still the peer.
+    t.add(
+        "v4-mapped/the-ipv4-peer-itself/mode1",
+        ntp_frame(PEER4, LOCAL4, NTP, NTP, 4, 1),
+        allowed(Peer, 1),
     );
 }
 

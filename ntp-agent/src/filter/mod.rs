@@ -10,6 +10,7 @@ pub mod pins;
 pub mod reconcile;
 pub mod slots;
 pub mod stats;
+pub mod table;
 
 use anyhow::{bail, Context as _, Result};
 use aya::{programs::Xdp, Ebpf, EbpfLoader};
@@ -22,10 +23,18 @@ pub use pins::PinDir;
 pub use reconcile::Desired;
 
 /// Loads the embedded program, reusing (or creating and pinning) the maps
-/// under `pins`, and verifies it.
+/// under `pins`, and verifies it; its aya-log records are compiled out.
 pub fn load(pins: &PinDir) -> Result<Ebpf> {
+    load_with_log(pins, false)
+}
+
+/// [`load`], with the program's aya-log record of each drop switched on
+/// (`--bpf-log`) or off. The switch is a read-only global: off, the verifier
+/// removes the log calls as dead code.
+pub fn load_with_log(pins: &PinDir, bpf_log: bool) -> Result<Ebpf> {
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.root())
+        .override_global(ntp_filter_common::BPF_LOG, &u8::from(bpf_log), true)
         .load(object::PROGRAM_OBJECT)
         .context("loading the XDP program")?;
     let prog: &mut Xdp = program(&mut ebpf)?;

@@ -1,7 +1,7 @@
 use network_types::ip::Ipv4Hdr;
-use ntp_filter_common::{AddrKey, DropReason, PassReason};
+use ntp_filter_common::{table, DropReason, PassReason};
 
-use super::{Cursor, DstKind, Fragment, L4};
+use super::{cursor::load_u32, Cursor, DstKind, Fragment, L4};
 
 const IPPROTO_UDP: u8 = 17;
 const MORE_FRAGMENTS: u16 = 0x2000;
@@ -22,8 +22,14 @@ pub fn parse(cur: &mut Cursor) -> Result<L4, PassReason> {
         return Err(PassReason::NotUdp);
     }
     let dst_octets = ip.dst_addr;
-    let src = AddrKey::from_v4(ip.src_addr);
-    let dst = AddrKey::from_v4(dst_octets);
+    // SAFETY: both fields lie inside the header `peek` bounds-checked.
+    let (src, dst) = unsafe {
+        (
+            load_u32(ip.src_addr.as_ptr()),
+            load_u32(dst_octets.as_ptr()),
+        )
+    };
+    let (src, dst) = (table::v4_words(src), table::v4_words(dst));
     let frags = u16::from_be_bytes(ip.frags);
     cur.skip(ihl * 4).ok_or(PassReason::Truncated)?;
 
@@ -47,5 +53,6 @@ pub fn parse(cur: &mut Cursor) -> Result<L4, PassReason> {
         dst_kind,
         fragment,
         hidden,
+        embedded_v4_src: false,
     })
 }
