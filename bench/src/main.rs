@@ -17,6 +17,7 @@ mod flood;
 mod flooder;
 mod footprint;
 mod nft;
+mod nts;
 mod objects;
 mod quality;
 mod report;
@@ -46,6 +47,8 @@ pub enum Section {
     Quality,
     /// 5: the agent's RSS and CPU time (idle: during 4; flood: during 3).
     Footprint,
+    /// 6: what NTS costs (key establishment, authenticated exchanges).
+    Nts,
 }
 
 #[derive(Parser, Debug)]
@@ -110,6 +113,7 @@ pub struct Results {
     pub simulation: Outcome<quality::SimResult>,
     pub realtime: Outcome<quality::RealtimeResult>,
     pub footprint: Outcome<footprint::FootprintResult>,
+    pub nts: Outcome<nts::NtsResult>,
 }
 
 pub fn progress(section: &str, msg: &str) {
@@ -249,7 +253,7 @@ fn run(args: &Args) -> Result<bool> {
         args.out.display()
     );
 
-    println!("\n== [1/5] cost per packet (BPF_PROG_TEST_RUN)");
+    println!("\n== [1/6] cost per packet (BPF_PROG_TEST_RUN)");
     let cost = run_section("cost", wanted(Section::Cost), &mut times, || {
         cost::run(&cost::Opts {
             repeat: 1_000_000,
@@ -257,7 +261,7 @@ fn run(args: &Args) -> Result<bool> {
         })
     });
 
-    println!("\n== [2/5] drop rate under a flood (live frames into a veth)");
+    println!("\n== [2/6] drop rate under a flood (live frames into a veth)");
     let flood = run_section("flood", wanted(Section::Flood), &mut times, || {
         flood::run(&flood::Opts {
             rounds: if quick { 3 } else { 5 },
@@ -266,7 +270,7 @@ fn run(args: &Args) -> Result<bool> {
         })
     });
 
-    println!("\n== [3/5] sync under attack (agent + chronyd -x, spoofed flood)");
+    println!("\n== [3/6] sync under attack (agent + chronyd -x, spoofed flood)");
     let attack = run_section(
         "attack",
         wanted(Section::Attack) || wanted(Section::Footprint),
@@ -280,7 +284,7 @@ fn run(args: &Args) -> Result<bool> {
         },
     );
 
-    println!("\n== [4/5] sync quality (simulation; real time next to chronyd -x)");
+    println!("\n== [4/6] sync quality (simulation; real time next to chronyd -x)");
     let simulation = run_section("simulation", wanted(Section::Quality), &mut times, || {
         quality::simulate(if quick { 2 } else { 5 })
     });
@@ -301,7 +305,7 @@ fn run(args: &Args) -> Result<bool> {
         },
     );
 
-    println!("\n== [5/5] footprint (agent RSS and CPU time)");
+    println!("\n== [5/6] footprint (agent RSS and CPU time)");
     let footprint = if wanted(Section::Footprint) {
         let idle = realtime.ok().and_then(|r| r.idle_footprint);
         let quiet = attack.ok().map(|a| a.quiet.footprint);
@@ -316,6 +320,15 @@ fn run(args: &Args) -> Result<bool> {
     } else {
         Outcome::Skipped("not selected (--only)".into())
     };
+
+    println!("\n== [6/6] what NTS costs (KE and authenticated exchanges with chronyd -x)");
+    let nts = run_section("nts", wanted(Section::Nts), &mut times, || {
+        nts::run(&nts::Opts {
+            key_exchanges: if quick { 10 } else { 30 },
+            exchanges: if quick { 200 } else { 1000 },
+            cpu_iterations: 20_000,
+        })
+    });
 
     let results = Results {
         meta: Meta {
@@ -343,6 +356,7 @@ fn run(args: &Args) -> Result<bool> {
         simulation,
         realtime,
         footprint,
+        nts,
     };
     let written = report::write(&args.out, &results)?;
     println!("\n== results");
@@ -357,6 +371,7 @@ fn run(args: &Args) -> Result<bool> {
         matches!(results.simulation, Outcome::Failed(_)),
         matches!(results.realtime, Outcome::Failed(_)),
         matches!(results.footprint, Outcome::Failed(_)),
+        matches!(results.nts, Outcome::Failed(_)),
     ]
     .iter()
     .any(|f| *f);

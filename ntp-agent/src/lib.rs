@@ -13,6 +13,7 @@ pub mod net;
 pub mod notify;
 pub mod nts;
 pub mod policy;
+pub mod pool;
 pub mod resolve;
 pub mod run;
 pub mod server;

@@ -146,6 +146,10 @@ pub async fn establish(
         for addr in addrs {
             match TcpStream::connect(addr).await {
                 Ok(stream) => {
+                    // The request is one small write after the handshake:
+                    // without NODELAY, Nagle waits for the server's delayed
+                    // ACK (about 40 ms a key establishment, measured).
+                    let _ = stream.set_nodelay(true);
                     let mut done = exchange(stream, tls, host, addr, ntp_port).await?;
                     done.elapsed = started.elapsed();
                     return Ok(done);

@@ -3,4 +3,5 @@
 //! `ntp_proto::nts`.
 
 pub mod ke;
+pub mod source;
 pub mod trust;
