@@ -186,7 +186,7 @@ impl LoadedFilter {
         // From here on, Drop removes the pins whatever fails.
         let mut this = LoadedFilterBuilder { pins: Some(pins) };
         let pins = this.pins.as_ref().expect("set above");
-        let ebpf = filter::load(pins)?;
+        let ebpf = filter::load(pins, filter::LoadOptions::default())?;
         let mut maps = FilterMaps::open(pins)?;
         reconcile::apply(&mut maps, &flood::desired()?)?;
         let local: BTreeMap<AddrKey, u8> = BTreeMap::from([

@@ -304,18 +304,23 @@ impl Harness {
     /// Loads the program under `<BPFFS>/nf-<tag>-<pid>-0` and fills the maps
     /// for [`Env::CLIENT`]. `None` (after printing SKIP) without privileges.
     pub fn start(test_name: &str, tag: &str) -> Option<Self> {
+        Self::start_with(test_name, tag, filter::LoadOptions::COUNT_ALL)
+    }
+
+    /// [`start`](Self::start) with the program loaded with `opts`.
+    pub fn start_with(test_name: &str, tag: &str, opts: filter::LoadOptions) -> Option<Self> {
         if !require_privileged(test_name) {
             return None;
         }
         reap_stale(tag);
         let base = Path::new(BPFFS).join(format!("nf-{tag}-{}-0", std::process::id()));
         let pins = PinGuard(PinDir::new(&base));
-        Some(Self::load(pins).unwrap_or_else(|e| panic!("loading the filter: {e:#}")))
+        Some(Self::load(pins, opts).unwrap_or_else(|e| panic!("loading the filter: {e:#}")))
     }
 
-    fn load(pins: PinGuard) -> Result<Self> {
+    fn load(pins: PinGuard, opts: filter::LoadOptions) -> Result<Self> {
         pins.0.prepare()?;
-        let ebpf = filter::load(&pins.0)?;
+        let ebpf = filter::load(&pins.0, opts)?;
         // What the program created must be what `run` expects to find
         // pinned on its next start.
         pins.0.check_layout()?;
