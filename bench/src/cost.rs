@@ -249,8 +249,14 @@ pub fn run(opts: &Opts) -> Result<CostResult> {
     let mut sizes = BTreeMap::new();
     for (program, prog) in [
         (Program::Filter, filter.program()?),
-        (Program::EmptyPass, objects::xdp(&mut pass, Baseline::Pass.program_name())?),
-        (Program::DropAll, objects::xdp(&mut drop_all, Baseline::Drop.program_name())?),
+        (
+            Program::EmptyPass,
+            objects::xdp(&mut pass, Baseline::Pass.program_name())?,
+        ),
+        (
+            Program::DropAll,
+            objects::xdp(&mut drop_all, Baseline::Drop.program_name())?,
+        ),
     ] {
         let info = prog.info().context("reading the program's info")?;
         let xlated = info.size_translated().map(|b| b / 8);
