@@ -162,21 +162,13 @@ fn cmd_out(prog: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Why the benchmarks cannot run here, if they cannot.
+/// Why the benchmarks cannot run here, if they cannot (root for BPF,
+/// network namespaces and raw sockets; a bpffs), as the tests probe it.
 fn privilege_problem() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        return Some(format!(
-            "needs root (BPF, network namespaces, raw sockets); euid is {euid}"
-        ));
-    }
-    if let Err(e) = ntp_filter_tests::ensure_bpffs() {
-        return Some(format!(
-            "no bpffs at /sys/fs/bpf and cannot mount one: {e:#}"
-        ));
-    }
-    None
+    use ntp_filter_tests::Need;
+    [Need::Netns, Need::Bpffs]
+        .into_iter()
+        .find_map(|need| need.check().err())
 }
 
 fn main() -> ExitCode {

@@ -11,6 +11,7 @@ pub mod filter;
 pub mod metrics;
 pub mod net;
 pub mod notify;
+pub mod nts;
 pub mod policy;
 pub mod resolve;
 pub mod run;

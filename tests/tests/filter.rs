@@ -154,30 +154,18 @@ fn server_reply(lab: &RouterLab) -> Vec<u8> {
     .frame()
 }
 
-#[test]
 fn policy_table_native_xdp() {
-    if !require_privileged("policy_table_native_xdp") {
-        return;
-    }
     check_policy_table("native", "polnat");
 }
 
-#[test]
 fn policy_table_skb_xdp() {
-    if !require_privileged("policy_table_skb_xdp") {
-        return;
-    }
     check_policy_table("skb", "polskb");
 }
 
 /// Real sockets: the kernel delivers to a socket on port 123 only what the
 /// filter passed, and a server reply to a port other than the one the agent
 /// registered for it is dropped at the NIC.
-#[test]
 fn real_sockets_receive_only_allowed_ntp() {
-    if !require_privileged("real_sockets_receive_only_allowed_ntp") {
-        return;
-    }
     let lab = RouterLab::new("sock").unwrap();
     let env = AgentEnv::new("sock").unwrap();
     // Client mode, but client requests from anyone allowed by override: a
@@ -260,11 +248,7 @@ fn real_sockets_receive_only_allowed_ntp() {
 }
 
 /// NTP to hosts behind the router is transit: the filter leaves it alone.
-#[test]
 fn transit_ntp_is_forwarded_untouched() {
-    if !require_privileged("transit_ntp_is_forwarded_untouched") {
-        return;
-    }
     let lab = RouterLab::with_lan("transit").unwrap();
     let env = AgentEnv::new("transit").unwrap();
     // Transit is only counted on request.
@@ -332,11 +316,7 @@ impl Flood {
 /// kill -9 leaves the filter enforcing; a restart swaps the program inside
 /// the pinned link with traffic flowing and never opens a gap; detach
 /// removes the link and every pin.
-#[test]
 fn survives_kill_restarts_in_place_and_detaches() {
-    if !require_privileged("survives_kill_restarts_in_place_and_detaches") {
-        return;
-    }
     let lab = RouterLab::new("life").unwrap();
     let env = AgentEnv::new("life").unwrap();
     let pins = &env.pins;
@@ -421,11 +401,7 @@ fn xdp_prog_id(lab: &RouterLab) -> Option<u64> {
 /// A restart with another configuration reconciles the pinned maps: the
 /// removed server loses its pass, the added one gains it, server mode lets
 /// clients in.
-#[test]
 fn restart_reconciles_to_new_configuration() {
-    if !require_privileged("restart_reconciles_to_new_configuration") {
-        return;
-    }
     let lab = RouterLab::new("recon").unwrap();
     let env = AgentEnv::new("recon").unwrap();
     let r = lab.router();
@@ -480,11 +456,7 @@ fn restart_reconciles_to_new_configuration() {
 
 /// An address added to the box while the agent runs is protected as soon
 /// as the netlink event is processed.
-#[test]
 fn follows_local_address_changes() {
-    if !require_privileged("follows_local_address_changes") {
-        return;
-    }
     let lab = RouterLab::new("addrs").unwrap();
     let env = AgentEnv::new("addrs").unwrap();
     let _agent = start_agent(&lab, &env, "auto", &[]);
@@ -538,11 +510,7 @@ fn follows_local_address_changes() {
 /// passing and outsiders stay out throughout, so an upgrade never leaves
 /// the interface open. An interface dropped from the configuration is
 /// detached.
-#[test]
 fn upgrade_takes_over_older_layout_and_drops_removed_interfaces() {
-    if !require_privileged("upgrade_takes_over_older_layout_and_drops_removed_interfaces") {
-        return;
-    }
     let lab = RouterLab::with_lan("upgrade").unwrap();
     let env = AgentEnv::new("upgrade").unwrap();
     let r = lab.router();
@@ -635,11 +603,7 @@ fn counted_interfaces(status: &Value) -> Vec<String> {
 /// `status`, and the totals are their sum. An in-place restart keeps each
 /// interface's slot and counters; an interface dropped from the
 /// configuration loses its slot, and comes back with zeroed counters.
-#[test]
 fn counters_per_interface_survive_restart() {
-    if !require_privileged("counters_per_interface_survive_restart") {
-        return;
-    }
     let lab = RouterLab::with_lan("ifcnt").unwrap();
     let env = AgentEnv::new("ifcnt").unwrap();
     let both = ["--iface", LAN_IF];
@@ -782,11 +746,7 @@ fn counters_per_interface_survive_restart() {
 /// the IPv4 peer 192.0.2.20 (client mode), and in server mode a request
 /// from `::ffff:192.0.2.99` is never answered (it would be answered over
 /// IPv4: a cross-family reflection).
-#[test]
 fn ipv6_sources_embedding_ipv4_are_dropped_at_the_nic() {
-    if !require_privileged("ipv6_sources_embedding_ipv4_are_dropped_at_the_nic") {
-        return;
-    }
     let lab = RouterLab::new("mapped").unwrap();
     let env = AgentEnv::new("mapped").unwrap();
     let _agent = start_agent(&lab, &env, "auto", &[]);
@@ -843,12 +803,8 @@ fn ipv6_sources_embedding_ipv4_are_dropped_at_the_nic() {
 /// so the new address is protected (a mode-7 probe to it is dropped, not
 /// passed as transit); `status` says how many addresses did not fit while
 /// there were too many.
-#[test]
 fn local_address_map_makes_room_after_overflow() {
     use ntp_filter_common::MAX_LOCAL_ADDRS;
-    if !require_privileged("local_address_map_makes_room_after_overflow") {
-        return;
-    }
     let lab = RouterLab::new("lcap").unwrap();
     let env = AgentEnv::new("lcap").unwrap();
     let _agent = start_agent(&lab, &env, "auto", &[]);
@@ -913,4 +869,40 @@ fn local_address_map_makes_room_after_overflow() {
     // While full, status said how many did not fit; now none.
     assert_eq!(full["local_addresses_unprotected"], 40, "{full}");
     assert_eq!(status["local_addresses_unprotected"], 0, "{status}");
+}
+
+fn main() -> std::process::ExitCode {
+    ntp_filter_tests::runner::run(vec![
+        trial!(policy_table_native_xdp, Netns, Bpffs, Agent),
+        trial!(policy_table_skb_xdp, Netns, Bpffs, Agent),
+        trial!(real_sockets_receive_only_allowed_ntp, Netns, Bpffs, Agent),
+        trial!(transit_ntp_is_forwarded_untouched, Netns, Bpffs, Agent),
+        trial!(
+            survives_kill_restarts_in_place_and_detaches,
+            Netns,
+            Bpffs,
+            Agent
+        ),
+        trial!(restart_reconciles_to_new_configuration, Netns, Bpffs, Agent),
+        trial!(follows_local_address_changes, Netns, Bpffs, Agent),
+        trial!(
+            upgrade_takes_over_older_layout_and_drops_removed_interfaces,
+            Netns,
+            Bpffs,
+            Agent
+        ),
+        trial!(counters_per_interface_survive_restart, Netns, Bpffs, Agent),
+        trial!(
+            ipv6_sources_embedding_ipv4_are_dropped_at_the_nic,
+            Netns,
+            Bpffs,
+            Agent
+        ),
+        trial!(
+            local_address_map_makes_room_after_overflow,
+            Netns,
+            Bpffs,
+            Agent
+        ),
+    ])
 }

@@ -30,15 +30,8 @@
 //! value and that the delta is exactly the expected counters in the expected
 //! slot. Failures are collected and reported together.
 
-mod common;
-
 use std::{collections::BTreeMap, net::IpAddr};
 
-use common::{
-    addrs::*,
-    frames::*,
-    harness::{say, Env, Harness, TestNetns, XDP_DROP, XDP_PASS},
-};
 use etherparse::ip_number;
 use ntp_agent::{
     cli::Mode,
@@ -46,6 +39,12 @@ use ntp_agent::{
 };
 use ntp_filter_common::{
     counter_index, split_index, Counter, DropReason, PassReason, SourceClass, Verdict, IFACE_OTHER,
+};
+use ntp_filter_tests::{
+    packet::*,
+    say,
+    test_run::{addrs::*, Env, Harness, XDP_DROP, XDP_PASS},
+    trial, Netns,
 };
 
 // ---------------------------------------------------------------------------
@@ -232,23 +231,23 @@ fn source(class: SourceClass, v6: bool) -> IpAddr {
 
 /// The six extension headers the program must walk: every kind it knows
 /// except the fragment header, with AH among them.
-const SIX_EXTS: [Ext; 6] = [
-    Ext::Octets(0, 0),   // hop-by-hop, 8 bytes
-    Ext::Octets(60, 1),  // destination options, 16 bytes
-    Ext::Octets(43, 0),  // routing, 8 bytes
-    Ext::Auth(4),        // AH, 24 bytes
-    Ext::Octets(135, 0), // mobility, 8 bytes
-    Ext::Octets(139, 0), // HIP, 8 bytes
+const SIX_EXTS: [Ipv6Ext; 6] = [
+    Ipv6Ext::Octets(0, 0),   // hop-by-hop, 8 bytes
+    Ipv6Ext::Octets(60, 1),  // destination options, 16 bytes
+    Ipv6Ext::Octets(43, 0),  // routing, 8 bytes
+    Ipv6Ext::Auth(4),        // AH, 24 bytes
+    Ipv6Ext::Octets(135, 0), // mobility, 8 bytes
+    Ipv6Ext::Octets(139, 0), // HIP, 8 bytes
 ];
 
-const SEVEN_EXTS: [Ext; 7] = [
-    Ext::Octets(0, 0),
-    Ext::Octets(60, 1),
-    Ext::Octets(43, 0),
-    Ext::Auth(4),
-    Ext::Octets(135, 0),
-    Ext::Octets(139, 0),
-    Ext::Octets(140, 0), // shim6
+const SEVEN_EXTS: [Ipv6Ext; 7] = [
+    Ipv6Ext::Octets(0, 0),
+    Ipv6Ext::Octets(60, 1),
+    Ipv6Ext::Octets(43, 0),
+    Ipv6Ext::Auth(4),
+    Ipv6Ext::Octets(135, 0),
+    Ipv6Ext::Octets(139, 0),
+    Ipv6Ext::Octets(140, 0), // shim6
 ];
 
 fn table() -> Vec<Fixture> {
@@ -458,86 +457,86 @@ fn table() -> Vec<Fixture> {
     // IPv4 fragments.
     t.add(
         "ipv4-frag/first(MF,off0)/ntp-ports/other/mode3",
-        ipv4_fragment(OTHER4, LOCAL4, Some((NTP, NTP)), &n3, true, 0),
+        ip_fragment(OTHER4, LOCAL4, Some((NTP, NTP)), &n3, true, 0),
         Expect::Drop(D::Fragment),
     );
     t.add(
         "ipv4-frag/first(MF,off0)/ntp-ports/server/mode4",
-        ipv4_fragment(SERVER4, LOCAL4, Some((NTP, NTP)), &n4, true, 0),
+        ip_fragment(SERVER4, LOCAL4, Some((NTP, NTP)), &n4, true, 0),
         Expect::Drop(D::Fragment),
     );
     t.add(
         "ipv4-frag/last(off185)/to-box",
-        ipv4_fragment(OTHER4, LOCAL4, None, &[0x5a; 48], false, 185),
+        ip_fragment(OTHER4, LOCAL4, None, &[0x5a; 48], false, 185),
         Expect::Drop(D::Fragment),
     );
     t.add(
         "ipv4-frag/middle(MF,off7)/to-box",
-        ipv4_fragment(OTHER4, LOCAL4, None, &[0x5a; 56], true, 7),
+        ip_fragment(OTHER4, LOCAL4, None, &[0x5a; 56], true, 7),
         Expect::Drop(D::Fragment),
     );
     t.add(
         "ipv4-frag/last(off185)/to-multicast",
-        ipv4_fragment(OTHER4, MCAST4, None, &[0x5a; 48], false, 185),
+        ip_fragment(OTHER4, MCAST4, None, &[0x5a; 48], false, 185),
         Expect::Drop(D::Fragment),
     );
     t.add(
         "ipv4-frag/first(MF,off0)/dns-ports/to-box",
-        ipv4_fragment(OTHER4, LOCAL4, Some((EPHEMERAL, 53)), &[0x5a; 100], true, 0),
+        ip_fragment(OTHER4, LOCAL4, Some((EPHEMERAL, 53)), &[0x5a; 100], true, 0),
         Expect::Pass(P::NotNtpPort),
     );
     t.add(
         "ipv4-frag/last(off185)/to-transit",
-        ipv4_fragment(OTHER4, TRANSIT4, None, &[0x5a; 48], false, 185),
+        ip_fragment(OTHER4, TRANSIT4, None, &[0x5a; 48], false, 185),
         Expect::Pass(P::NotLocal),
     );
     t.add(
         "ipv4-frag/first(MF,off0)/ntp-ports/to-transit",
-        ipv4_fragment(OTHER4, TRANSIT4, Some((NTP, NTP)), &n3, true, 0),
+        ip_fragment(OTHER4, TRANSIT4, Some((NTP, NTP)), &n3, true, 0),
         Expect::Pass(P::NotLocal),
     );
     // A first fragment too short to show the ports is, like a non-first
     // one, a fragment with no ports visible addressed to the box.
     t.add(
         "ipv4-frag/first(MF,off0)/4-bytes-no-ports/to-box",
-        ipv4_fragment(OTHER4, LOCAL4, None, &[0, 123, 0, 123], true, 0),
+        ip_fragment(OTHER4, LOCAL4, None, &[0, 123, 0, 123], true, 0),
         Expect::Drop(D::Fragment),
     );
 
     // IPv6 fragment header.
     t.add(
         "ipv6-frag/first(M,off0)/ntp-ports/other/mode3",
-        ipv6_fragment(OTHER6, LOCAL6, Some((NTP, NTP)), &n3, true, 0),
+        ip_fragment(OTHER6, LOCAL6, Some((NTP, NTP)), &n3, true, 0),
         Expect::Drop(D::Fragment),
     );
     t.add(
         "ipv6-frag/first(M,off0)/ntp-ports/server/mode4",
-        ipv6_fragment(SERVER6, LOCAL6, Some((NTP, NTP)), &n4, true, 0),
+        ip_fragment(SERVER6, LOCAL6, Some((NTP, NTP)), &n4, true, 0),
         Expect::Drop(D::Fragment),
     );
     t.add(
         "ipv6-frag/atomic(off0,no M)/ntp-ports/to-box",
-        ipv6_fragment(OTHER6, LOCAL6, Some((NTP, NTP)), &n3, false, 0),
+        ip_fragment(OTHER6, LOCAL6, Some((NTP, NTP)), &n3, false, 0),
         Expect::Drop(D::Fragment),
     );
     t.add(
         "ipv6-frag/last(off185)/to-box",
-        ipv6_fragment(OTHER6, LOCAL6, None, &[0x5a; 48], false, 185),
+        ip_fragment(OTHER6, LOCAL6, None, &[0x5a; 48], false, 185),
         Expect::Drop(D::Fragment),
     );
     t.add(
         "ipv6-frag/last(off185)/to-multicast",
-        ipv6_fragment(OTHER6, MCAST6, None, &[0x5a; 48], false, 185),
+        ip_fragment(OTHER6, MCAST6, None, &[0x5a; 48], false, 185),
         Expect::Drop(D::Fragment),
     );
     t.add(
         "ipv6-frag/first(M,off0)/dns-ports/to-box",
-        ipv6_fragment(OTHER6, LOCAL6, Some((EPHEMERAL, 53)), &[0x5a; 100], true, 0),
+        ip_fragment(OTHER6, LOCAL6, Some((EPHEMERAL, 53)), &[0x5a; 100], true, 0),
         Expect::Pass(P::NotNtpPort),
     );
     t.add(
         "ipv6-frag/last(off185)/to-transit",
-        ipv6_fragment(OTHER6, TRANSIT6, None, &[0x5a; 48], false, 185),
+        ip_fragment(OTHER6, TRANSIT6, None, &[0x5a; 48], false, 185),
         Expect::Pass(P::NotLocal),
     );
 
@@ -549,31 +548,31 @@ fn table() -> Vec<Fixture> {
     t.with(
         frag_pass,
         "pass-non-first/ipv4-frag/last/to-box",
-        ipv4_fragment(OTHER4, LOCAL4, None, &[0x5a; 48], false, 185),
+        ip_fragment(OTHER4, LOCAL4, None, &[0x5a; 48], false, 185),
         Expect::Pass(P::NonFirstFragment),
     );
     t.with(
         frag_pass,
         "pass-non-first/ipv6-frag/last/to-box",
-        ipv6_fragment(OTHER6, LOCAL6, None, &[0x5a; 48], false, 185),
+        ip_fragment(OTHER6, LOCAL6, None, &[0x5a; 48], false, 185),
         Expect::Pass(P::NonFirstFragment),
     );
     t.with(
         frag_pass,
         "pass-non-first/ipv4-frag/first/ntp-ports/to-box",
-        ipv4_fragment(OTHER4, LOCAL4, Some((NTP, NTP)), &n3, true, 0),
+        ip_fragment(OTHER4, LOCAL4, Some((NTP, NTP)), &n3, true, 0),
         Expect::Drop(D::Fragment),
     );
     t.with(
         frag_pass,
         "pass-non-first/ipv6-frag/first/ntp-ports/to-box",
-        ipv6_fragment(OTHER6, LOCAL6, Some((NTP, NTP)), &n3, true, 0),
+        ip_fragment(OTHER6, LOCAL6, Some((NTP, NTP)), &n3, true, 0),
         Expect::Drop(D::Fragment),
     );
     t.with(
         frag_pass,
         "pass-non-first/ipv4-frag/last/to-transit",
-        ipv4_fragment(OTHER4, TRANSIT4, None, &[0x5a; 48], false, 185),
+        ip_fragment(OTHER4, TRANSIT4, None, &[0x5a; 48], false, 185),
         Expect::Pass(P::NotLocal),
     );
     t.with(
@@ -590,7 +589,7 @@ fn table() -> Vec<Fixture> {
     );
     t.add(
         "pass-non-first-restored/ipv4-frag/last/to-box",
-        ipv4_fragment(OTHER4, LOCAL4, None, &[0x5a; 48], false, 185),
+        ip_fragment(OTHER4, LOCAL4, None, &[0x5a; 48], false, 185),
         Expect::Drop(D::Fragment),
     );
 
@@ -619,7 +618,10 @@ fn table() -> Vec<Fixture> {
     );
     t.add(
         "ipv6-ext/1-AH(hand-built,Payload Len 1)/peer/mode2",
-        insert_ipv6_exts(ntp_frame(PEER6, LOCAL6, NTP, NTP, 4, 2), &[Ext::Auth(1)]),
+        insert_ipv6_exts(
+            ntp_frame(PEER6, LOCAL6, NTP, NTP, 4, 2),
+            &[Ipv6Ext::Auth(1)],
+        ),
         allowed(Peer, 2),
     );
     t.add(
@@ -733,7 +735,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "truncated/ipv6-fragment-header",
         truncate(
-            ipv6_fragment(OTHER6, LOCAL6, None, &[0x5a; 48], false, 185),
+            ip_fragment(OTHER6, LOCAL6, None, &[0x5a; 48], false, 185),
             ETH_LEN + IPV6_LEN + 4,
         ),
         Expect::Pass(P::Truncated),
@@ -1678,11 +1680,8 @@ fn check(h: &mut Harness, f: &Fixture) -> Checked {
     ))
 }
 
-#[test]
 fn verdicts_and_counters_match_the_spec() {
-    let Some(mut h) = Harness::start("verdicts_and_counters_match_the_spec", "ptr") else {
-        return;
-    };
+    let mut h = Harness::start("ptr");
     let fixtures = table();
     let start = FilterStats::from_slots(&h.counters().expect("reading counters"));
     let start_by_iface = by_iface(&h);
@@ -1720,11 +1719,11 @@ fn verdicts_and_counters_match_the_spec() {
     }
     h.set_lo_slotted(true).expect("restoring lo's slot");
     if !not_run.is_empty() {
-        say(&format!(
+        say!(
             "NOTE: the kernel refused {} fixture(s) shorter than an Ethernet header; not run:\n{}",
             not_run.len(),
             not_run.join("\n")
-        ));
+        );
     }
 
     // Leave the maps as they started (and prove the restore took).
@@ -1772,26 +1771,23 @@ fn verdicts_and_counters_match_the_spec() {
         fixtures.len(),
         failures.join("\n")
     );
-    say(&format!(
+    say!(
         "prog_test_run: {} fixtures match the spec ({} not runnable on this kernel)",
         fixtures.len() - not_run.len(),
         not_run.len()
-    ));
+    );
 }
 
 /// With a context naming the ingress device, the counters land in that
 /// device's block: its own slot; slot 0 ("other") when it has none or its
 /// ifindex is past the end of NF_IFACES. Freeing a slot zeroes it and sends
 /// the interface's packets to "other".
-#[test]
 fn counters_follow_the_ingress_interface() {
     use ntp_agent::filter::slots::{Assignment, Iface, NoSlot};
     use ntp_filter_common::MAX_IFINDEX;
 
-    let Some(mut h) = Harness::start("counters_follow_the_ingress_interface", "ptrif") else {
-        return;
-    };
-    let ns = TestNetns::new("ptrif").expect("creating a namespace");
+    let mut h = Harness::start("ptrif");
+    let ns = Netns::new("ptrif").expect("creating a namespace");
     // Devices with chosen indexes in a namespace of our own: the two ends
     // of the NF_IFACES range, and a low index without a slot. Any device's
     // rx queues are registered for XDP, so a test run accepts it.
@@ -1830,37 +1826,35 @@ fn counters_follow_the_ingress_interface() {
     let frame = ntp_frame(OTHER4, LOCAL4, EPHEMERAL, NTP, 4, 3);
     let expect = refused(Other, 3, D::UnknownSource);
     let run_all = |h: &mut Harness, cases: &[(u32, u32)]| -> Vec<String> {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                ns.enter_this_thread().expect("entering the namespace");
-                let mut failures = Vec::new();
-                for &(ifindex, slot) in cases {
-                    let before = h.all_counters().expect("reading counters");
-                    let r = h.run_on(&frame, ifindex).expect("test run");
-                    let after = h.all_counters().expect("reading counters");
-                    let got: BTreeMap<u32, i128> = (0..before.len())
-                        .map(|i| (i as u32, after[i] as i128 - before[i] as i128))
-                        .filter(|(_, d)| *d != 0)
-                        .collect();
-                    let want: BTreeMap<u32, i128> = expect
-                        .counters()
-                        .into_iter()
-                        .map(|c| (counter_index(slot, c), 1))
-                        .collect();
-                    if r.return_value != XDP_DROP || got != want {
-                        failures.push(format!(
-                            "ifindex {ifindex}: expected XDP_DROP [{}], got {} [{}]",
-                            show(&want),
-                            action_name(r.return_value),
-                            show(&got)
-                        ));
-                    }
+        // On a thread of the namespace's: the test run looks the ingress
+        // device up there.
+        ns.in_ns(|| {
+            let mut failures = Vec::new();
+            for &(ifindex, slot) in cases {
+                let before = h.all_counters().expect("reading counters");
+                let r = h.run_on(&frame, ifindex).expect("test run");
+                let after = h.all_counters().expect("reading counters");
+                let got: BTreeMap<u32, i128> = (0..before.len())
+                    .map(|i| (i as u32, after[i] as i128 - before[i] as i128))
+                    .filter(|(_, d)| *d != 0)
+                    .collect();
+                let want: BTreeMap<u32, i128> = expect
+                    .counters()
+                    .into_iter()
+                    .map(|c| (counter_index(slot, c), 1))
+                    .collect();
+                if r.return_value != XDP_DROP || got != want {
+                    failures.push(format!(
+                        "ifindex {ifindex}: expected XDP_DROP [{}], got {} [{}]",
+                        show(&want),
+                        action_name(r.return_value),
+                        show(&got)
+                    ));
                 }
-                failures
-            })
-            .join()
-            .expect("the namespace thread panicked")
+            }
+            failures
         })
+        .expect("entering the namespace")
     };
 
     // The namespace's own loopback is ifindex 1 too: NF_IFACES is by index.
@@ -1900,15 +1894,8 @@ fn counters_follow_the_ingress_interface() {
 /// Loaded as the agent runs by default (without `--count-out-of-scope`):
 /// the traffic the filter leaves alone passes uncounted, everything in
 /// scope and every anomaly is counted exactly as with it.
-#[test]
 fn out_of_scope_passes_are_counted_only_on_request() {
-    let Some(mut h) = Harness::start_with(
-        "out_of_scope_passes_are_counted_only_on_request",
-        "ptroos",
-        ntp_agent::filter::LoadOptions::default(),
-    ) else {
-        return;
-    };
+    let mut h = Harness::start_with("ptroos", ntp_agent::filter::LoadOptions::default());
     let uncounted = [
         ("arp", arp_request([192, 0, 2, 99], [192, 0, 2, 1])),
         ("tcp", tcp(OTHER4, LOCAL4, EPHEMERAL, NTP)),
@@ -1945,14 +1932,11 @@ fn out_of_scope_passes_are_counted_only_on_request() {
 /// overwrites, removal of an absent range, the default-deny flag, and the
 /// reconcile helpers (contradictions refused before any write, the map's
 /// full capacity usable).
-#[test]
 fn access_list_maps_round_trip() {
     use ntp_agent::filter::{reconcile, AclRule, Cidr};
     use ntp_filter_common::{config_flags, MAX_ACL_RULES};
 
-    let Some(mut h) = Harness::start("access_list_maps_round_trip", "acl") else {
-        return;
-    };
+    let mut h = Harness::start("acl");
     let cidr = |s: &str| s.parse::<Cidr>().unwrap();
     let rule = |s: &str| s.parse::<AclRule>().unwrap();
     let m = &mut h.maps;
@@ -2061,7 +2045,6 @@ fn access_list_maps_round_trip() {
 
 /// The table itself: big enough, no duplicate names, and every drop and
 /// pass reason expected somewhere, so a new reason cannot go untested.
-#[test]
 fn fixture_table_covers_every_reason() {
     let fixtures = table();
     assert!(fixtures.len() >= 60, "only {} fixtures", fixtures.len());
@@ -2101,7 +2084,6 @@ fn fixture_table_covers_every_reason() {
 /// fixture cannot pass by testing a different packet than intended (as
 /// etherparse 0.16's IPv6 fragment header once did). Checked by an
 /// independent RFC-rule walk here, not by the program.
-#[test]
 fn hand_built_frames_are_what_they_claim() {
     use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
@@ -2145,14 +2127,14 @@ fn hand_built_frames_are_what_they_claim() {
     assert_eq!(walk_ipv6(&ah), (ETH_LEN + IPV6_LEN + 24, 1));
 
     // RFC 8200 fragment header: offset << 3 | M.
-    let first = ipv6_fragment(OTHER6, LOCAL6, Some((NTP, 40000)), &ntp(4, 3), true, 0);
+    let first = ip_fragment(OTHER6, LOCAL6, Some((NTP, 40000)), &ntp(4, 3), true, 0);
     let f = ETH_LEN + IPV6_LEN;
     assert_eq!(
         (first[ETH_LEN + 6], &first[f..f + 4]),
         (44, &[17u8, 0, 0, 1][..])
     );
     assert_eq!(ports_at(&first, f + 8), (NTP, 40000));
-    let later = ipv6_fragment(OTHER6, LOCAL6, None, &[0; 48], false, 185);
+    let later = ip_fragment(OTHER6, LOCAL6, None, &[0; 48], false, 185);
     assert_eq!(u16::from_be_bytes([later[f + 2], later[f + 3]]), 185 << 3);
 
     // IPv4 options and fragments as etherparse reads them back.
@@ -2168,7 +2150,7 @@ fn hand_built_frames_are_what_they_claim() {
         };
         assert_eq!((udp.source_port(), udp.destination_port()), (NTP, 40000));
     }
-    let frag = ipv4_fragment(OTHER4, LOCAL4, None, &[0; 48], true, 7);
+    let frag = ip_fragment(OTHER4, LOCAL4, None, &[0; 48], true, 7);
     let flags = u16::from_be_bytes([frag[ETH_LEN + 6], frag[ETH_LEN + 7]]);
     assert_eq!(flags, 0x2000 | 7);
 
@@ -2188,4 +2170,15 @@ fn hand_built_frames_are_what_they_claim() {
         tpids(&push_tag(qinq, TPID_8021Q, 300), 3),
         [TPID_8021Q, TPID_8021AD, TPID_8021Q, 0x0800]
     );
+}
+
+fn main() -> std::process::ExitCode {
+    ntp_filter_tests::runner::run(vec![
+        trial!(verdicts_and_counters_match_the_spec, Bpffs),
+        trial!(counters_follow_the_ingress_interface, Bpffs, Netns),
+        trial!(access_list_maps_round_trip, Bpffs),
+        trial!(out_of_scope_passes_are_counted_only_on_request, Bpffs),
+        trial!(fixture_table_covers_every_reason),
+        trial!(hand_built_frames_are_what_they_claim),
+    ])
 }

@@ -90,7 +90,6 @@ impl Drop for TempDir {
 // The only test in this binary: NOTIFY_SOCKET and WATCHDOG_* are
 // process-wide, and setting them while other test threads run (and read
 // the environment from C code) would race.
-#[test]
 fn messages_to_a_fake_notify_socket() {
     // Unset: nothing is sent, every call succeeds quietly.
     std::env::remove_var("NOTIFY_SOCKET");
@@ -189,4 +188,9 @@ fn messages_to_a_fake_notify_socket() {
     std::env::remove_var("WATCHDOG_USEC");
     std::env::remove_var("WATCHDOG_PID");
     std::env::remove_var("NOTIFY_SOCKET");
+}
+
+fn main() -> std::process::ExitCode {
+    use ntp_filter_tests::trial;
+    ntp_filter_tests::runner::run(vec![trial!(messages_to_a_fake_notify_socket)])
 }

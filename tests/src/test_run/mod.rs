@@ -1,7 +1,10 @@
-//! Loading the real XDP program into a private pin directory and filling its
-//! maps the way `ntp-agent run` does, for BPF_PROG_TEST_RUN.
+//! BPF_PROG_TEST_RUN on the real XDP program: [`Harness`] loads it into a
+//! private pin directory and fills its maps the way `ntp-agent run` does,
+//! for the fixture network of [`addrs`].
 
-use std::{collections::BTreeMap, io::Write as _, net::IpAddr, path::Path};
+pub mod addrs;
+
+use std::{collections::BTreeMap, net::IpAddr};
 
 use anyhow::{bail, Context as _, Result};
 use aya::{
@@ -12,9 +15,7 @@ use clap::Parser as _;
 use ntp_agent::{
     cli::{Cli, Command, Mode},
     filter::{
-        self,
-        pins::is_bpffs,
-        reconcile,
+        self, reconcile,
         slots::{self, Iface},
         AclRule, Desired, FilterMaps, PinDir,
     },
@@ -22,148 +23,10 @@ use ntp_agent::{
 };
 use ntp_filter_common::{local_kind, AddrKey, SourceClass, SourceEntry};
 
-use super::addrs::*;
+use self::addrs::*;
 
-pub const BPFFS: &str = "/sys/fs/bpf";
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
-
-/// Writes past the test harness's output capture: a skip must show up in
-/// CI logs even when the test "passes".
-pub fn say(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
-/// Why this process cannot load XDP programs and pin maps, if it cannot.
-pub fn privilege_problem() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        return Some(format!("not root: euid {euid}"));
-    }
-    if !is_bpffs(Path::new(BPFFS)) {
-        return Some(format!("{BPFFS} is not a bpffs mount"));
-    }
-    None
-}
-
-/// True if the privileged test `name` can run. Otherwise prints a SKIP line
-/// and returns false, or panics when `NF_REQUIRE_PRIVILEGED=1` (CI must never
-/// count a skip as a pass).
-pub fn require_privileged(name: &str) -> bool {
-    let Some(reason) = privilege_problem() else {
-        return true;
-    };
-    let msg =
-        format!("SKIP {name}: needs root and bpffs ({reason}); run: sudo -E cargo xtask test");
-    if std::env::var("NF_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("NF_REQUIRE_PRIVILEGED=1 but {msg}");
-    }
-    say(&msg);
-    false
-}
-
-/// Removes the pin directory when dropped, also while unwinding from a
-/// failed assertion.
-pub struct PinGuard(pub PinDir);
-
-impl Drop for PinGuard {
-    fn drop(&mut self) {
-        if let Err(e) = self.0.remove_all() {
-            say(&format!(
-                "warning: cleaning up {}: {e:#}",
-                self.0.root().display()
-            ));
-        }
-    }
-}
-
-/// Deletes `<BPFFS>/nf-<tag>-<pid>-<n>` pin directories left by killed runs
-/// of this test or example (the owning process no longer exists). The name
-/// shape matches the one the `tests` crate's reaper understands too.
-fn reap_stale(tag: &str) {
-    let prefix = format!("nf-{tag}-");
-    let Ok(entries) = std::fs::read_dir(BPFFS) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(&prefix) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            say(&format!("reaping stale {}", entry.path().display()));
-            let _ = PinDir::new(entry.path()).remove_all();
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-/// A named network namespace `nf-<tag>-<pid>-0` (the shape the `tests`
-/// crate's reaper understands), deleted on drop.
-pub struct TestNetns {
-    pub name: String,
-}
-
-impl TestNetns {
-    pub fn new(tag: &str) -> Result<Self> {
-        let name = format!("nf-{tag}-{}-0", std::process::id());
-        if Path::new("/var/run/netns").join(&name).exists() {
-            bail!("network namespace {name} exists already");
-        }
-        ip(&["netns", "add", &name])?;
-        Ok(Self { name })
-    }
-
-    /// `ip -n NAME args…`.
-    pub fn ip(&self, args: &[&str]) -> Result<()> {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend_from_slice(args);
-        ip(&all)
-    }
-
-    /// Moves the calling thread (only) into the namespace; a test run made
-    /// from it then looks up ingress devices there.
-    pub fn enter_this_thread(&self) -> Result<()> {
-        use std::os::fd::AsRawFd as _;
-        let path = Path::new("/var/run/netns").join(&self.name);
-        let file =
-            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        // SAFETY: a valid namespace fd; CLONE_NEWNET only switches this
-        // thread's network namespace.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("entering {}", self.name));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        if let Err(e) = ip(&["netns", "del", &self.name]) {
-            say(&format!("warning: deleting namespace {}: {e:#}", self.name));
-        }
-    }
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .with_context(|| format!("running ip {}", args.join(" ")))?;
-    if !out.status.success() {
-        bail!(
-            "ip {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
 
 /// The policy-relevant part of the agent's configuration for a fixture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,34 +160,32 @@ pub struct Harness {
     pub lo_slot: u32,
     /// Whether `lo`'s `NF_IFACES` entry currently points at `lo_slot`.
     lo_slotted: bool,
-    _pins: PinGuard,
+    /// Removes the whole pin directory when dropped.
+    _pins: crate::PinDir,
 }
 
 impl Harness {
-    /// Loads the program under `<BPFFS>/nf-<tag>-<pid>-0` and fills the maps
-    /// for [`Env::CLIENT`]. `None` (after printing SKIP) without privileges.
-    pub fn start(test_name: &str, tag: &str) -> Option<Self> {
-        Self::start_with(test_name, tag, filter::LoadOptions::COUNT_ALL)
+    /// Loads the program under a fresh `<bpffs>/nf-<tag>-<pid>-<n>` and
+    /// fills the maps for [`Env::CLIENT`]. Needs root and bpffs
+    /// (`Need::Bpffs`). The program counts every packet.
+    pub fn start(tag: &str) -> Self {
+        Self::start_with(tag, filter::LoadOptions::COUNT_ALL)
     }
 
     /// [`start`](Self::start) with the program loaded with `opts`.
-    pub fn start_with(test_name: &str, tag: &str, opts: filter::LoadOptions) -> Option<Self> {
-        if !require_privileged(test_name) {
-            return None;
-        }
-        reap_stale(tag);
-        let base = Path::new(BPFFS).join(format!("nf-{tag}-{}-0", std::process::id()));
-        let pins = PinGuard(PinDir::new(&base));
-        Some(Self::load(pins, opts).unwrap_or_else(|e| panic!("loading the filter: {e:#}")))
+    pub fn start_with(tag: &str, opts: filter::LoadOptions) -> Self {
+        Self::load(tag, opts).unwrap_or_else(|e| panic!("loading the filter: {e:#}"))
     }
 
-    fn load(pins: PinGuard, opts: filter::LoadOptions) -> Result<Self> {
-        pins.0.prepare()?;
-        let ebpf = filter::load(&pins.0, opts)?;
+    fn load(tag: &str, opts: filter::LoadOptions) -> Result<Self> {
+        let dir = crate::PinDir::new(tag)?;
+        let pins = PinDir::new(dir.path());
+        pins.prepare()?;
+        let ebpf = filter::load(&pins, opts)?;
         // What the program created must be what `run` expects to find
         // pinned on its next start.
-        pins.0.check_layout()?;
-        let mut maps = FilterMaps::open(&pins.0)?;
+        pins.check_layout()?;
+        let mut maps = FilterMaps::open(&pins)?;
         reconcile::apply(&mut maps, &desired(Env::CLIENT)?)?;
         reconcile::apply_local(&mut maps, &local_addrs())?;
         let lo = Iface {
@@ -343,7 +204,7 @@ impl Harness {
             lo,
             lo_slot,
             lo_slotted: true,
-            _pins: pins,
+            _pins: dir,
         })
     }
 

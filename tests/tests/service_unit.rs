@@ -67,7 +67,6 @@ fn run_defaults() -> ntp_agent::cli::RunArgs {
     *args
 }
 
-#[test]
 fn starts_as_a_notify_service_with_the_installed_config() {
     let u = unit();
     assert_eq!(u.one("Service", "Type"), "notify");
@@ -80,7 +79,6 @@ fn starts_as_a_notify_service_with_the_installed_config() {
     assert_eq!(u.one("Install", "WantedBy"), "multi-user.target");
 }
 
-#[test]
 fn ordered_like_a_time_daemon() {
     let u = unit();
     assert_eq!(u.words("Unit", "After"), ["network-online.target"]);
@@ -100,7 +98,6 @@ fn ordered_like_a_time_daemon() {
     }
 }
 
-#[test]
 fn the_units_directories_are_the_agents_defaults() {
     let u = unit();
     let args = run_defaults();
@@ -141,7 +138,6 @@ fn the_units_directories_are_the_agents_defaults() {
     }
 }
 
-#[test]
 fn hardened_without_breaking_the_agent() {
     let u = unit();
     for (key, value) in [
@@ -179,7 +175,6 @@ fn hardened_without_breaking_the_agent() {
     }
 }
 
-#[test]
 fn the_header_explains_ready_after_sync() {
     let header: String = UNIT
         .lines()
@@ -198,7 +193,6 @@ fn the_header_explains_ready_after_sync() {
     }
 }
 
-#[test]
 fn ready_after_sync_from_the_config_file_or_the_flag() {
     let parse_run = |file: &str, flags: &[&str]| {
         let settings = ntp_agent::config::parse(file).unwrap();
@@ -224,7 +218,6 @@ fn ready_after_sync_from_the_config_file_or_the_flag() {
     assert!(err.contains("line 2"), "{err}");
 }
 
-#[test]
 fn ready_after_sync_without_a_source_is_refused() {
     let args = |extra: &[&str]| {
         let mut argv = vec!["ntp-agent", "run", "--iface", "lo", "--ready-after-sync"];
@@ -240,4 +233,17 @@ fn ready_after_sync_without_a_source_is_refused() {
         "{err}"
     );
     ntp_agent::run::check(&args(&["--server", "192.0.2.10"])).unwrap();
+}
+
+fn main() -> std::process::ExitCode {
+    use ntp_filter_tests::trial;
+    ntp_filter_tests::runner::run(vec![
+        trial!(starts_as_a_notify_service_with_the_installed_config),
+        trial!(ordered_like_a_time_daemon),
+        trial!(the_units_directories_are_the_agents_defaults),
+        trial!(hardened_without_breaking_the_agent),
+        trial!(the_header_explains_ready_after_sync),
+        trial!(ready_after_sync_from_the_config_file_or_the_flag),
+        trial!(ready_after_sync_without_a_source_is_refused),
+    ])
 }
