@@ -67,6 +67,12 @@ pub struct Row {
     pub ratio_to_empty_wall: f64,
     /// Kernel median minus the empty program's: what the filter's own work costs.
     pub extra_ns: f64,
+    /// The program's size after the verifier's rewrites (xlated), in
+    /// instructions, and how many instructions the verifier processed
+    /// proving it safe (`verified_insns`). Whole-program figures: every
+    /// row of the filter shows the same.
+    pub xlated_insns: Option<u32>,
+    pub verified_insns: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -186,7 +192,7 @@ impl LoadedFilter {
         // From here on, Drop removes the pins whatever fails.
         let mut this = LoadedFilterBuilder { pins: Some(pins) };
         let pins = this.pins.as_ref().expect("set above");
-        let ebpf = filter::load(pins)?;
+        let ebpf = filter::load(pins, filter::LoadOptions::default())?;
         let mut maps = FilterMaps::open(pins)?;
         reconcile::apply(&mut maps, &flood::desired()?)?;
         let local: BTreeMap<AddrKey, u8> = BTreeMap::from([
@@ -240,6 +246,22 @@ pub fn run(opts: &Opts) -> Result<CostResult> {
     let mut kernel = vec![Vec::with_capacity(opts.rounds); entries.len()];
     let mut wall = vec![Vec::with_capacity(opts.rounds); entries.len()];
 
+    let mut sizes = BTreeMap::new();
+    for (program, prog) in [
+        (Program::Filter, filter.program()?),
+        (
+            Program::EmptyPass,
+            objects::xdp(&mut pass, Baseline::Pass.program_name())?,
+        ),
+        (
+            Program::DropAll,
+            objects::xdp(&mut drop_all, Baseline::Drop.program_name())?,
+        ),
+    ] {
+        let info = prog.info().context("reading the program's info")?;
+        let xlated = info.size_translated().map(|b| b / 8);
+        sizes.insert(program as u8, (xlated, info.verified_instruction_count()));
+    }
     let mut run_one = |e: &Entry, repeat: u32| -> Result<(u32, f64, f64)> {
         let prog: &mut Xdp = match e.program {
             Program::Filter => filter.program()?,
@@ -297,7 +319,10 @@ pub fn run(opts: &Opts) -> Result<CostResult> {
         .map(|(i, e)| {
             let k = Summary::of(&kernel[i]);
             let w = Summary::of(&wall[i]);
+            let (xlated_insns, verified_insns) = sizes[&(e.program as u8)];
             Row {
+                xlated_insns,
+                verified_insns,
                 name: e.name.to_string(),
                 program: e.program,
                 verdict: verdict_name(e.verdict),

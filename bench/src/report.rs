@@ -346,12 +346,13 @@ fn cost_md(w: &mut String, c: &CostResult) {
     );
     let _ = writeln!(
         w,
-        "| path | verdict | kernel min ns | kernel median ns | × empty | extra ns | wall median ns | × empty (wall) |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| path | verdict | kernel min ns | kernel median ns | × empty | extra ns | wall median ns | × empty (wall) | program insns (xlated) | verifier processed |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
+    let n = |v: Option<u32>| v.map_or_else(|| "?".to_string(), |v| v.to_string());
     for r in &c.rows {
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.name,
             r.verdict,
             f(r.kernel.min, 0),
@@ -360,6 +361,8 @@ fn cost_md(w: &mut String, c: &CostResult) {
             f(r.extra_ns, 0),
             f(r.wall.median, 2),
             x(r.ratio_to_empty_wall),
+            n(r.xlated_insns),
+            n(r.verified_insns),
         );
     }
     let _ = writeln!(w, "\n![cost per packet](cost.svg)\n");

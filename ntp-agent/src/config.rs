@@ -44,6 +44,7 @@ pub struct FileConfig {
     ntp_port: Option<Spanned<i64>>,
     pass_non_first_fragments: Option<Spanned<bool>>,
     bpf_log: Option<Spanned<bool>>,
+    count_out_of_scope: Option<Spanned<bool>>,
     minpoll: Option<Spanned<i64>>,
     maxpoll: Option<Spanned<i64>>,
     iburst: Option<Spanned<bool>>,
@@ -238,6 +239,13 @@ impl FileConfig {
             &mut s,
         );
         switch("bpf-log", "--bpf-log", true, &self.bpf_log, &mut s);
+        switch(
+            "count-out-of-scope",
+            "--count-out-of-scope",
+            true,
+            &self.count_out_of_scope,
+            &mut s,
+        );
         value("minpoll", "--minpoll", &self.minpoll, &mut s);
         value("maxpoll", "--maxpoll", &self.maxpoll, &mut s);
         switch("iburst", "--no-iburst", false, &self.iburst, &mut s);

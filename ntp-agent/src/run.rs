@@ -90,6 +90,9 @@ pub fn desired(args: &RunArgs) -> Result<Desired> {
     if args.bpf_log {
         flags |= config_flags::LOG_DROPS;
     }
+    if args.count_out_of_scope {
+        flags |= config_flags::OUT_OF_SCOPE_COUNTED;
+    }
     if args.pass_non_first_fragments {
         flags |= config_flags::PASS_NON_FIRST_FRAGMENTS;
     }
@@ -197,7 +200,13 @@ fn setup(
     pins: &PinDir,
     desired: &Desired,
 ) -> Result<(aya::Ebpf, Vec<(String, Attachment)>)> {
-    let mut ebpf = filter::load_with_log(pins, args.bpf_log)?;
+    let mut ebpf = filter::load(
+        pins,
+        filter::LoadOptions {
+            bpf_log: args.bpf_log,
+            count_out_of_scope: args.count_out_of_scope,
+        },
+    )?;
     let mut maps = FilterMaps::open(pins)?;
     let changes = reconcile::apply(&mut maps, desired)?;
     tracing::info!(?changes, "filter maps reconciled");

@@ -24,6 +24,14 @@ pub struct FilterStatus {
     pub servers: Vec<IpAddr>,
     pub peers: Vec<IpAddr>,
     pub local_addresses: usize,
+    /// The box's addresses (in this network namespace) that are not in the
+    /// filter's local-address map because it is full: NTP to them is
+    /// treated as transit. Normally 0.
+    pub local_addresses_unprotected: usize,
+    /// Whether the program counts the passes it leaves alone (not IP, not
+    /// UDP, not the NTP port, transit): `--count-out-of-scope`. When
+    /// false, those four pass reasons stay at 0.
+    pub out_of_scope_counted: bool,
     /// Client access list, e.g. `allow 192.0.2.0/24`, longest prefix wins.
     pub acl: Vec<String>,
     /// What happens to clients no rule matches: `allow` or `deny`.
@@ -67,6 +75,7 @@ pub fn collect(pins: &PinDir) -> Result<FilterStatus> {
         }
     }
     let slots = maps.iface_slots()?;
+    let local = maps.local_addrs()?;
     let interfaces = pins
         .linked_interfaces()?
         .into_iter()
@@ -92,7 +101,12 @@ pub fn collect(pins: &PinDir) -> Result<FilterStatus> {
             .collect(),
         servers,
         peers,
-        local_addresses: maps.local_addrs()?.len(),
+        local_addresses: local.len(),
+        local_addresses_unprotected: crate::filter::local_addrs::current()
+            .map(|box_addrs| box_addrs.keys().filter(|k| !local.contains_key(k)).count())
+            .unwrap_or(0),
+        out_of_scope_counted: cfg.flags & ntp_filter_common::config_flags::OUT_OF_SCOPE_COUNTED
+            != 0,
         acl: maps.acl_rules()?.iter().map(ToString::to_string).collect(),
         acl_default: if maps.acl_default_deny()? {
             "deny"
@@ -158,6 +172,20 @@ pub fn render_text(s: &FilterStatus) -> String {
         s.peers.len(),
         s.local_addresses
     );
+    if s.local_addresses_unprotected > 0 {
+        let _ = writeln!(
+            out,
+            "        WARNING:    {} more local addresses than the filter holds ({}): NTP to them is treated as transit",
+            s.local_addresses_unprotected,
+            ntp_filter_common::MAX_LOCAL_ADDRS
+        );
+    }
+    if !s.out_of_scope_counted {
+        let _ = writeln!(
+            out,
+            "        out-of-scope passes: not counted (not_ip, not_udp, not_ntp_port, not_local stay 0; --count-out-of-scope counts them)"
+        );
+    }
     if !s.acl.is_empty() {
         let _ = writeln!(
             out,

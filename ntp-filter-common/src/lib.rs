@@ -216,12 +216,20 @@ pub mod config_flags {
     /// `allow` rule exists (chrony's convention: once something is allowed,
     /// everything else is denied).
     pub const ACL_DEFAULT_DENY: u16 = 1 << 2;
+    /// The program was loaded counting out-of-scope passes
+    /// ([`COUNT_OUT_OF_SCOPE`](crate::COUNT_OUT_OF_SCOPE)). Informational,
+    /// for `status`: the program reads the load-time switch.
+    pub const OUT_OF_SCOPE_COUNTED: u16 = 1 << 3;
 }
 
 /// The load-time switch (a read-only global) of the program's aya-log
 /// records of drops. Loaded as 0, the verifier removes the log calls as
 /// dead code, so the filter pays nothing for them.
 pub const BPF_LOG: &str = "BPF_LOG";
+
+/// The load-time switch of counting out-of-scope passes (not IP, not UDP,
+/// not the NTP port, not for the box). Loaded as 0 they are not counted.
+pub const COUNT_OUT_OF_SCOPE: &str = "COUNT_OUT_OF_SCOPE";
 
 /// Bitmask of NTP modes (bit `m` set = mode `m` allowed), one per class.
 pub type ModeMask = u8;

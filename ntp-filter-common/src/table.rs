@@ -53,6 +53,10 @@ pub const LOCAL: Geometry = Geometry {
     capacity: crate::MAX_LOCAL_ADDRS,
 };
 
+/// The displacement of a bucket with no address: the program stops at the
+/// directory. Every other bucket's displacement is not 0.
+pub const EMPTY: u32 = 0;
+
 const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 const MIX: u64 = 0xff51_afd7_ed55_8ccd;
 

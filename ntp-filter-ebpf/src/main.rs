@@ -24,10 +24,21 @@ use crate::{
 #[unsafe(no_mangle)]
 static BPF_LOG: u8 = 0;
 
+/// `--count-out-of-scope`: set at load time like [`BPF_LOG`]. When 0,
+/// packets passed as not IP, not UDP, not the NTP port or not for the box
+/// (the bulk of a router's traffic) are not counted, which spares them the
+/// interface and counter lookups.
+#[unsafe(no_mangle)]
+static COUNT_OUT_OF_SCOPE: u8 = 0;
+
 #[xdp]
 pub fn ntp_filter(ctx: XdpContext) -> u32 {
     let v = classify(&ctx);
-    maps::count(ctx.ingress_ifindex() as u32, v.cell);
+    // SAFETY: a plain read of a global the loader may have set.
+    let count_all = unsafe { core::ptr::read_volatile(&COUNT_OUT_OF_SCOPE) } != 0;
+    if count_all || !policy::out_of_scope(v.cell) {
+        maps::count(ctx.ingress_ifindex() as u32, v.cell);
+    }
     if !v.drop {
         return xdp_action::XDP_PASS;
     }
@@ -41,9 +52,14 @@ pub fn ntp_filter(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn classify(ctx: &XdpContext) -> Verdict {
     let mut cur = Cursor::new(ctx);
+    // One decision per family, so each is compiled with what its family
+    // knows (an IPv4 address's upper words are constants).
     let l4 = match eth::parse(&mut cur) {
         Ok(eth::L3::Ipv4) => ipv4::parse(&mut cur),
-        Ok(eth::L3::Ipv6) => ipv6::parse(&mut cur),
+        Ok(eth::L3::Ipv6) => match ipv6::parse(&mut cur) {
+            Ok(l4) => return policy::decide(&mut cur, &l4),
+            Err(reason) => Err(reason),
+        },
         Err(reason) => Err(reason),
     };
     match l4 {

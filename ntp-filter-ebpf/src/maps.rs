@@ -51,6 +51,10 @@ fn find(
 ) -> Option<&'static Slot> {
     let h = table::hash(w);
     let disp = *dir.get(table::bucket(h, g))?;
+    if disp == table::EMPTY {
+        // Most misses end here: a router has few addresses of either kind.
+        return None;
+    }
     let slot = slots.get(table::slot(h, disp, g))?;
     (slot.addr[0] == w[0] && slot.addr[1] == w[1]).then_some(slot)
 }

@@ -28,6 +28,16 @@ pub fn pass(reason: PassReason) -> Verdict {
     }
 }
 
+/// Whether `cell` is one of the out-of-scope passes only counted on
+/// request: not IP, not UDP, not the NTP port, not for the box.
+#[inline(always)]
+pub fn out_of_scope(cell: u32) -> bool {
+    const FIRST: u32 = cell::pass(PassReason::NotIp);
+    const LAST: u32 = cell::pass(PassReason::NotLocal);
+    const _: () = assert!(LAST - FIRST == 3, "the out-of-scope reasons are contiguous");
+    (FIRST..=LAST).contains(&cell)
+}
+
 #[inline(always)]
 fn drop(reason: DropReason) -> Verdict {
     Verdict {
@@ -43,9 +53,11 @@ const DEFAULT_CONFIG: ConfigRecord = ConfigRecord {
     _pad: 0,
 };
 
+/// The config entry, read in place (a copy of the record costs a load per
+/// field and the shifts to join them).
 #[inline(always)]
-fn config() -> ConfigRecord {
-    NF_CONFIG.get(0).copied().unwrap_or(DEFAULT_CONFIG)
+fn config() -> &'static ConfigRecord {
+    NF_CONFIG.get(0).unwrap_or(&DEFAULT_CONFIG)
 }
 
 /// Transit traffic to hosts behind the router is not ours to filter.
@@ -100,7 +112,7 @@ pub fn decide(cur: &mut Cursor, l4: &L4) -> Verdict {
     } else {
         cfg.ntp_port
     };
-    if udp.src_port != port && udp.dst_port != port {
+    if !udp.has_port(port) {
         return pass(PassReason::NotNtpPort);
     }
     if !for_us(l4) {
@@ -132,9 +144,9 @@ pub fn decide(cur: &mut Cursor, l4: &L4) -> Verdict {
         } else {
             cell::MODE_NOT_ALLOWED
         }
-    } else if class == SourceClass::Server as u8 && mode == 4 && udp.dst_port != reply_port {
+    } else if class == SourceClass::Server as u8 && mode == 4 && udp.dst_port() != reply_port {
         cell::WRONG_REPLY_PORT
-    } else if mode == 3 && !acl_allows(l4.src, &cfg) {
+    } else if mode == 3 && !acl_allows(l4.src, cfg) {
         // Client requests the class table lets through still need the
         // access list's consent, whatever the class.
         cell::DENIED

@@ -174,8 +174,8 @@ fn incompatible_pinned_layout_is_refused() {
         .path()
         .join(format!("v{}", ntp_filter_common::LAYOUT_VERSION));
     std::fs::create_dir_all(&v1).unwrap();
-    // An NF_CONFIG with an 8-byte value where this agent has 4 bytes.
-    let wrong = aya_map_with_value_size_8();
+    // An NF_CONFIG with a 4-byte value (layout 3's) where this agent has 8.
+    let wrong = aya_map_with_value_size_4();
     wrong.pin(v1.join("NF_CONFIG")).unwrap();
 
     let log = env.run_failing(lab.router(), &["--iface", WAN_IF]).unwrap();
@@ -188,8 +188,8 @@ fn incompatible_pinned_layout_is_refused() {
     assert!(!xdp_attached(lab.router(), WAN_IF));
 }
 
-fn aya_map_with_value_size_8() -> aya::maps::Array<aya::maps::MapData, u64> {
-    aya::maps::Array::<aya::maps::MapData, u64>::create(1, 0).unwrap()
+fn aya_map_with_value_size_4() -> aya::maps::Array<aya::maps::MapData, u32> {
+    aya::maps::Array::<aya::maps::MapData, u32>::create(1, 0).unwrap()
 }
 
 /// When the second interface cannot be attached (it carries someone

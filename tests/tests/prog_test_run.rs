@@ -1891,6 +1891,43 @@ fn counters_follow_the_ingress_interface() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Loaded as the agent runs by default (without `--count-out-of-scope`):
+/// the traffic the filter leaves alone passes uncounted, everything in
+/// scope and every anomaly is counted exactly as with it.
+fn out_of_scope_passes_are_counted_only_on_request() {
+    let mut h = Harness::start_with("ptroos", ntp_agent::filter::LoadOptions::default());
+    let uncounted = [
+        ("arp", arp_request([192, 0, 2, 99], [192, 0, 2, 1])),
+        ("tcp", tcp(OTHER4, LOCAL4, EPHEMERAL, NTP)),
+        ("dns", udp(OTHER6, LOCAL6, EPHEMERAL, 53, &ntp(4, 3))),
+        ("transit", ntp_frame(OTHER4, TRANSIT4, NTP, NTP, 4, 3)),
+    ];
+    let mut failures = Vec::new();
+    for (name, frame) in &uncounted {
+        let before = h.all_counters().unwrap();
+        let r = h.run(frame, 1).unwrap();
+        if r.return_value != XDP_PASS || h.all_counters().unwrap() != before {
+            failures.push(format!(
+                "{name}: {} or a counter moved",
+                action_name(r.return_value)
+            ));
+        }
+    }
+    // The rest of the table is counted as the spec says.
+    for f in table().iter().filter(|f| {
+        !matches!(
+            f.expect,
+            Expect::Pass(P::NotIp | P::NotUdp | P::NotNtpPort | P::NotLocal)
+        )
+    }) {
+        if let Checked::Failed(why) = check(&mut h, f) {
+            failures.push(format!("{}: {why}", f.name));
+        }
+    }
+    h.set_env(Env::CLIENT).unwrap();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// The access-list API on the real map: exact-range rules, sorted reads,
 /// overwrites, removal of an absent range, the default-deny flag, and the
 /// reconcile helpers (contradictions refused before any write, the map's
@@ -2140,6 +2177,7 @@ fn main() -> std::process::ExitCode {
         trial!(verdicts_and_counters_match_the_spec, Bpffs),
         trial!(counters_follow_the_ingress_interface, Bpffs, Netns),
         trial!(access_list_maps_round_trip, Bpffs),
+        trial!(out_of_scope_passes_are_counted_only_on_request, Bpffs),
         trial!(fixture_table_covers_every_reason),
         trial!(hand_built_frames_are_what_they_claim),
     ])

@@ -307,7 +307,7 @@ impl FilterMaps {
 }
 
 /// A key as an address, for messages.
-fn key_ip(key: &AddrKey) -> std::net::IpAddr {
+pub fn key_ip(key: &AddrKey) -> std::net::IpAddr {
     let v6 = std::net::Ipv6Addr::from(key.addr);
     v6.to_ipv4_mapped()
         .map(std::net::IpAddr::V4)

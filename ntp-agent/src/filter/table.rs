@@ -58,6 +58,8 @@ pub struct Image {
     g: Geometry,
     dir: Vec<u32>,
     slots: Vec<Slot>,
+    /// Live addresses.
+    n: usize,
 }
 
 /// A write the kernel must see, in order.
@@ -73,20 +75,40 @@ impl Image {
             g,
             dir: vec![0; g.dir_len() as usize],
             slots: vec![Slot::default(); g.slots() as usize],
+            n: 0,
         }
     }
 
-    /// Where `w` lives under the current directory.
-    fn home(&self, w: Words) -> (u32, u32) {
+    fn new(g: Geometry, dir: Vec<u32>, slots: Vec<Slot>) -> Self {
+        let mut img = Self {
+            g,
+            dir,
+            slots,
+            n: 0,
+        };
+        img.n = (0..g.slots()).filter(|&i| img.live(i)).count();
+        img
+    }
+
+    /// `w`'s bucket, and the slot the program looks at for it (none when
+    /// the bucket is empty: displacement 0).
+    fn home(&self, w: Words) -> (u32, Option<u32>) {
         let h = table::hash(w);
         let b = table::bucket(h, self.g);
-        (b, table::slot(h, self.dir[b as usize], self.g))
+        let d = self.dir[b as usize];
+        (b, (d != table::EMPTY).then(|| table::slot(h, d, self.g)))
     }
 
     /// Whether slot `i` holds an address the program finds there.
     fn live(&self, i: u32) -> bool {
         let s = &self.slots[i as usize];
-        s.addr != [0, 0] && self.home(s.addr).1 == i
+        s.addr != [0, 0] && self.home(s.addr).1 == Some(i)
+    }
+
+    /// The slot holding `w`, if the program finds it.
+    fn find(&self, w: Words) -> Option<u32> {
+        let (_, i) = self.home(w);
+        i.filter(|&i| self.slots[i as usize].addr == w)
     }
 
     /// Every address the program finds, with its value.
@@ -106,14 +128,12 @@ impl Image {
     }
 
     pub fn count(&self) -> usize {
-        (0..self.g.slots()).filter(|&i| self.live(i)).count()
+        self.n
     }
 
     pub fn get(&self, key: &AddrKey) -> Option<Value> {
-        let w = table::words(&key.addr);
-        let (_, i) = self.home(w);
-        let s = &self.slots[i as usize];
-        (s.addr == w).then(|| Value::of(s))
+        self.find(table::words(&key.addr))
+            .map(|i| Value::of(&self.slots[i as usize]))
     }
 
     /// The writes that put `key` with `value` in the table, applied to this
@@ -124,8 +144,7 @@ impl Image {
         if w == [0, 0] {
             bail!("the unspecified address :: cannot be put in the filter");
         }
-        let (b, i) = self.home(w);
-        if self.slots[i as usize].addr == w {
+        if let Some(i) = self.find(w) {
             let slot = value.slot(w);
             if self.slots[i as usize] == slot {
                 return Ok(Vec::new());
@@ -139,15 +158,28 @@ impl Image {
                 self.g.capacity
             );
         }
-        // The bucket's addresses with where they are now.
-        let members: Vec<(Words, u32)> = (0..self.g.slots())
-            .filter(|&j| self.live(j) && self.home(self.slots[j as usize].addr).0 == b)
-            .map(|j| (self.slots[j as usize].addr, j))
+        let b = self.home(w).0;
+        let members = self.members(b);
+        // Garbage a move left behind: copies of the bucket's addresses that
+        // left it (or moved on). A displacement under which one of them is
+        // where the program looks would bring it back.
+        let ghosts: Vec<(u64, u32)> = (0..self.g.slots())
+            .filter(|&j| {
+                let a = self.slots[j as usize].addr;
+                a != [0, 0] && a != w && !self.live(j) && self.home(a).0 == b
+            })
+            .map(|j| (table::hash(self.slots[j as usize].addr), j))
             .collect();
         let old = self.dir[b as usize];
         let mut placed: Vec<u32> = Vec::with_capacity(members.len() + 1);
         let disp = (1..MAX_TRIES)
             .map(|t| old.wrapping_add(t))
+            .filter(|&d| d != table::EMPTY)
+            .filter(|&d| {
+                ghosts
+                    .iter()
+                    .all(|&(h, at)| table::slot(h, d, self.g) != at)
+            })
             .find(|&d| {
                 placed.clear();
                 members
@@ -179,19 +211,35 @@ impl Image {
         for wr in &writes {
             self.apply(*wr);
         }
+        self.n += 1;
         Ok(writes)
     }
 
-    /// The write that removes `key`, applied to this image too.
-    pub fn remove(&mut self, key: &AddrKey) -> Result<Write> {
+    /// The live addresses of bucket `b`, with their slots.
+    fn members(&self, b: u32) -> Vec<(Words, u32)> {
+        (0..self.g.slots())
+            .filter(|&j| self.live(j) && self.home(self.slots[j as usize].addr).0 == b)
+            .map(|j| (self.slots[j as usize].addr, j))
+            .collect()
+    }
+
+    /// The writes that remove `key`, applied to this image too: its slot
+    /// zeroed, then its bucket marked empty if it was the last one there,
+    /// so lookups of the bucket stop after the directory.
+    pub fn remove(&mut self, key: &AddrKey) -> Result<Vec<Write>> {
         let w = table::words(&key.addr);
-        let (_, i) = self.home(w);
-        if w == [0, 0] || self.slots[i as usize].addr != w {
+        let Some(i) = self.find(w).filter(|_| w != [0, 0]) else {
             bail!("not in the table");
+        };
+        let mut writes = vec![Write::Slot(i, Slot::default())];
+        self.apply(writes[0]);
+        self.n -= 1;
+        let b = self.home(w).0;
+        if self.members(b).is_empty() {
+            writes.push(Write::Dir(b, table::EMPTY));
+            self.apply(writes[1]);
         }
-        let write = Write::Slot(i, Slot::default());
-        self.apply(write);
-        Ok(write)
+        Ok(writes)
     }
 
     fn apply(&mut self, w: Write) {
@@ -233,11 +281,7 @@ impl AddrTable {
             .map(|i| self.slots.get(&i, 0))
             .collect::<Result<_, _>>()
             .context("reading an address table's slots")?;
-        Ok(Image {
-            g: self.g,
-            dir,
-            slots,
-        })
+        Ok(Image::new(self.g, dir, slots))
     }
 
     /// This process's view, read once.
@@ -270,8 +314,8 @@ impl AddrTable {
     }
 
     pub fn remove(&mut self, key: &AddrKey) -> Result<()> {
-        let w = self.image()?.remove(key)?;
-        self.write(&[w])
+        let writes = self.image()?.remove(key)?;
+        self.write(&writes)
     }
 
     fn write(&mut self, writes: &[Write]) -> Result<()> {
@@ -295,6 +339,14 @@ mod tests {
     use super::*;
     use rand::{Rng as _, SeedableRng as _};
 
+    impl Image {
+        /// This image's directory with `other`'s slots (garbage included).
+        fn with_slots_of(mut self, other: &Image) -> Image {
+            self.slots = other.slots.clone();
+            self
+        }
+    }
+
     const SMALL: Geometry = Geometry {
         dir_bits: 3,
         slot_bits: 5,
@@ -317,6 +369,9 @@ mod tests {
         let w = table::words(&key.addr);
         let h = table::hash(w);
         let d = img.dir[table::bucket(h, img.g) as usize];
+        if d == table::EMPTY {
+            return None;
+        }
         let s = img.slots[table::slot(h, d, img.g) as usize];
         (s.addr == w).then(|| Value::of(&s))
     }
@@ -351,7 +406,7 @@ mod tests {
             let before = img.clone();
             let writes = if present.contains(&key) && rng.gen_bool(0.5) {
                 present.retain(|k| *k != key);
-                vec![img.remove(&key).unwrap()]
+                img.remove(&key).unwrap()
             } else if !present.contains(&key) {
                 if present.len() == SMALL.capacity as usize {
                     assert!(img.put(&key, V).is_err(), "put past capacity");
@@ -373,7 +428,7 @@ mod tests {
                     assert!(program_finds(&seen, k).is_some(), "{k:?} missing mid-write");
                 }
             }
-            assert_eq!(seen, img);
+            assert_eq!((&seen.dir, &seen.slots), (&img.dir, &img.slots));
             let mut want: Vec<AddrKey> = present.clone();
             want.sort();
             assert_eq!(img.entries().into_keys().collect::<Vec<_>>(), want);
@@ -408,5 +463,7 @@ mod tests {
         assert!(img.put(&AddrKey { addr: [0; 16] }, V).is_err());
         img.remove(&v4(1)).unwrap();
         assert_eq!(img.count(), 0);
+        // The last address of a bucket leaves it marked empty again.
+        assert_eq!(img, Image::empty(SMALL).with_slots_of(&img));
     }
 }

@@ -76,6 +76,9 @@ pub fn spawn(
 pub fn snapshot(pins: &PinDir) -> Result<FilterSnapshot> {
     let status = crate::status::collect(pins)?;
     Ok(FilterSnapshot {
+        local_addresses: status.local_addresses,
+        local_addresses_unprotected: status.local_addresses_unprotected,
+        out_of_scope_counted: status.out_of_scope_counted,
         counters: status.counters_by_interface.into_iter().collect(),
         interfaces: status
             .interfaces

@@ -21,6 +21,10 @@ pub struct FilterSnapshot {
     /// `(interface, xdp mode)` of every filtered interface; the mode is
     /// `native`, `skb`, `hw` or `unknown`.
     pub interfaces: Vec<(String, String)>,
+    /// As `status`: addresses in the local map, and left out of it.
+    pub local_addresses: usize,
+    pub local_addresses_unprotected: usize,
+    pub out_of_scope_counted: bool,
 }
 
 /// The two text formats Prometheus scrapes.
@@ -459,6 +463,21 @@ fn filter_metrics(x: &mut Exposition, f: &FilterSnapshot) {
                 .iter()
                 .map(move |(r, n)| (labels([("interface", iface.as_str()), ("reason", r)]), *n))
         }),
+    );
+    x.ints(
+        "local_addresses",
+        "The box's addresses in the filter's local-address map (NTP to them is filtered)",
+        one(f.local_addresses as i64),
+    );
+    x.ints(
+        "local_addresses_unprotected",
+        "The box's addresses left out of the full local-address map: NTP to them is treated as transit. Alert when not 0",
+        one(f.local_addresses_unprotected as i64),
+    );
+    x.ints(
+        "out_of_scope_counted",
+        "1 if the program counts the passes it leaves alone (not_ip, not_udp, not_ntp_port, not_local; --count-out-of-scope), 0 if those stay 0",
+        one(i64::from(f.out_of_scope_counted)),
     );
     x.ints(
         "xdp_attached",

@@ -21,15 +21,14 @@ pub fn parse(cur: &mut Cursor) -> Result<L4, PassReason> {
     if ip.proto != IPPROTO_UDP {
         return Err(PassReason::NotUdp);
     }
-    let dst_octets = ip.dst_addr;
     // SAFETY: both fields lie inside the header `peek` bounds-checked.
-    let (src, dst) = unsafe {
+    let (src_le, dst_le) = unsafe {
         (
             load_u32(ip.src_addr.as_ptr()),
-            load_u32(dst_octets.as_ptr()),
+            load_u32(ip.dst_addr.as_ptr()),
         )
     };
-    let (src, dst) = (table::v4_words(src), table::v4_words(dst));
+    let (src, dst) = (table::v4_words(src_le), table::v4_words(dst_le));
     let frags = u16::from_be_bytes(ip.frags);
     cur.skip(ihl * 4).ok_or(PassReason::Truncated)?;
 
@@ -42,7 +41,7 @@ pub fn parse(cur: &mut Cursor) -> Result<L4, PassReason> {
     };
     // 224.0.0.0/4 multicast and the limited broadcast reach every host on
     // the link; subnet broadcasts are in the local map.
-    let dst_kind = if dst_octets[0] & 0xf0 == 0xe0 || dst_octets == [255; 4] {
+    let dst_kind = if dst_le & 0xf0 == 0xe0 || dst_le == u32::MAX {
         DstKind::Group
     } else {
         DstKind::Unicast

@@ -167,16 +167,21 @@ pub struct Harness {
 impl Harness {
     /// Loads the program under a fresh `<bpffs>/nf-<tag>-<pid>-<n>` and
     /// fills the maps for [`Env::CLIENT`]. Needs root and bpffs
-    /// (`Need::Bpffs`).
+    /// (`Need::Bpffs`). The program counts every packet.
     pub fn start(tag: &str) -> Self {
-        Self::load(tag).unwrap_or_else(|e| panic!("loading the filter: {e:#}"))
+        Self::start_with(tag, filter::LoadOptions::COUNT_ALL)
     }
 
-    fn load(tag: &str) -> Result<Self> {
+    /// [`start`](Self::start) with the program loaded with `opts`.
+    pub fn start_with(tag: &str, opts: filter::LoadOptions) -> Self {
+        Self::load(tag, opts).unwrap_or_else(|e| panic!("loading the filter: {e:#}"))
+    }
+
+    fn load(tag: &str, opts: filter::LoadOptions) -> Result<Self> {
         let dir = crate::PinDir::new(tag)?;
         let pins = PinDir::new(dir.path());
         pins.prepare()?;
-        let ebpf = filter::load(&pins)?;
+        let ebpf = filter::load(&pins, opts)?;
         // What the program created must be what `run` expects to find
         // pinned on its next start.
         pins.check_layout()?;

@@ -107,6 +107,9 @@ fn filter() -> FilterSnapshot {
                 FilterStats::from_slots(&vec![0; slots.len()]),
             ),
         ],
+        local_addresses: 4,
+        local_addresses_unprotected: 0,
+        out_of_scope_counted: true,
         interfaces: vec![
             ("wan0".into(), "native".into()),
             ("lan0".into(), "skb".into()),
