@@ -15,10 +15,17 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use crate::sync::{Command, ControlRequest};
+use crate::protocol::{AgentReport, Command};
 
 pub const DEFAULT_PATH: &str = "/run/ntp-filter/agent.sock";
 const MAX_REQUEST: usize = 4096;
+
+/// What the control socket (and the metrics page) asks the running
+/// agent's event loop, with where the answer goes.
+pub enum Request {
+    Status(oneshot::Sender<AgentReport>),
+    Command(Command, oneshot::Sender<Result<String, String>>),
+}
 
 /// The bound control socket; its file goes away with it, whether the agent
 /// stops normally or fails after binding.
@@ -60,7 +67,7 @@ pub fn bind_std(path: &Path) -> Result<Bound> {
 }
 
 /// Accepts connections until the listener is dropped.
-pub async fn serve(listener: UnixListener, core: mpsc::Sender<ControlRequest>) {
+pub async fn serve(listener: UnixListener, core: mpsc::Sender<Request>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -74,7 +81,7 @@ pub async fn serve(listener: UnixListener, core: mpsc::Sender<ControlRequest>) {
     }
 }
 
-async fn answer(stream: UnixStream, core: mpsc::Sender<ControlRequest>) -> Result<()> {
+async fn answer(stream: UnixStream, core: mpsc::Sender<Request>) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
@@ -82,13 +89,13 @@ async fn answer(stream: UnixStream, core: mpsc::Sender<ControlRequest>) -> Resul
     let reply = match line.trim() {
         "status" => {
             let (tx, rx) = oneshot::channel();
-            core.send(ControlRequest::Status(tx)).await?;
+            core.send(Request::Status(tx)).await?;
             serde_json::to_string(&rx.await?)?
         }
         other => match other.parse::<Command>() {
             Ok(cmd) => {
                 let (tx, rx) = oneshot::channel();
-                core.send(ControlRequest::Command(cmd, tx)).await?;
+                core.send(Request::Command(cmd, tx)).await?;
                 match rx.await? {
                     Ok(done) => serde_json::json!({ "ok": done }).to_string(),
                     Err(e) => serde_json::json!({ "error": e }).to_string(),

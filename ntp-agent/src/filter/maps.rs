@@ -13,12 +13,8 @@ use ntp_filter_common::{
     SourceEntry, COUNTER_SLOTS, IFACE_OTHER, MAX_IFACE_SLOTS,
 };
 
-use super::{
-    acl::{AclRule, Cidr},
-    pins::PinDir,
-    slots,
-    stats::FilterStats,
-};
+use super::{pins::PinDir, slots, stats::FilterStats};
+use crate::model::acl::{AclRule, Cidr};
 
 pub struct FilterMaps {
     config: Array<MapData, FilterConfig>,

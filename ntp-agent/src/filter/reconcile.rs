@@ -9,10 +9,8 @@ use ntp_filter_common::{
     config_flags, AddrKey, FilterConfig, ModeMask, SourceClass, SourceEntry, MAX_ACL_RULES,
 };
 
-use super::{
-    acl::{self, AclRule, Cidr},
-    maps::FilterMaps,
-};
+use super::maps::FilterMaps;
+use crate::model::acl::{self, AclRule, Cidr};
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Plan<K, V> {

@@ -10,15 +10,16 @@ use aya::{
 };
 use clap::Parser as _;
 use ntp_agent::{
-    cli::{Cli, Command, Mode},
+    cli::{Cli, Command},
+    cmd::run,
     filter::{
         self,
         pins::is_bpffs,
         reconcile,
         slots::{self, Iface},
-        AclRule, Desired, FilterMaps, PinDir,
+        Desired, FilterMaps, PinDir,
     },
-    run,
+    model::{AclRule, Role},
 };
 use ntp_filter_common::{local_kind, AddrKey, SourceClass, SourceEntry};
 
@@ -168,7 +169,7 @@ fn ip(args: &[&str]) -> Result<()> {
 /// The policy-relevant part of the agent's configuration for a fixture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Env {
-    pub mode: Mode,
+    pub mode: Role,
     pub ntp_port: u16,
     pub pass_non_first_fragments: bool,
     /// Access-list rules, `allow RANGE` / `deny RANGE`.
@@ -177,13 +178,13 @@ pub struct Env {
 
 impl Env {
     pub const CLIENT: Env = Env {
-        mode: Mode::Client,
+        mode: Role::Client,
         ntp_port: 123,
         pass_non_first_fragments: false,
         acl: &[],
     };
     pub const SERVER: Env = Env {
-        mode: Mode::Server,
+        mode: Role::Server,
         ..Env::CLIENT
     };
 }
@@ -216,11 +217,7 @@ pub fn desired(env: Env) -> Result<Desired> {
     for ip in [PEER4, PEER6] {
         argv.extend(["--peer".into(), ip.to_string()]);
     }
-    let mode = match env.mode {
-        Mode::Client => "client",
-        Mode::Server => "server",
-    };
-    argv.extend(["--mode".into(), mode.into()]);
+    argv.extend(["--mode".into(), env.mode.name().into()]);
     argv.extend(["--ntp-port".into(), env.ntp_port.to_string()]);
     argv.extend(["--source-port".into(), env.ntp_port.to_string()]);
     if env.pass_non_first_fragments {
@@ -271,7 +268,7 @@ pub fn desired(env: Env) -> Result<Desired> {
 }
 
 pub fn key(ip: IpAddr) -> AddrKey {
-    filter::local_addrs::key_of(ip)
+    AddrKey::from_ip(ip)
 }
 
 /// The box's own addresses: what `local_addrs::current()` would report for

@@ -1,127 +1,21 @@
-//! `ntp-agent status`: the filter section, read straight from the pins so it
-//! works whether or not the agent is running (e.g. after `kill -9`).
+//! `ntp-agent status`: the running agent's time sync (over the control
+//! socket) in the router note's layout, then the filter, read straight from
+//! the pins so it shows whether or not the agent is running.
 
-use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use anyhow::Result;
-use ntp_filter_common::{SourceClass, LAYOUT_VERSION};
-use serde::Serialize;
+use ntp_filter_common::SourceClass;
 
 use crate::{
     cli::StatusArgs,
-    filter::{self, stats::FilterStats, FilterMaps, PinDir},
-    policy::Modes,
+    filter::{
+        inspect::{self, FilterStatus},
+        stats::FilterStats,
+        PinDir,
+    },
+    model::policy::Modes,
 };
-
-#[derive(Serialize)]
-pub struct FilterStatus {
-    pub layout_version: u32,
-    pub pin_dir: String,
-    pub ntp_port: u16,
-    pub interfaces: Vec<InterfaceStatus>,
-    /// Allowed NTP modes per class, as lists.
-    pub policy: BTreeMap<&'static str, Vec<u8>>,
-    pub servers: Vec<IpAddr>,
-    pub peers: Vec<IpAddr>,
-    pub local_addresses: usize,
-    /// Client access list, e.g. `allow 192.0.2.0/24`, longest prefix wins.
-    pub acl: Vec<String>,
-    /// What happens to clients no rule matches: `allow` or `deny`.
-    pub acl_default: &'static str,
-    /// Every interface together.
-    pub counters: FilterStats,
-    /// The same counters per interface with a slot, plus `other` (packets
-    /// from interfaces without one) when it counted anything. Their sum is
-    /// `counters`.
-    pub counters_by_interface: BTreeMap<String, FilterStats>,
-}
-
-#[derive(Serialize)]
-pub struct InterfaceStatus {
-    pub name: String,
-    /// `native`, `skb`, `hw`, or `unknown` when iproute2 cannot tell.
-    pub xdp_mode: String,
-    /// Its block of the counter array; `null`: counted under `other`.
-    pub counter_slot: Option<u32>,
-}
-
-fn ip_of(key: &ntp_filter_common::AddrKey) -> IpAddr {
-    let v6 = std::net::Ipv6Addr::from(key.addr);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
-    }
-}
-
-pub fn collect(pins: &PinDir) -> Result<FilterStatus> {
-    let maps = FilterMaps::open(pins)?;
-    let cfg = maps.config()?;
-    let masks = maps.policy()?;
-    let mut servers = Vec::new();
-    let mut peers = Vec::new();
-    for (key, entry) in maps.sources()? {
-        match SourceClass::from_u8(entry.class) {
-            Some(SourceClass::Server) => servers.push(ip_of(&key)),
-            Some(SourceClass::Peer) => peers.push(ip_of(&key)),
-            _ => {}
-        }
-    }
-    let slots = maps.iface_slots()?;
-    let interfaces = pins
-        .linked_interfaces()?
-        .into_iter()
-        .map(|name| InterfaceStatus {
-            xdp_mode: xdp_mode(&name).unwrap_or_else(|| "unknown".into()),
-            counter_slot: filter::ifindex(&name)
-                .ok()
-                .and_then(|i| slots.get(&i).copied()),
-            name,
-        })
-        .collect();
-    Ok(FilterStatus {
-        layout_version: LAYOUT_VERSION,
-        pin_dir: pins.root().display().to_string(),
-        ntp_port: if cfg.ntp_port == 0 { 123 } else { cfg.ntp_port },
-        interfaces,
-        policy: SourceClass::ALL
-            .iter()
-            .map(|c| {
-                let mask = masks[*c as usize];
-                (c.name(), (0..8).filter(|m| mask & (1 << m) != 0).collect())
-            })
-            .collect(),
-        servers,
-        peers,
-        local_addresses: maps.local_addrs()?.len(),
-        acl: maps.acl_rules()?.iter().map(ToString::to_string).collect(),
-        acl_default: if maps.acl_default_deny()? {
-            "deny"
-        } else {
-            "allow"
-        },
-        counters: FilterStats::from_slots(&maps.counters()?),
-        counters_by_interface: maps.interface_counters()?.into_iter().collect(),
-    })
-}
-
-/// The attach mode as the kernel reports it (IFLA_XDP via iproute2).
-pub fn xdp_mode(iface: &str) -> Option<String> {
-    let out = std::process::Command::new("ip")
-        .args(["-j", "-d", "link", "show", "dev", iface])
-        .output()
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    let mode = v.get(0)?.get("xdp")?.get("mode")?.as_u64()?;
-    Some(
-        match mode {
-            1 => "native",
-            2 => "skb",
-            3 => "hw",
-            _ => "unknown",
-        }
-        .into(),
-    )
-}
 
 pub fn render_text(s: &FilterStatus) -> String {
     let mut out = String::new();
@@ -312,7 +206,7 @@ pub fn render_agent(agent: &serde_json::Value) -> String {
 
 pub fn status(args: StatusArgs) -> Result<()> {
     let agent = crate::control::request(&args.control_socket, "status");
-    let filter = collect(&PinDir::new(&args.pins.pin_dir));
+    let filter = inspect::collect(&PinDir::new(&args.pins.pin_dir));
     if args.json {
         let mut v = serde_json::json!({});
         match &agent {
