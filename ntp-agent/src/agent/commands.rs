@@ -11,8 +11,8 @@ use ntp_proto::SourceKind;
 use super::Agent;
 use crate::{
     filter::reconcile,
-    model::{acl, policy, AclRule, Role, SourceSpec},
-    protocol::{kind_name, Command},
+    model::{acl, policy, source::kind_name, AclRule, Role, SourceSpec},
+    protocol::Command,
 };
 
 impl Agent {
@@ -31,7 +31,7 @@ impl Agent {
             Command::Mode(role) => self.set_role(*role)?,
             Command::Acl { rule, del } => self.change_acl(*rule, *del)?,
         };
-        tracing::info!(command = %cmd.to_line(), "control: {done}");
+        tracing::info!(command = %cmd, "control: {done}");
         Ok(done)
     }
 

@@ -74,7 +74,7 @@ pub async fn run(
     clock: Box<dyn Clock>,
     adjusting: bool,
     maps: Option<Arc<Mutex<FilterMaps>>>,
-    mut control: mpsc::Receiver<control::Request>,
+    mut control: mpsc::Receiver<control::Call>,
     stop: impl Future<Output = ()>,
     mut notify: Notifier,
 ) -> Result<()> {
@@ -141,10 +141,10 @@ pub async fn run(
             }
             Some(r) = from_net.recv() => agent.on_datagram(r).await,
             Some(req) = control.recv() => match req {
-                control::Request::Status(reply) => {
+                control::Call::Status(reply) => {
                     let _ = reply.send(agent.report());
                 }
-                control::Request::Command(cmd, reply) => {
+                control::Call::Change(cmd, reply) => {
                     let _ = reply.send(agent.on_command(cmd).map_err(|e| format!("{e:#}")));
                 }
             },
@@ -384,7 +384,7 @@ impl Agent {
     fn report(&self) -> AgentReport {
         let now = self.mono(Instant::now());
         AgentReport {
-            mode: self.settings.role,
+            role: self.settings.role,
             clock: self.clock.describe().to_owned(),
             clock_correction_ms: self.clock.correction().map(|s| s * 1e3),
             system: self.system.status(self.clock.now()),

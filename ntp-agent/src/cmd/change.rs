@@ -1,6 +1,8 @@
 //! `ntp-agent server|peer|mode|allow|deny`: one change to the running
 //! agent over its control socket, and what the agent says it did.
 
+use std::path::Path;
+
 use anyhow::Result;
 use ntp_proto::SourceKind;
 
@@ -21,18 +23,21 @@ pub fn source(kind: SourceKind, c: SourceCommand) -> Result<()> {
         ),
         Op::Del => Command::Del(kind, c.target.spec),
     };
-    control::command(&c.control.control_socket, &cmd)
+    print(&c.control.control_socket, cmd)
 }
 
 /// `mode client|server`.
 pub fn role(c: ModeCommand) -> Result<()> {
-    control::command(&c.control.control_socket, &Command::Mode(c.role))
+    print(&c.control.control_socket, Command::Mode(c.role))
 }
 
 /// `allow|deny [--del] CIDR`.
 pub fn acl(rule: AclRule, c: AclCommand) -> Result<()> {
-    control::command(
-        &c.control.control_socket,
-        &Command::Acl { rule, del: c.del },
-    )
+    print(&c.control.control_socket, Command::Acl { rule, del: c.del })
+}
+
+/// Sends the change and prints what the agent did.
+fn print(socket: &Path, cmd: Command) -> Result<()> {
+    println!("{}", control::change(socket, cmd)?);
+    Ok(())
 }

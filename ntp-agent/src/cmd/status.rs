@@ -6,15 +6,19 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use anyhow::Result;
 use ntp_filter_common::SourceClass;
+use ntp_proto::{SourceStatus, SystemStatus};
+use serde::Serialize;
 
 use crate::{
     cli::StatusArgs,
+    control,
     filter::{
         inspect::{self, FilterStatus},
         stats::FilterStats,
         PinDir,
     },
-    model::policy::Modes,
+    model::{policy::Modes, Role},
+    protocol::{AgentReport, ServerCounters},
 };
 
 pub fn render_text(s: &FilterStatus) -> String {
@@ -124,45 +128,27 @@ fn nonzero(reasons: &BTreeMap<&'static str, u64>) -> String {
 }
 
 /// The router's `show status ntp` layout for the agent's part.
-pub fn render_agent(agent: &serde_json::Value) -> String {
+pub fn render_agent(agent: &AgentReport) -> String {
     let mut out = String::new();
-    let host = &agent["system"];
+    let host = &agent.system;
     let _ = writeln!(out, "function info:");
-    let _ = writeln!(
-        out,
-        "        mode:  {}",
-        agent["mode"].as_str().unwrap_or("?")
-    );
+    let _ = writeln!(out, "        mode:  {}", agent.role);
     let _ = writeln!(out, "host info:");
-    if host["synchronized"].as_bool() == Some(true) {
+    if host.synchronized {
         let _ = writeln!(out, "        status:   synchronized");
     } else {
-        let reason = host["reason"].as_str().unwrap_or("unknown reason");
+        let reason = host.reason.as_deref().unwrap_or("unknown reason");
         let _ = writeln!(out, "        status:   unsynchronized ({reason})");
     }
-    let _ = writeln!(
-        out,
-        "        stratum:  {}",
-        host["stratum"].as_u64().unwrap_or(16)
-    );
-    let _ = writeln!(
-        out,
-        "        offset:   {:.3}ms",
-        host["offset_ms"].as_f64().unwrap_or(0.0)
-    );
-    let _ = writeln!(
-        out,
-        "        jitter:   {:.3}ms",
-        host["jitter_ms"].as_f64().unwrap_or(0.0)
-    );
-    if agent["mode"] == "server" {
-        let srv = &agent["server"];
+    let _ = writeln!(out, "        stratum:  {}", host.stratum);
+    let _ = writeln!(out, "        offset:   {:.3}ms", host.offset_ms);
+    let _ = writeln!(out, "        jitter:   {:.3}ms", host.jitter_ms);
+    if agent.role == Role::Server {
+        let srv = &agent.server;
         let _ = writeln!(
             out,
             "        clients:  {} answered, {} KoD RATE, {} ignored (rate limit)",
-            srv["answered"].as_u64().unwrap_or(0),
-            srv["rate_kod"].as_u64().unwrap_or(0),
-            srv["rate_ignored"].as_u64().unwrap_or(0)
+            srv.answered, srv.rate_kod, srv.rate_ignored
         );
     }
     let _ = writeln!(out, "peer info:");
@@ -171,60 +157,85 @@ pub fn render_agent(agent: &serde_json::Value) -> String {
         "     remote           refid      st t when poll reach   delay   offset  jitter"
     );
     let _ = writeln!(out, "{}", "=".repeat(78));
-    for p in agent["sources"].as_array().into_iter().flatten() {
-        let ms = |k: &str| {
-            p[k].as_f64()
-                .map(|v| format!("{v:.3}"))
-                .unwrap_or_else(|| "-".into())
-        };
-        let when = p["when"]
-            .as_u64()
-            .map(|w| w.to_string())
-            .unwrap_or_else(|| "-".into());
+    for p in &agent.sources {
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.3}"));
+        let when = p.when.map_or_else(|| "-".into(), |w| w.to_string());
         let _ = writeln!(
             out,
             "{}{:<15} {:<15} {:>2} {} {:>4} {:>4} {:>4o} {:>8} {:>8} {:>7}",
-            p["tally"].as_str().unwrap_or(" "),
-            p["remote"].as_str().unwrap_or("?"),
-            p["refid"].as_str().unwrap_or("?"),
-            p["stratum"].as_u64().unwrap_or(16),
-            p["kind"].as_str().unwrap_or("?"),
+            p.tally,
+            p.remote,
+            p.refid,
+            p.stratum,
+            p.kind,
             when,
-            p["poll"].as_u64().unwrap_or(0),
-            p["reach"].as_u64().unwrap_or(0),
-            ms("delay_ms"),
-            ms("offset_ms"),
-            ms("jitter_ms"),
+            p.poll,
+            p.reach,
+            ms(p.delay_ms),
+            ms(p.offset_ms),
+            ms(p.jitter_ms),
         );
-        let state = p["state"].as_str().unwrap_or("");
-        if state.contains("KoD") {
-            let _ = writeln!(out, "      {} {state}", p["remote"].as_str().unwrap_or("?"));
+        if p.state.contains("KoD") {
+            let _ = writeln!(out, "      {} {}", p.remote, p.state);
         }
     }
     out
 }
 
+/// `status --json`: the agent's part under the names the README
+/// documents, then the filter's; each part, when it cannot be read, is
+/// replaced by its error.
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    #[serde(flatten)]
+    agent: Option<AgentJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filter: Option<&'a FilterStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filter_error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct AgentJson<'a> {
+    mode: Role,
+    clock: &'a str,
+    clock_correction_ms: Option<f64>,
+    host: &'a SystemStatus,
+    peers: &'a [SourceStatus],
+    server: &'a ServerCounters,
+}
+
+impl<'a> StatusJson<'a> {
+    fn new(agent: &'a Result<AgentReport>, filter: &'a Result<FilterStatus>) -> Self {
+        Self {
+            agent: agent.as_ref().ok().map(|a| AgentJson {
+                mode: a.role,
+                clock: &a.clock,
+                clock_correction_ms: a.clock_correction_ms,
+                host: &a.system,
+                peers: &a.sources,
+                server: &a.server,
+            }),
+            agent_error: agent.as_ref().err().map(|e| format!("{e:#}")),
+            filter: filter.as_ref().ok(),
+            filter_error: filter.as_ref().err().map(|e| format!("{e:#}")),
+        }
+    }
+
+    /// Pretty-printed, keys sorted at every level (as through a
+    /// `serde_json::Value`), so the output is stable.
+    fn render(&self) -> Result<String> {
+        Ok(serde_json::to_string_pretty(&serde_json::to_value(self)?)?)
+    }
+}
+
 pub fn status(args: StatusArgs) -> Result<()> {
-    let agent = crate::control::request(&args.control_socket, "status");
+    let agent = control::status(&args.control_socket);
     let filter = inspect::collect(&PinDir::new(&args.pins.pin_dir));
     if args.json {
-        let mut v = serde_json::json!({});
-        match &agent {
-            Ok(a) => {
-                v["mode"] = a["mode"].clone();
-                v["clock"] = a["clock"].clone();
-                v["clock_correction_ms"] = a["clock_correction_ms"].clone();
-                v["host"] = a["system"].clone();
-                v["peers"] = a["sources"].clone();
-                v["server"] = a["server"].clone();
-            }
-            Err(e) => v["agent_error"] = format!("{e:#}").into(),
-        }
-        match &filter {
-            Ok(f) => v["filter"] = serde_json::to_value(f)?,
-            Err(e) => v["filter_error"] = format!("{e:#}").into(),
-        }
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", StatusJson::new(&agent, &filter).render()?);
     } else {
         match &agent {
             Ok(a) => print!("{}", render_agent(a)),
@@ -238,5 +249,68 @@ pub fn status(args: StatusArgs) -> Result<()> {
     match (agent, filter) {
         (Err(a), Err(_)) => Err(a),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::tests::full_report;
+
+    #[test]
+    fn the_agent_part_is_the_router_notes_layout() {
+        let text = render_agent(&full_report());
+        for line in [
+            "        mode:  server\n",
+            "        status:   unsynchronized (source refuses service (KoD DENY))\n",
+            "        stratum:  16\n",
+            "        offset:   0.500ms\n",
+            "        clients:  10 answered, 2 KoD RATE, 30 ignored (rate limit)\n",
+            "*192.0.2.10      127.127.1.1      3 u   12   64  377    0.208   -0.142   0.139\n",
+            "x192.0.2.10      127.127.1.1      3 s    -   64  377        -   -0.142   0.139\n",
+            "      192.0.2.10 unreachable: KoD DENY\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in:\n{text}");
+        }
+        let mut client = full_report();
+        client.role = Role::Client;
+        assert!(!render_agent(&client).contains("clients:"));
+    }
+
+    #[test]
+    fn json_has_the_documented_keys_and_errors_in_place_of_parts() {
+        let report = full_report();
+        let keys = |agent: Result<AgentReport>, filter: Result<FilterStatus>| {
+            let v: serde_json::Value =
+                serde_json::from_str(&StatusJson::new(&agent, &filter).render().unwrap()).unwrap();
+            (
+                v.as_object().unwrap().keys().cloned().collect::<Vec<_>>(),
+                v,
+            )
+        };
+        let (k, v) = keys(Ok(report.clone()), Err(anyhow::anyhow!("no pins")));
+        assert_eq!(
+            k,
+            [
+                "clock",
+                "clock_correction_ms",
+                "filter_error",
+                "host",
+                "mode",
+                "peers",
+                "server"
+            ]
+        );
+        assert_eq!(v["mode"], "server");
+        assert_eq!(v["host"], serde_json::to_value(&report.system).unwrap());
+        assert_eq!(v["peers"], serde_json::to_value(&report.sources).unwrap());
+        assert_eq!(v["server"]["rate_ignored"], 30);
+        assert_eq!(v["filter_error"], "no pins");
+        let (k, v) = keys(
+            Err(anyhow::anyhow!("the agent is not running")),
+            Err(anyhow::anyhow!("no pins")),
+        );
+        assert_eq!(k, ["agent_error", "filter_error"]);
+        assert_eq!(v["agent_error"], "the agent is not running");
     }
 }

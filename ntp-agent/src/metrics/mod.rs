@@ -57,7 +57,7 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
 /// Starts answering scrapes on `listener` (already bound by [`bind`]).
 pub fn spawn(
     listener: std::net::TcpListener,
-    core: mpsc::Sender<control::Request>,
+    core: mpsc::Sender<control::Call>,
     pins: PinDir,
 ) -> Result<SocketAddr> {
     listener.set_nonblocking(true)?;
@@ -87,7 +87,7 @@ pub fn snapshot(pins: &PinDir) -> Result<FilterSnapshot> {
 }
 
 pub(crate) struct Scraper {
-    core: mpsc::Sender<control::Request>,
+    core: mpsc::Sender<control::Call>,
     pins: PinDir,
     /// Logged when the maps become unreadable and again when they recover,
     /// not at every scrape.
@@ -127,7 +127,7 @@ impl Scraper {
         // hold scrapes (and their connection slots) forever.
         tokio::time::timeout(REPORT_TIMEOUT, async {
             let (tx, rx) = oneshot::channel();
-            self.core.send(control::Request::Status(tx)).await.ok()?;
+            self.core.send(control::Call::Status(tx)).await.ok()?;
             rx.await.ok()
         })
         .await

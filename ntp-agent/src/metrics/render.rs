@@ -273,7 +273,7 @@ fn sync_metrics(x: &mut Exposition, a: &AgentReport) {
     x.ints(
         "agent_mode",
         "The agent's function: client (sync only) or server (also answers clients)",
-        [(labels([("mode", a.mode.name())]), 1)],
+        [(labels([("mode", a.role.name())]), 1)],
     );
 }
 

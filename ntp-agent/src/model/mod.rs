@@ -7,6 +7,7 @@ pub mod policy;
 pub mod role;
 pub mod settings;
 pub mod source;
+pub mod text;
 
 pub use acl::{AclRule, Cidr};
 pub use policy::ModeOverride;

@@ -7,6 +7,8 @@
 
 use std::{fmt, net::IpAddr, str::FromStr};
 
+use ntp_proto::SourceKind;
+
 /// An address or a host name, as given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceSpec {
@@ -56,6 +58,16 @@ fn is_host_name(s: &str) -> bool {
         && !labels
             .last()
             .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+}
+
+super::text::serde_as_text!(SourceSpec, SourceArg);
+
+/// `server` or `peer`, as in the commands that add them.
+pub fn kind_name(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Server => "server",
+        SourceKind::Peer => "peer",
+    }
 }
 
 /// The range `--minpoll`/`--maxpoll` accept (log2 s: 8 s … 36 h).

@@ -42,7 +42,7 @@ fn report() -> AgentReport {
     unheard.jitter_ms = None;
     unheard.stratum = 16;
     AgentReport {
-        mode: Role::Server,
+        role: Role::Server,
         clock: "observe only (--no-clock-adjust)".into(),
         clock_correction_ms: Some(-250.0),
         system: SystemStatus {
