@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _, Result};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use aya::Ebpf;
-use ntp_agent::filter::{self, local_addrs::key_of, reconcile, FilterMaps, PinDir};
+use ntp_agent::filter::{self, reconcile, FilterMaps, PinDir};
 use ntp_filter_common::{local_kind, AddrKey};
 use ntp_filter_tests::{Ipv6Ext, NtpPacket, UdpFrame};
 use serde::Serialize;
@@ -196,10 +196,10 @@ impl LoadedFilter {
         let mut maps = FilterMaps::open(pins)?;
         reconcile::apply(&mut maps, &flood::desired()?)?;
         let local: BTreeMap<AddrKey, u8> = BTreeMap::from([
-            (key_of(LOCAL4.into()), local_kind::UNICAST),
-            (key_of(LOCAL6.into()), local_kind::UNICAST),
+            (AddrKey::from_ip(LOCAL4.into()), local_kind::UNICAST),
+            (AddrKey::from_ip(LOCAL6.into()), local_kind::UNICAST),
             (
-                key_of(Ipv4Addr::new(192, 0, 2, 255).into()),
+                AddrKey::from_ip(Ipv4Addr::new(192, 0, 2, 255).into()),
                 local_kind::BROADCAST,
             ),
         ]);

@@ -531,4 +531,24 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn the_metrics_key_is_the_flag() {
+        let file = parse("metrics = \"127.0.0.1:9975\"\n").unwrap();
+        assert_eq!(
+            file,
+            [(
+                "--metrics".to_string(),
+                vec!["--metrics".to_string(), "127.0.0.1:9975".to_string()]
+            )]
+        );
+        let e = format!(
+            "{:#}",
+            parse("\nmetrics = \"localhost:9975\"\n").unwrap_err()
+        );
+        assert!(
+            e.contains("line 2") && e.contains("metrics") && e.contains("expected IP:PORT"),
+            "{e}"
+        );
+    }
 }

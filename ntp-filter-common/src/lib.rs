@@ -91,6 +91,25 @@ impl AddrKey {
     pub const fn from_v6(octets: [u8; 16]) -> Self {
         Self { addr: octets }
     }
+
+    /// The key of an address, IPv4 as `::ffff:a.b.c.d` (what the program
+    /// builds from a packet's source address).
+    pub const fn from_ip(ip: core::net::IpAddr) -> Self {
+        match ip {
+            core::net::IpAddr::V4(v4) => Self::from_v4(v4.octets()),
+            core::net::IpAddr::V6(v6) => Self::from_v6(v6.octets()),
+        }
+    }
+
+    /// The address a key stands for: an IPv4-mapped key is the IPv4
+    /// address, so `to_ip(from_ip(a)) == a` for IPv4 and IPv6 alike.
+    pub fn to_ip(&self) -> core::net::IpAddr {
+        let v6 = core::net::Ipv6Addr::from(self.addr);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => core::net::IpAddr::V4(v4),
+            None => core::net::IpAddr::V6(v6),
+        }
+    }
 }
 
 /// The data part of an [`names::ACL`] key: the address as in [`AddrKey`]
@@ -270,3 +289,36 @@ const _: () = {
     assert!(core::mem::size_of::<FilterConfig>() == 4);
     assert!(core::mem::size_of::<ConfigRecord>() == 8);
 };
+
+#[cfg(test)]
+mod tests {
+    use core::net::IpAddr;
+
+    use super::AddrKey;
+
+    #[test]
+    fn addresses_and_keys_convert_both_ways() {
+        for (ip, key) in [
+            (
+                "192.0.2.10",
+                [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 10],
+            ),
+            (
+                "2001:db8::10",
+                [
+                    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+                ],
+            ),
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(AddrKey::from_ip(ip).addr, key);
+            assert_eq!(AddrKey::from_ip(ip).to_ip(), ip);
+        }
+        // An IPv4-mapped IPv6 address is the IPv4 client it maps.
+        let mapped: IpAddr = "::ffff:192.0.2.10".parse().unwrap();
+        assert_eq!(
+            AddrKey::from_ip(mapped).to_ip(),
+            "192.0.2.10".parse::<IpAddr>().unwrap()
+        );
+    }
+}

@@ -6,7 +6,7 @@ use crate::packet::{KissCode, LeapIndicator, Mode, NtpPacket, RefId};
 use crate::server::ServerState;
 use crate::time::NtpTimestamp;
 use rand::RngCore;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ const POLL_LIMITS: (i8, i8) = (-6, 17);
 /// ntpd's poll-adjust hysteresis (LIMIT).
 const POLL_COUNTER_LIMIT: i32 = 30;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SourceKind {
     /// Client/server mode (`u` in the status).
     Server,
@@ -84,7 +84,7 @@ pub enum RejectReason {
     LeapWindow,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectCounters {
     pub malformed: u64,
     pub bad_version: u64,
@@ -138,7 +138,7 @@ impl RejectCounters {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KodState {
     #[default]
     None,

@@ -16,7 +16,7 @@ use crate::source::{
 };
 use crate::time::NtpTimestamp;
 use rand::RngCore;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -24,7 +24,7 @@ use std::time::Duration;
 /// Regression samples the poll interval of the system peer aims for.
 const POLL_TARGET: f64 = 8.0;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SourceId(pub usize);
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -61,7 +61,7 @@ pub enum Action {
 }
 
 /// Why the system is not synchronised.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum UnsyncReason {
     NoSources,
     WaitingForFirstSamples,
@@ -101,7 +101,7 @@ impl fmt::Display for UnsyncReason {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SourceStatus {
     pub id: SourceId,
     pub remote: String,
@@ -127,7 +127,7 @@ pub struct SourceStatus {
     pub state: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SystemStatus {
     pub synchronized: bool,
     pub reason: Option<String>,

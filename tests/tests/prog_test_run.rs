@@ -34,8 +34,8 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use etherparse::ip_number;
 use ntp_agent::{
-    cli::Mode,
     filter::{slots, stats::FilterStats},
+    model::Role,
 };
 use ntp_filter_common::{
     counter_index, split_index, Counter, DropReason, PassReason, SourceClass, Verdict, IFACE_OTHER,
@@ -101,18 +101,18 @@ impl Expect {
 
 /// The specification's mode table, written out independently of
 /// `ntp_filter_common::{client,server}_policy`.
-fn spec_allows(mode: Mode, class: SourceClass, ntp_mode: u8) -> bool {
+fn spec_allows(mode: Role, class: SourceClass, ntp_mode: u8) -> bool {
     let client = match class {
         SourceClass::Server => ntp_mode == 4,
         SourceClass::Peer => ntp_mode == 1 || ntp_mode == 2,
         SourceClass::Other => false,
     };
-    client || (mode == Mode::Server && ntp_mode == 3)
+    client || (mode == Role::Server && ntp_mode == 3)
 }
 
 /// The decision for an in-scope NTP packet on the source's registered reply
 /// port (or no reply-port question at all).
-fn spec_decision(mode: Mode, class: SourceClass, ntp_mode: u8) -> Expect {
+fn spec_decision(mode: Role, class: SourceClass, ntp_mode: u8) -> Expect {
     let drop = if spec_allows(mode, class, ntp_mode) {
         None
     } else if class == SourceClass::Other {
@@ -261,7 +261,7 @@ fn table() -> Vec<Fixture> {
                 t.add(
                     format!("client/{}/{}/mode{mode}", fam(v6), class.name()),
                     ntp_frame(source(class, v6), local(v6), NTP, NTP, 4, mode),
-                    spec_decision(Mode::Client, class, mode),
+                    spec_decision(Role::Client, class, mode),
                 );
             }
         }
@@ -275,7 +275,7 @@ fn table() -> Vec<Fixture> {
                 Env::SERVER,
                 format!("server/{}/{}/mode3", fam(v6), class.name()),
                 ntp_frame(source(class, v6), local(v6), EPHEMERAL, NTP, 4, 3),
-                spec_decision(Mode::Server, class, 3),
+                spec_decision(Role::Server, class, 3),
             );
         }
     }
@@ -283,19 +283,19 @@ fn table() -> Vec<Fixture> {
         Env::SERVER,
         "server/v4/other/mode4",
         ntp_frame(OTHER4, LOCAL4, NTP, NTP, 4, 4),
-        spec_decision(Mode::Server, Other, 4),
+        spec_decision(Role::Server, Other, 4),
     );
     t.with(
         Env::SERVER,
         "server/v4/server/mode4",
         ntp_frame(SERVER4, LOCAL4, NTP, NTP, 4, 4),
-        spec_decision(Mode::Server, Server, 4),
+        spec_decision(Role::Server, Server, 4),
     );
     t.with(
         Env::SERVER,
         "server/v6/peer/mode1",
         ntp_frame(PEER6, LOCAL6, NTP, NTP, 4, 1),
-        spec_decision(Mode::Server, Peer, 1),
+        spec_decision(Role::Server, Peer, 1),
     );
     t.with(
         Env::SERVER,
@@ -1114,7 +1114,7 @@ fn table() -> Vec<Fixture> {
 fn acl_fixtures(t: &mut Table) {
     const fn server_with(acl: &'static [&'static str]) -> Env {
         Env {
-            mode: Mode::Server,
+            mode: Role::Server,
             acl,
             ..Env::CLIENT
         }
@@ -1933,7 +1933,10 @@ fn out_of_scope_passes_are_counted_only_on_request() {
 /// reconcile helpers (contradictions refused before any write, the map's
 /// full capacity usable).
 fn access_list_maps_round_trip() {
-    use ntp_agent::filter::{reconcile, AclRule, Cidr};
+    use ntp_agent::{
+        filter::reconcile,
+        model::{AclRule, Cidr},
+    };
     use ntp_filter_common::{config_flags, MAX_ACL_RULES};
 
     let mut h = Harness::start("acl");

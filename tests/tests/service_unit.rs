@@ -227,12 +227,12 @@ fn ready_after_sync_without_a_source_is_refused() {
         };
         args
     };
-    let err = format!("{:#}", ntp_agent::run::check(&args(&[])).unwrap_err());
+    let err = format!("{:#}", ntp_agent::cmd::run::check(&args(&[])).unwrap_err());
     assert!(
         err.contains("--ready-after-sync") && err.contains("--server"),
         "{err}"
     );
-    ntp_agent::run::check(&args(&["--server", "192.0.2.10"])).unwrap();
+    ntp_agent::cmd::run::check(&args(&["--server", "192.0.2.10"])).unwrap();
 }
 
 fn main() -> std::process::ExitCode {

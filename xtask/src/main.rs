@@ -4,6 +4,7 @@ mod bench;
 mod cmd;
 mod install;
 mod lab;
+mod modgraph;
 mod parse;
 mod setup;
 
@@ -83,6 +84,15 @@ enum Task {
     /// Setup, build, then run every benchmark (as root; --quick for a short run)
     /// and write bench/results.md, bench/results.json and bench/*.svg.
     Bench(bench::BenchArgs),
+    /// Print which top-level module of each crate uses which, and fail on
+    /// an import cycle.
+    Modgraph {
+        /// The workspace to read (another checkout, e.g. to compare).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Only these crates (directory names), e.g. `ntp-agent`.
+        crates: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -165,6 +175,14 @@ fn run(task: Task) -> Result<ExitCode> {
             print!("{}", install::report(&root, &installed));
         }
         Task::Lab(args) => return lab::run(&args),
+        Task::Modgraph {
+            root: other,
+            crates,
+        } => {
+            if !modgraph::run(other.as_deref().unwrap_or(&root), &crates)? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Task::Sim { seeds } => {
             Cmd::cargo()
                 .args([

@@ -18,24 +18,19 @@ use super::{maps::FilterMaps, reconcile};
 const RTMGRP_IPV4_IFADDR: u32 = 0x10;
 const RTMGRP_IPV6_IFADDR: u32 = 0x100;
 
-pub fn key_of(ip: IpAddr) -> AddrKey {
-    match ip {
-        IpAddr::V4(v4) => AddrKey::from_v4(v4.octets()),
-        IpAddr::V6(v6) => AddrKey::from_v6(v6.octets()),
-    }
-}
-
 /// Every address on every interface of this network namespace, plus the
 /// IPv4 subnet broadcast addresses.
 pub fn current() -> Result<BTreeMap<AddrKey, u8>> {
     let mut addrs = BTreeMap::new();
     for ifa in getifaddrs().context("listing interface addresses (getifaddrs)")? {
         if let Some(ip) = ifa.address.as_ref().and_then(ip_of) {
-            addrs.insert(key_of(ip), local_kind::UNICAST);
+            addrs.insert(AddrKey::from_ip(ip), local_kind::UNICAST);
         }
         if ifa.flags.contains(InterfaceFlags::IFF_BROADCAST) {
             if let Some(ip) = ifa.broadcast.as_ref().and_then(ip_of) {
-                addrs.entry(key_of(ip)).or_insert(local_kind::BROADCAST);
+                addrs
+                    .entry(AddrKey::from_ip(ip))
+                    .or_insert(local_kind::BROADCAST);
             }
         }
     }

@@ -12,12 +12,12 @@ use ntp_filter_common::{
 };
 
 use super::{
-    acl::{AclRule, Cidr},
     pins::PinDir,
     slots,
     stats::FilterStats,
     table::{AddrTable, Value},
 };
+use crate::model::acl::{AclRule, Cidr};
 
 pub struct FilterMaps {
     config: Array<MapData, ConfigRecord>,

@@ -1,8 +1,10 @@
 //! The XDP filter seen from userspace: load, attach, pins, maps, reconcile,
-//! local addresses, per-interface counter slots.
+//! local addresses, per-interface counter slots, the access list's keys,
+//! and reading it all back (inspect).
 
 pub mod acl;
 pub mod attach;
+pub mod inspect;
 pub mod local_addrs;
 pub mod maps;
 pub mod object;
@@ -16,7 +18,6 @@ use anyhow::{bail, Context as _, Result};
 use aya::{programs::Xdp, Ebpf, EbpfLoader};
 use ntp_filter_common::names;
 
-pub use acl::{AclRule, Cidr};
 pub use attach::{Attachment, XdpModeArg};
 pub use maps::FilterMaps;
 pub use pins::PinDir;

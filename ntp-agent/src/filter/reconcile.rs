@@ -10,10 +10,8 @@ use ntp_filter_common::{
     MAX_LOCAL_ADDRS,
 };
 
-use super::{
-    acl::{self, AclRule, Cidr},
-    maps::FilterMaps,
-};
+use super::maps::FilterMaps;
+use crate::model::acl::{self, AclRule, Cidr};
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Plan<K, V> {

@@ -11,7 +11,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{filter::stats::FilterStats, sync::AgentReport};
+use crate::{filter::stats::FilterStats, protocol::AgentReport};
 
 /// What the filter looked like at scrape time, read from the pinned maps.
 #[derive(Clone, Debug, Default)]
@@ -195,13 +195,6 @@ fn reason_name(r: &UnsyncReason) -> &'static str {
     }
 }
 
-fn mode_name(m: crate::cli::Mode) -> &'static str {
-    match m {
-        crate::cli::Mode::Client => "client",
-        crate::cli::Mode::Server => "server",
-    }
-}
-
 fn sync_metrics(x: &mut Exposition, a: &AgentReport) {
     let s = &a.system;
     // Offset, jitter and the root values describe the selected sources;
@@ -284,7 +277,7 @@ fn sync_metrics(x: &mut Exposition, a: &AgentReport) {
     x.ints(
         "agent_mode",
         "The agent's function: client (sync only) or server (also answers clients)",
-        [(labels([("mode", mode_name(a.mode))]), 1)],
+        [(labels([("mode", a.role.name())]), 1)],
     );
 }
 

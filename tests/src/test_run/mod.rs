@@ -13,13 +13,14 @@ use aya::{
 };
 use clap::Parser as _;
 use ntp_agent::{
-    cli::{Cli, Command, Mode},
+    cli::{Cli, Command},
+    cmd::run,
     filter::{
         self, reconcile,
         slots::{self, Iface},
-        AclRule, Desired, FilterMaps, PinDir,
+        Desired, FilterMaps, PinDir,
     },
-    run,
+    model::{AclRule, Role},
 };
 use ntp_filter_common::{local_kind, AddrKey, SourceClass, SourceEntry};
 
@@ -31,7 +32,7 @@ pub const XDP_PASS: u32 = 2;
 /// The policy-relevant part of the agent's configuration for a fixture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Env {
-    pub mode: Mode,
+    pub mode: Role,
     pub ntp_port: u16,
     pub pass_non_first_fragments: bool,
     /// Access-list rules, `allow RANGE` / `deny RANGE`.
@@ -40,13 +41,13 @@ pub struct Env {
 
 impl Env {
     pub const CLIENT: Env = Env {
-        mode: Mode::Client,
+        mode: Role::Client,
         ntp_port: 123,
         pass_non_first_fragments: false,
         acl: &[],
     };
     pub const SERVER: Env = Env {
-        mode: Mode::Server,
+        mode: Role::Server,
         ..Env::CLIENT
     };
 }
@@ -79,11 +80,7 @@ pub fn desired(env: Env) -> Result<Desired> {
     for ip in [PEER4, PEER6] {
         argv.extend(["--peer".into(), ip.to_string()]);
     }
-    let mode = match env.mode {
-        Mode::Client => "client",
-        Mode::Server => "server",
-    };
-    argv.extend(["--mode".into(), mode.into()]);
+    argv.extend(["--mode".into(), env.mode.name().into()]);
     argv.extend(["--ntp-port".into(), env.ntp_port.to_string()]);
     argv.extend(["--source-port".into(), env.ntp_port.to_string()]);
     if env.pass_non_first_fragments {
@@ -134,7 +131,7 @@ pub fn desired(env: Env) -> Result<Desired> {
 }
 
 pub fn key(ip: IpAddr) -> AddrKey {
-    filter::local_addrs::key_of(ip)
+    AddrKey::from_ip(ip)
 }
 
 /// The box's own addresses: what `local_addrs::current()` would report for

@@ -8,6 +8,8 @@
 //! socket exists only while something needs it, so a plain client never
 //! listens on 123 (the router note's complaint: "port 123 still answers").
 
+pub mod resolve;
+
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv6Addr, SocketAddr},
@@ -16,14 +18,11 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use ntp_filter_common::{SourceClass, SourceEntry};
+use ntp_filter_common::{AddrKey, SourceClass, SourceEntry};
 use ntp_proto::{NtpTimestamp, SourceId};
 use tokio::{net::UdpSocket, sync::mpsc, task::JoinHandle};
 
-use crate::{
-    clock::realtime_now,
-    filter::{local_addrs::key_of, FilterMaps},
-};
+use crate::{clock::realtime_now, filter::FilterMaps};
 
 /// A datagram for the agent, timestamped as it came off the socket.
 pub struct Received {
@@ -63,16 +62,6 @@ pub struct Transport {
     fixed_socket: Option<Bound>,
 }
 
-fn canonical(sa: SocketAddr) -> SocketAddr {
-    match sa.ip() {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), sa.port()),
-            None => sa,
-        },
-        IpAddr::V4(_) => sa,
-    }
-}
-
 fn bind_dual_stack(port: u16) -> Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
@@ -106,7 +95,7 @@ fn spawn_reader(
             let received = Received {
                 at: realtime_now(),
                 mono: Instant::now(),
-                from: canonical(from),
+                from: SocketAddr::new(from.ip().to_canonical(), from.port()),
                 source,
                 on_ntp_port,
                 data: buf[..len].to_vec(),
@@ -165,10 +154,6 @@ impl Transport {
         }
     }
 
-    pub fn ntp_port_open(&self) -> bool {
-        self.ntp_socket.is_some()
-    }
-
     fn fixed(&self) -> Option<&Arc<UdpSocket>> {
         match self.source_port {
             Some(p) if p == self.ntp_port => self.ntp_socket.as_ref().map(|b| &b.socket),
@@ -194,7 +179,7 @@ impl Transport {
         };
         maps.lock()
             .expect("maps lock poisoned")
-            .put_source(key_of(ip), entry)
+            .put_source(AddrKey::from_ip(ip), entry)
             .with_context(|| format!("updating {ip} in the filter"))
     }
 
@@ -217,7 +202,7 @@ impl Transport {
         };
         maps.lock()
             .expect("maps lock poisoned")
-            .remove_source(&key_of(ip))
+            .remove_source(&AddrKey::from_ip(ip))
             .with_context(|| format!("removing {ip} from the filter"))
     }
 

@@ -1,11 +1,11 @@
-//! The allowed-mode table per source class, from the operating mode and the
-//! operator's overrides.
+//! The allowed-mode table per source class, from the operating role and
+//! the operator's overrides (`--allow-modes`).
 
 use std::{fmt, str::FromStr};
 
 use ntp_filter_common::{client_policy, mode_bit, server_policy, ModeMask, SourceClass};
 
-use crate::cli::Mode;
+use super::Role;
 
 /// `class=modes` from the command line, e.g. `peer=1,2,4`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,12 +59,12 @@ impl fmt::Display for Modes {
     }
 }
 
-pub fn table(mode: Mode, overrides: &[ModeOverride]) -> [ModeMask; SourceClass::COUNT] {
+pub fn table(role: Role, overrides: &[ModeOverride]) -> [ModeMask; SourceClass::COUNT] {
     let mut masks = [0; SourceClass::COUNT];
     for class in SourceClass::ALL {
-        masks[class as usize] = match mode {
-            Mode::Client => client_policy(class),
-            Mode::Server => server_policy(class),
+        masks[class as usize] = match role {
+            Role::Client => client_policy(class),
+            Role::Server => server_policy(class),
         };
     }
     for o in overrides {
@@ -78,16 +78,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn client_mode_is_the_notes_table() {
-        let t = table(Mode::Client, &[]);
+    fn the_client_role_is_the_notes_table() {
+        let t = table(Role::Client, &[]);
         assert_eq!(t[SourceClass::Server as usize], mode_bit(4));
         assert_eq!(t[SourceClass::Peer as usize], mode_bit(1) | mode_bit(2));
         assert_eq!(t[SourceClass::Other as usize], 0);
     }
 
     #[test]
-    fn server_mode_adds_mode_3_everywhere() {
-        let t = table(Mode::Server, &[]);
+    fn the_server_role_adds_mode_3_everywhere() {
+        let t = table(Role::Server, &[]);
         for class in SourceClass::ALL {
             assert_ne!(t[class as usize] & mode_bit(3), 0, "{class:?}");
         }
@@ -96,7 +96,7 @@ mod tests {
     #[test]
     fn overrides_replace_a_class() {
         let o: ModeOverride = "peer=1,2,4".parse().unwrap();
-        let t = table(Mode::Client, &[o]);
+        let t = table(Role::Client, &[o]);
         assert_eq!(
             t[SourceClass::Peer as usize],
             mode_bit(1) | mode_bit(2) | mode_bit(4)

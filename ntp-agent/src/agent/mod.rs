@@ -18,91 +18,21 @@ use std::{
 };
 
 use anyhow::Result;
-use ntp_proto::{
-    Action, SourceConfig, SourceId, SourceKind, SourceStatus, System, SystemConfig, SystemStatus,
-};
+use ntp_proto::{Action, SourceConfig, SourceId, SourceKind, System};
 use rand::SeedableRng as _;
-use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
-
-pub use commands::Command;
+use tokio::sync::mpsc;
 
 use self::{names::NamedSource, statelog::StateLog};
 use crate::{
-    cli::Mode,
     clock::Clock,
-    filter::{AclRule, FilterMaps},
-    net::{Received, Transport},
+    control,
+    filter::FilterMaps,
+    model::{PollSettings, Role, Settings, SourceArg, SourceSpec},
+    net::{resolve::resolve, Received, Transport},
     notify::Notifier,
-    policy::ModeOverride,
-    resolve::{resolve, SourceSpec},
-    server::{self, RateLimit, RateLimiter},
-    source_arg::SourceArg,
+    protocol::{AgentReport, ServerCounters, SourceName},
+    server::{self, RateLimiter},
 };
-
-pub use crate::source_arg::PollSettings;
-
-#[derive(Clone, Debug)]
-pub struct SyncSettings {
-    pub servers: Vec<SourceArg>,
-    pub peers: Vec<SourceArg>,
-    pub poll: PollSettings,
-    pub system: SystemConfig,
-    /// Where the frequency estimate is kept across restarts (only used when
-    /// the clock is really adjusted).
-    pub drift_file: Option<PathBuf>,
-    pub ntp_port: u16,
-    /// Send every request from this port instead of a random one.
-    pub source_port: Option<u16>,
-    pub mode: Mode,
-    /// `--allow-modes`, kept so a mode change at run time recomputes the
-    /// same table the start-up did.
-    pub policy_overrides: Vec<ModeOverride>,
-    /// The client access list as it stands (changed by `allow`/`deny`).
-    pub acl: Vec<AclRule>,
-    pub rate_limit: RateLimit,
-}
-
-/// What the control socket asks the running agent.
-pub enum ControlRequest {
-    Status(oneshot::Sender<AgentReport>),
-    Command(Command, oneshot::Sender<Result<String, String>>),
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct AgentReport {
-    pub mode: Mode,
-    pub clock: String,
-    /// With `--no-clock-adjust`: the correction the agent would have made
-    /// to the system clock so far, ms (chronyc's "System time"); add it to
-    /// the system time to get the agent's estimate of true time.
-    pub clock_correction_ms: Option<f64>,
-    pub system: SystemStatus,
-    /// Seconds since the clock was last updated (None before the first
-    /// update).
-    pub last_update_age_s: Option<f64>,
-    pub sources: Vec<SourceStatus>,
-    /// The host name a source's address came from, for sources given by name.
-    pub source_names: Vec<SourceName>,
-    pub server: ServerCounters,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct SourceName {
-    pub id: SourceId,
-    pub name: String,
-}
-
-/// What server mode did with client requests.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ServerCounters {
-    pub answered: u64,
-    pub rate_kod: u64,
-    pub rate_ignored: u64,
-    /// Requests that arrived while in client mode (the filter normally
-    /// stops them at the NIC; seen only on unfiltered interfaces).
-    pub not_serving: u64,
-}
 
 const DRIFT_SAVE_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -120,7 +50,7 @@ fn source_config(poll: &PollSettings, addr: IpAddr, kind: SourceKind) -> SourceC
 }
 
 struct Agent {
-    settings: SyncSettings,
+    settings: Settings,
     start: Instant,
     system: System,
     kinds: HashMap<SourceId, SourceKind>,
@@ -140,11 +70,11 @@ struct Agent {
 /// sync state change, and the stop; it is pinged from the loop itself when
 /// systemd's watchdog is on, so a stuck loop gets the service restarted.
 pub async fn run(
-    settings: SyncSettings,
+    settings: Settings,
     clock: Box<dyn Clock>,
     adjusting: bool,
     maps: Option<Arc<Mutex<FilterMaps>>>,
-    mut control: mpsc::Receiver<ControlRequest>,
+    mut control: mpsc::Receiver<control::Call>,
     stop: impl Future<Output = ()>,
     mut notify: Notifier,
 ) -> Result<()> {
@@ -211,10 +141,10 @@ pub async fn run(
             }
             Some(r) = from_net.recv() => agent.on_datagram(r).await,
             Some(req) = control.recv() => match req {
-                ControlRequest::Status(reply) => {
+                control::Call::Status(reply) => {
                     let _ = reply.send(agent.report());
                 }
-                ControlRequest::Command(cmd, reply) => {
+                control::Call::Change(cmd, reply) => {
                     let _ = reply.send(agent.on_command(cmd).map_err(|e| format!("{e:#}")));
                 }
             },
@@ -319,7 +249,7 @@ impl Agent {
 
     /// The NTP port is open exactly while peers or server mode need it.
     fn update_ntp_port(&mut self) -> Result<()> {
-        if self.has_peers() || self.settings.mode == Mode::Server {
+        if self.has_peers() || self.settings.role == Role::Server {
             self.transport.open_ntp_port()
         } else {
             self.transport.close_ntp_port();
@@ -385,7 +315,7 @@ impl Agent {
     }
 
     async fn serve_client(&mut self, r: Received) {
-        if self.settings.mode != Mode::Server {
+        if self.settings.role != Role::Server {
             self.served.not_serving += 1;
             return;
         }
@@ -454,7 +384,7 @@ impl Agent {
     fn report(&self) -> AgentReport {
         let now = self.mono(Instant::now());
         AgentReport {
-            mode: self.settings.mode,
+            role: self.settings.role,
             clock: self.clock.describe().to_owned(),
             clock_correction_ms: self.clock.correction().map(|s| s * 1e3),
             system: self.system.status(self.clock.now()),

@@ -8,26 +8,22 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use ntp_filter_common::{config_flags, FilterConfig, SourceClass, SourceEntry};
+use ntp_filter_common::{config_flags, AddrKey, FilterConfig, SourceClass, SourceEntry};
 
 use ntp_proto::{DisciplineConfig, RefId, SystemConfig};
 
 use crate::{
-    caps,
-    cli::{Mode, RunArgs},
+    agent, caps,
+    cli::RunArgs,
     clock::{Clock, ObserveOnly, SystemClock},
     control,
-    filter::{
-        self,
+    filter::{self, local_addrs, reconcile, slots, Attachment, Desired, FilterMaps, PinDir},
+    metrics,
+    model::{
         acl::{self, AclRule},
-        local_addrs, reconcile, slots, Attachment, Desired, FilterMaps, PinDir,
+        policy, PollSettings, RateLimit, Role, Settings, SourceArg, SourceSpec,
     },
     notify::{self, Notifier, ReadyWhen},
-    policy,
-    resolve::SourceSpec,
-    server::RateLimit,
-    source_arg::SourceArg,
-    sync::{PollSettings, SyncSettings},
 };
 
 /// Where a server's replies may arrive before its first request: nowhere
@@ -65,7 +61,7 @@ pub fn desired(args: &RunArgs) -> Result<Desired> {
     let mut sources = BTreeMap::new();
     for &ip in &servers {
         sources.insert(
-            local_addrs::key_of(ip),
+            AddrKey::from_ip(ip),
             SourceEntry {
                 class: SourceClass::Server as u8,
                 _pad: 0,
@@ -78,7 +74,7 @@ pub fn desired(args: &RunArgs) -> Result<Desired> {
             bail!("{ip} is given both as --server and as --peer: an address is one or the other");
         }
         sources.insert(
-            local_addrs::key_of(ip),
+            AddrKey::from_ip(ip),
             SourceEntry {
                 class: SourceClass::Peer as u8,
                 _pad: 0,
@@ -101,7 +97,7 @@ pub fn desired(args: &RunArgs) -> Result<Desired> {
             ntp_port: args.ntp_port,
             flags,
         },
-        policy: policy::table(args.mode, &args.allow_modes),
+        policy: policy::table(args.role, &args.allow_modes),
         sources,
         acl: access_list(args)?,
     })
@@ -109,7 +105,7 @@ pub fn desired(args: &RunArgs) -> Result<Desired> {
 
 /// Everything that can be checked without touching the kernel (also what
 /// `check-config` runs).
-pub fn check(args: &RunArgs) -> Result<(Desired, SyncSettings)> {
+pub fn check(args: &RunArgs) -> Result<(Desired, Settings)> {
     if args.ifaces.is_empty() {
         bail!("no interface to filter: give --iface IF (or `iface = [\"IF\"]` in the config file)");
     }
@@ -121,7 +117,7 @@ pub fn check(args: &RunArgs) -> Result<(Desired, SyncSettings)> {
     for iface in &args.ifaces {
         filter::ifindex(iface)?;
     }
-    Ok((desired, sync_settings(args)?))
+    Ok((desired, settings(args)?))
 }
 
 /// A source given twice (even with other poll options) would be refused by
@@ -146,7 +142,7 @@ fn no_source_twice(args: &RunArgs) -> Result<()> {
 
 pub fn run(args: RunArgs) -> Result<()> {
     // Checked first, so a bad argument leaves nothing behind.
-    let (desired, sync) = check(&args)?;
+    let (desired, settings) = check(&args)?;
     caps::require(caps::Needs {
         clock: !args.no_clock_adjust,
         low_port: low_port(&args),
@@ -156,7 +152,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let control = control::bind_std(&args.control_socket)?;
     // Bound before anything is attached too: a bad or busy address stops
     // the start here (the control socket goes away with `control`).
-    let metrics = args.metrics.map(crate::metrics::bind).transpose()?;
+    let metrics = args.metrics.map(metrics::bind).transpose()?;
     let pins = PinDir::new(&args.pins.pin_dir);
     pins.prepare()?;
     pins.check_layout()?;
@@ -170,7 +166,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 ReadyWhen::Filtering
             };
             let notify = Notifier::from_env(ready_when, notify::describe_filter(&attached));
-            serve(args, sync, control, metrics, pins, ebpf, notify)
+            serve(args, settings, control, metrics, pins, ebpf, notify)
         }
         Err(e) => {
             if fresh {
@@ -187,7 +183,7 @@ pub fn run(args: RunArgs) -> Result<()> {
 /// port for server mode or peers, or `--source-port`.
 fn low_port(args: &RunArgs) -> Option<u16> {
     let start = caps::unprivileged_port_start();
-    let ntp = (args.mode == Mode::Server || !args.peers.is_empty()).then_some(args.ntp_port);
+    let ntp = (args.role == Role::Server || !args.peers.is_empty()).then_some(args.ntp_port);
     [ntp, args.sync.source_port]
         .into_iter()
         .flatten()
@@ -267,7 +263,7 @@ fn setup(
             counter_slot = %slot,
             servers = ?args.servers.iter().map(ToString::to_string).collect::<Vec<_>>(),
             peers = ?args.peers.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            mode = ?args.mode,
+            mode = ?args.role,
             "filter attached"
         );
     }
@@ -292,7 +288,7 @@ fn retire_leftovers(args: &RunArgs, pins: &PinDir, older: &[PinDir]) -> Result<(
     Ok(())
 }
 
-fn sync_settings(args: &RunArgs) -> Result<SyncSettings> {
+fn settings(args: &RunArgs) -> Result<Settings> {
     if args.sync.minpoll > args.sync.maxpoll {
         bail!(
             "--minpoll {} is larger than --maxpoll {}",
@@ -335,7 +331,7 @@ fn sync_settings(args: &RunArgs) -> Result<SyncSettings> {
     }
     let own_refids = local_addrs::current()?
         .keys()
-        .map(|k| RefId::from_ip(status_ip(k)))
+        .map(|k| RefId::from_ip(k.to_ip()))
         .collect();
     let discipline = DisciplineConfig {
         step_threshold: args.sync.step_threshold,
@@ -344,7 +340,7 @@ fn sync_settings(args: &RunArgs) -> Result<SyncSettings> {
         allow_panic_step_at_start: args.sync.allow_panic_step,
         ..DisciplineConfig::default()
     };
-    Ok(SyncSettings {
+    Ok(Settings {
         servers: args.servers.clone(),
         peers: args.peers.clone(),
         poll,
@@ -356,7 +352,7 @@ fn sync_settings(args: &RunArgs) -> Result<SyncSettings> {
         drift_file: Some(args.sync.drift_file.clone()),
         ntp_port: args.ntp_port,
         source_port: args.sync.source_port,
-        mode: args.mode,
+        role: args.role,
         policy_overrides: args.allow_modes.clone(),
         acl: access_list(args)?,
         rate_limit: RateLimit {
@@ -366,16 +362,9 @@ fn sync_settings(args: &RunArgs) -> Result<SyncSettings> {
     })
 }
 
-fn status_ip(key: &ntp_filter_common::AddrKey) -> IpAddr {
-    let v6 = std::net::Ipv6Addr::from(key.addr);
-    v6.to_ipv4_mapped()
-        .map(IpAddr::V4)
-        .unwrap_or(IpAddr::V6(v6))
-}
-
 fn serve(
     args: RunArgs,
-    sync: SyncSettings,
+    settings: Settings,
     control: control::Bound,
     metrics: Option<std::net::TcpListener>,
     pins: PinDir,
@@ -394,7 +383,7 @@ fn serve(
         let _watcher = local_addrs::watch(maps.clone())?;
         let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
         if let Some(listener) = metrics {
-            let addr = crate::metrics::spawn(listener, control_tx.clone(), pins.clone())?;
+            let addr = metrics::spawn(listener, control_tx.clone(), pins.clone())?;
             tracing::info!("metrics at http://{addr}/metrics");
         }
         control.listener.set_nonblocking(true)?;
@@ -409,8 +398,8 @@ fn serve(
             clock = clock.describe(),
             "running; SIGTERM or Ctrl-C stops the agent and leaves the filter enforcing"
         );
-        crate::sync::run(
-            sync,
+        agent::run(
+            settings,
             clock,
             !args.no_clock_adjust,
             Some(maps),

@@ -9,8 +9,8 @@ use std::{
 use ntp_filter_common::SourceClass;
 use ntp_proto::{SourceId, SourceKind, SourceStatus, System};
 
-use super::{source_config, PollSettings};
-use crate::net::Transport;
+use super::source_config;
+use crate::{model::PollSettings, net::Transport};
 
 /// How often names are checked, how soon a failed resolution is retried,
 /// and how long a resolved name whose sources all went silent waits
