@@ -44,6 +44,31 @@ where
     })
 }
 
+/// Deserializes an integer with the type's `FromStr`, the parser its flag
+/// uses (`#[serde(deserialize_with = "number")]`), so `ntp-port = 0` is
+/// refused for the reason `--ntp-port 0` is.
+pub fn number<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let n = <i64 as serde::Deserialize>::deserialize(d)?;
+    n.to_string()
+        .parse()
+        .map_err(|e| serde::de::Error::custom(format!("invalid value {n}: {e}")))
+}
+
+/// [`number`] for an optional setting.
+pub fn some_number<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    number(d).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use crate::model::Role;
