@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _, Result};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use aya::Ebpf;
-use ntp_agent::filter::{self, local_addrs::key_of, reconcile, FilterMaps, PinDir};
+use ntp_agent::filter::{self, reconcile, FilterMaps, PinDir};
 use ntp_filter_common::{local_kind, AddrKey};
 use ntp_filter_tests::{Ipv6Ext, NtpPacket, UdpFrame};
 use serde::Serialize;
@@ -67,6 +67,12 @@ pub struct Row {
     pub ratio_to_empty_wall: f64,
     /// Kernel median minus the empty program's: what the filter's own work costs.
     pub extra_ns: f64,
+    /// The program's size after the verifier's rewrites (xlated), in
+    /// instructions, and how many instructions the verifier processed
+    /// proving it safe (`verified_insns`). Whole-program figures: every
+    /// row of the filter shows the same.
+    pub xlated_insns: Option<u32>,
+    pub verified_insns: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -145,6 +151,11 @@ fn entries() -> Vec<Entry> {
             XDP_PASS,
         ),
         path(
+            "TCP (to the box, HTTPS)",
+            ntp_filter_tests::packet::tcp(OTHER4.into(), LOCAL4.into(), 50000, 443),
+            XDP_PASS,
+        ),
+        path(
             "IPv6 + 2 extension headers, outsider mode 3",
             ntp(sock(OTHER6, 50000), sock(LOCAL6, 123), 3)
                 .ipv6_ext(Ipv6Ext::HopByHop)
@@ -186,14 +197,14 @@ impl LoadedFilter {
         // From here on, Drop removes the pins whatever fails.
         let mut this = LoadedFilterBuilder { pins: Some(pins) };
         let pins = this.pins.as_ref().expect("set above");
-        let ebpf = filter::load(pins)?;
+        let ebpf = filter::load(pins, filter::LoadOptions::default())?;
         let mut maps = FilterMaps::open(pins)?;
         reconcile::apply(&mut maps, &flood::desired()?)?;
         let local: BTreeMap<AddrKey, u8> = BTreeMap::from([
-            (key_of(LOCAL4.into()), local_kind::UNICAST),
-            (key_of(LOCAL6.into()), local_kind::UNICAST),
+            (AddrKey::from_ip(LOCAL4.into()), local_kind::UNICAST),
+            (AddrKey::from_ip(LOCAL6.into()), local_kind::UNICAST),
             (
-                key_of(Ipv4Addr::new(192, 0, 2, 255).into()),
+                AddrKey::from_ip(Ipv4Addr::new(192, 0, 2, 255).into()),
                 local_kind::BROADCAST,
             ),
         ]);
@@ -240,6 +251,22 @@ pub fn run(opts: &Opts) -> Result<CostResult> {
     let mut kernel = vec![Vec::with_capacity(opts.rounds); entries.len()];
     let mut wall = vec![Vec::with_capacity(opts.rounds); entries.len()];
 
+    let mut sizes = BTreeMap::new();
+    for (program, prog) in [
+        (Program::Filter, filter.program()?),
+        (
+            Program::EmptyPass,
+            objects::xdp(&mut pass, Baseline::Pass.program_name())?,
+        ),
+        (
+            Program::DropAll,
+            objects::xdp(&mut drop_all, Baseline::Drop.program_name())?,
+        ),
+    ] {
+        let info = prog.info().context("reading the program's info")?;
+        let xlated = info.size_translated().map(|b| b / 8);
+        sizes.insert(program as u8, (xlated, info.verified_instruction_count()));
+    }
     let mut run_one = |e: &Entry, repeat: u32| -> Result<(u32, f64, f64)> {
         let prog: &mut Xdp = match e.program {
             Program::Filter => filter.program()?,
@@ -297,7 +324,10 @@ pub fn run(opts: &Opts) -> Result<CostResult> {
         .map(|(i, e)| {
             let k = Summary::of(&kernel[i]);
             let w = Summary::of(&wall[i]);
+            let (xlated_insns, verified_insns) = sizes[&(e.program as u8)];
             Row {
+                xlated_insns,
+                verified_insns,
                 name: e.name.to_string(),
                 program: e.program,
                 verdict: verdict_name(e.verdict),

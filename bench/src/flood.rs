@@ -141,7 +141,7 @@ pub fn desired() -> Result<Desired> {
     let ntp_agent::cli::Command::Run(args) = cli.command else {
         bail!("{argv:?} is not `run`");
     };
-    ntp_agent::run::desired(&args)
+    ntp_agent::cmd::run::desired(&args)
 }
 
 /// What is attached in each router namespace; dropped (detached) at the end.

@@ -17,6 +17,7 @@ mod flood;
 mod flooder;
 mod footprint;
 mod nft;
+mod nts;
 mod objects;
 mod quality;
 mod report;
@@ -46,6 +47,8 @@ pub enum Section {
     Quality,
     /// 5: the agent's RSS and CPU time (idle: during 4; flood: during 3).
     Footprint,
+    /// 6: what NTS costs (key establishment, authenticated exchanges).
+    Nts,
 }
 
 #[derive(Parser, Debug)]
@@ -110,6 +113,7 @@ pub struct Results {
     pub simulation: Outcome<quality::SimResult>,
     pub realtime: Outcome<quality::RealtimeResult>,
     pub footprint: Outcome<footprint::FootprintResult>,
+    pub nts: Outcome<nts::NtsResult>,
 }
 
 pub fn progress(section: &str, msg: &str) {
@@ -162,21 +166,13 @@ fn cmd_out(prog: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Why the benchmarks cannot run here, if they cannot.
+/// Why the benchmarks cannot run here, if they cannot (root for BPF,
+/// network namespaces and raw sockets; a bpffs), as the tests probe it.
 fn privilege_problem() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        return Some(format!(
-            "needs root (BPF, network namespaces, raw sockets); euid is {euid}"
-        ));
-    }
-    if let Err(e) = ntp_filter_tests::ensure_bpffs() {
-        return Some(format!(
-            "no bpffs at /sys/fs/bpf and cannot mount one: {e:#}"
-        ));
-    }
-    None
+    use ntp_filter_tests::Need;
+    [Need::Netns, Need::Bpffs]
+        .into_iter()
+        .find_map(|need| need.check().err())
 }
 
 fn main() -> ExitCode {
@@ -257,7 +253,7 @@ fn run(args: &Args) -> Result<bool> {
         args.out.display()
     );
 
-    println!("\n== [1/5] cost per packet (BPF_PROG_TEST_RUN)");
+    println!("\n== [1/6] cost per packet (BPF_PROG_TEST_RUN)");
     let cost = run_section("cost", wanted(Section::Cost), &mut times, || {
         cost::run(&cost::Opts {
             repeat: 1_000_000,
@@ -265,7 +261,7 @@ fn run(args: &Args) -> Result<bool> {
         })
     });
 
-    println!("\n== [2/5] drop rate under a flood (live frames into a veth)");
+    println!("\n== [2/6] drop rate under a flood (live frames into a veth)");
     let flood = run_section("flood", wanted(Section::Flood), &mut times, || {
         flood::run(&flood::Opts {
             rounds: if quick { 3 } else { 5 },
@@ -274,7 +270,7 @@ fn run(args: &Args) -> Result<bool> {
         })
     });
 
-    println!("\n== [3/5] sync under attack (agent + chronyd -x, spoofed flood)");
+    println!("\n== [3/6] sync under attack (agent + chronyd -x, spoofed flood)");
     let attack = run_section(
         "attack",
         wanted(Section::Attack) || wanted(Section::Footprint),
@@ -288,7 +284,7 @@ fn run(args: &Args) -> Result<bool> {
         },
     );
 
-    println!("\n== [4/5] sync quality (simulation; real time next to chronyd -x)");
+    println!("\n== [4/6] sync quality (simulation; real time next to chronyd -x)");
     let simulation = run_section("simulation", wanted(Section::Quality), &mut times, || {
         quality::simulate(if quick { 2 } else { 5 })
     });
@@ -309,7 +305,7 @@ fn run(args: &Args) -> Result<bool> {
         },
     );
 
-    println!("\n== [5/5] footprint (agent RSS and CPU time)");
+    println!("\n== [5/6] footprint (agent RSS and CPU time)");
     let footprint = if wanted(Section::Footprint) {
         let idle = realtime.ok().and_then(|r| r.idle_footprint);
         let quiet = attack.ok().map(|a| a.quiet.footprint);
@@ -324,6 +320,15 @@ fn run(args: &Args) -> Result<bool> {
     } else {
         Outcome::Skipped("not selected (--only)".into())
     };
+
+    println!("\n== [6/6] what NTS costs (KE and authenticated exchanges with chronyd -x)");
+    let nts = run_section("nts", wanted(Section::Nts), &mut times, || {
+        nts::run(&nts::Opts {
+            key_exchanges: if quick { 10 } else { 30 },
+            exchanges: if quick { 200 } else { 1000 },
+            cpu_iterations: 20_000,
+        })
+    });
 
     let results = Results {
         meta: Meta {
@@ -351,6 +356,7 @@ fn run(args: &Args) -> Result<bool> {
         simulation,
         realtime,
         footprint,
+        nts,
     };
     let written = report::write(&args.out, &results)?;
     println!("\n== results");
@@ -365,6 +371,7 @@ fn run(args: &Args) -> Result<bool> {
         matches!(results.simulation, Outcome::Failed(_)),
         matches!(results.realtime, Outcome::Failed(_)),
         matches!(results.footprint, Outcome::Failed(_)),
+        matches!(results.nts, Outcome::Failed(_)),
     ]
     .iter()
     .any(|f| *f);

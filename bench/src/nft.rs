@@ -1,6 +1,6 @@
 //! The filter's policy as an nftables `netdev` ingress ruleset, generated
 //! from the same configuration the agent loads into its maps (the agent's
-//! own `run::desired`), for the flood comparison.
+//! own `cmd::run::desired`), for the flood comparison.
 //!
 //! Equivalent for everything the flood sends. Where nftables cannot follow
 //! the agent (each request's fresh reply port is written into the XDP map
@@ -12,21 +12,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
-use ntp_agent::filter::{acl, Desired};
-use ntp_filter_common::{config_flags, mode_bit, AddrKey, ModeMask, SourceClass, NTP_PORT};
+use ntp_agent::{filter::Desired, model::acl};
+use ntp_filter_common::{config_flags, mode_bit, ModeMask, SourceClass, NTP_PORT};
 
 pub const TABLE: &str = "nfbench";
-
-fn ip_of(key: &AddrKey) -> IpAddr {
-    let a = key.addr;
-    if a[..10] == [0; 10] && a[10] == 0xff && a[11] == 0xff {
-        IpAddr::V4(Ipv4Addr::new(a[12], a[13], a[14], a[15]))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(a))
-    }
-}
 
 fn modes(mask: ModeMask) -> String {
     let list: Vec<String> = (0..8u8)
@@ -61,8 +52,8 @@ pub fn ruleset(d: &Desired, iface: &str, local: &[IpAddr]) -> String {
             Some(SourceClass::Server) => servers
                 .entry(entry.reply_port)
                 .or_default()
-                .push(ip_of(key)),
-            Some(SourceClass::Peer) => peers.push(ip_of(key)),
+                .push(key.to_ip()),
+            Some(SourceClass::Peer) => peers.push(key.to_ip()),
             _ => {}
         }
     }
@@ -274,8 +265,7 @@ pub fn dropped_packets(list_json: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ntp_agent::filter::local_addrs::key_of;
-    use ntp_filter_common::{client_policy, FilterConfig, SourceEntry};
+    use ntp_filter_common::{client_policy, AddrKey, FilterConfig, SourceEntry};
 
     fn desired() -> Desired {
         let mut sources = BTreeMap::new();
@@ -285,15 +275,15 @@ mod tests {
             reply_port,
         };
         sources.insert(
-            key_of("192.0.2.10".parse().unwrap()),
+            AddrKey::from_ip("192.0.2.10".parse().unwrap()),
             entry(SourceClass::Server, 123),
         );
         sources.insert(
-            key_of("2001:db8::10".parse().unwrap()),
+            AddrKey::from_ip("2001:db8::10".parse().unwrap()),
             entry(SourceClass::Server, 0),
         );
         sources.insert(
-            key_of("192.0.2.20".parse().unwrap()),
+            AddrKey::from_ip("192.0.2.20".parse().unwrap()),
             entry(SourceClass::Peer, 0),
         );
         let mut d = run_desired_shape();
@@ -315,7 +305,7 @@ mod tests {
         let ntp_agent::cli::Command::Run(args) = cli.command else {
             panic!("not run")
         };
-        ntp_agent::run::desired(&args).expect("desired")
+        ntp_agent::cmd::run::desired(&args).expect("desired")
     }
 
     #[test]
@@ -348,7 +338,7 @@ mod tests {
 
     #[test]
     fn access_list_longest_prefix_first() {
-        use ntp_agent::filter::{AclRule, Cidr};
+        use ntp_agent::model::{AclRule, Cidr};
         let mut d = desired();
         d.policy = SourceClass::ALL.map(ntp_filter_common::server_policy);
         d.acl = vec![

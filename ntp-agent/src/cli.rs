@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    filter::{Cidr, XdpModeArg},
-    policy::ModeOverride,
-    source_arg::SourceArg,
+    control,
+    filter::{pins, XdpModeArg},
+    metrics,
+    model::{Cidr, ModeOverride, Role, SourceArg},
 };
 
 #[derive(Parser, Debug)]
@@ -78,8 +79,8 @@ pub struct SourceCommand {
 
 #[derive(Args, Debug)]
 pub struct ModeCommand {
-    #[arg(value_enum)]
-    pub mode: Mode,
+    #[arg(value_enum, value_name = "MODE")]
+    pub role: Role,
     #[command(flatten)]
     pub control: ControlArgs,
 }
@@ -87,17 +88,8 @@ pub struct ModeCommand {
 #[derive(Args, Debug, Clone)]
 pub struct ControlArgs {
     /// The running agent's control socket.
-    #[arg(long = "control-socket", value_name = "PATH", default_value = crate::control::DEFAULT_PATH)]
+    #[arg(long = "control-socket", value_name = "PATH", default_value = control::DEFAULT_PATH)]
     pub control_socket: PathBuf,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Sync the clock, never serve: the router note's client mode.
-    Client,
-    /// Also answer NTP clients (mode 3 accepted from any address).
-    Server,
 }
 
 #[derive(Args, Debug)]
@@ -117,8 +109,8 @@ pub struct RunArgs {
     /// modes 1 and 2 pass. Options as for --server.
     #[arg(long = "peer", value_name = "ADDR[,OPTIONS]")]
     pub peers: Vec<SourceArg>,
-    #[arg(long, value_enum, default_value_t = Mode::Client)]
-    pub mode: Mode,
+    #[arg(long = "mode", value_name = "MODE", value_enum, default_value_t = Role::Client)]
+    pub role: Role,
     #[arg(long = "xdp-mode", value_enum, default_value_t = XdpModeArg::Auto)]
     pub xdp_mode: XdpModeArg,
     #[command(flatten)]
@@ -134,11 +126,11 @@ pub struct RunArgs {
     #[command(flatten)]
     pub sync: SyncArgs,
     /// Unix socket `ntp-agent status` talks to (mode 0600).
-    #[arg(long = "control-socket", value_name = "PATH", default_value = crate::control::DEFAULT_PATH)]
+    #[arg(long = "control-socket", value_name = "PATH", default_value = control::DEFAULT_PATH)]
     pub control_socket: PathBuf,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics, e.g.
     /// 127.0.0.1:9975 (off unless given).
-    #[arg(long, value_name = "ADDR:PORT", value_parser = crate::metrics::parse_addr)]
+    #[arg(long, value_name = "ADDR:PORT", value_parser = metrics::parse_addr)]
     pub metrics: Option<std::net::SocketAddr>,
     /// Replace the allowed modes of a class: `server=4`, `peer=1,2,4`,
     /// `other=` (none). Repeat per class. Overrides the --mode defaults.
@@ -161,6 +153,11 @@ pub struct RunArgs {
     /// Log every drop from the XDP program (debug; costs ~20 ns a packet).
     #[arg(long)]
     pub bpf_log: bool,
+    /// Count the traffic the filter leaves alone too (not IP, not UDP, not
+    /// the NTP port, transit): off, it costs one lookup and one write less
+    /// per such packet.
+    #[arg(long)]
+    pub count_out_of_scope: bool,
 }
 
 /// Time-sync settings.
@@ -212,7 +209,7 @@ pub struct SyncArgs {
 pub struct PinArgs {
     /// Base directory on bpffs for the pinned link and maps; the layout
     /// version is appended (`<DIR>/v<N>`).
-    #[arg(long = "pin-dir", value_name = "DIR", default_value = crate::filter::pins::DEFAULT_BASE)]
+    #[arg(long = "pin-dir", value_name = "DIR", default_value = pins::DEFAULT_BASE)]
     pub pin_dir: PathBuf,
 }
 
@@ -230,7 +227,7 @@ pub struct DetachArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub pins: PinArgs,
-    #[arg(long = "control-socket", value_name = "PATH", default_value = crate::control::DEFAULT_PATH)]
+    #[arg(long = "control-socket", value_name = "PATH", default_value = control::DEFAULT_PATH)]
     pub control_socket: PathBuf,
     /// Machine-readable output (field names documented in the README).
     #[arg(long)]

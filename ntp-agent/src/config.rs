@@ -44,6 +44,7 @@ pub struct FileConfig {
     ntp_port: Option<Spanned<i64>>,
     pass_non_first_fragments: Option<Spanned<bool>>,
     bpf_log: Option<Spanned<bool>>,
+    count_out_of_scope: Option<Spanned<bool>>,
     minpoll: Option<Spanned<i64>>,
     maxpoll: Option<Spanned<i64>>,
     iburst: Option<Spanned<bool>>,
@@ -238,6 +239,13 @@ impl FileConfig {
             &mut s,
         );
         switch("bpf-log", "--bpf-log", true, &self.bpf_log, &mut s);
+        switch(
+            "count-out-of-scope",
+            "--count-out-of-scope",
+            true,
+            &self.count_out_of_scope,
+            &mut s,
+        );
         value("minpoll", "--minpoll", &self.minpoll, &mut s);
         value("maxpoll", "--maxpoll", &self.maxpoll, &mut s);
         switch("iburst", "--no-iburst", false, &self.iburst, &mut s);
@@ -521,6 +529,26 @@ mod tests {
                 "192.0.2.99",
                 "--minpoll=5"
             ]
+        );
+    }
+
+    #[test]
+    fn the_metrics_key_is_the_flag() {
+        let file = parse("metrics = \"127.0.0.1:9975\"\n").unwrap();
+        assert_eq!(
+            file,
+            [(
+                "--metrics".to_string(),
+                vec!["--metrics".to_string(), "127.0.0.1:9975".to_string()]
+            )]
+        );
+        let e = format!(
+            "{:#}",
+            parse("\nmetrics = \"localhost:9975\"\n").unwrap_err()
+        );
+        assert!(
+            e.contains("line 2") && e.contains("metrics") && e.contains("expected IP:PORT"),
+            "{e}"
         );
     }
 }

@@ -1,5 +1,7 @@
-//! The control socket: a Unix stream socket, root-only (0600), one request
-//! line in, one JSON line out. `ntp-agent status` is its client.
+//! The control socket: a Unix stream socket, root-only (0600), one
+//! [`Request`] line in, one [`Reply`] line out (see [`crate::protocol`]).
+//! Both ends are here: the agent's side, which hands each request to the
+//! event loop, and the client's, for `ntp-agent status|server|…`.
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -8,17 +10,23 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _},
     net::{UnixListener, UnixStream},
     sync::{mpsc, oneshot},
 };
 
-use crate::sync::{Command, ControlRequest};
+use crate::protocol::{AgentReport, Command, Reply, Request, MAX_REQUEST};
 
 pub const DEFAULT_PATH: &str = "/run/ntp-filter/agent.sock";
-const MAX_REQUEST: usize = 4096;
+
+/// What the control socket (and the metrics page) asks the running
+/// agent's event loop, with where the answer goes.
+pub enum Call {
+    Status(oneshot::Sender<AgentReport>),
+    Change(Command, oneshot::Sender<Result<String, String>>),
+}
 
 /// The bound control socket; its file goes away with it, whether the agent
 /// stops normally or fails after binding.
@@ -60,7 +68,7 @@ pub fn bind_std(path: &Path) -> Result<Bound> {
 }
 
 /// Accepts connections until the listener is dropped.
-pub async fn serve(listener: UnixListener, core: mpsc::Sender<ControlRequest>) {
+pub async fn serve(listener: UnixListener, core: mpsc::Sender<Call>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -74,36 +82,35 @@ pub async fn serve(listener: UnixListener, core: mpsc::Sender<ControlRequest>) {
     }
 }
 
-async fn answer(stream: UnixStream, core: mpsc::Sender<ControlRequest>) -> Result<()> {
+async fn answer(stream: UnixStream, core: mpsc::Sender<Call>) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
     reader.read_line(&mut line).await?;
-    let reply = match line.trim() {
-        "status" => {
+    let reply = match Request::from_line(&line) {
+        Ok(Request::Status) => {
             let (tx, rx) = oneshot::channel();
-            core.send(ControlRequest::Status(tx)).await?;
-            serde_json::to_string(&rx.await?)?
+            core.send(Call::Status(tx)).await?;
+            Reply::Status(Box::new(rx.await?))
         }
-        other => match other.parse::<Command>() {
-            Ok(cmd) => {
-                let (tx, rx) = oneshot::channel();
-                core.send(ControlRequest::Command(cmd, tx)).await?;
-                match rx.await? {
-                    Ok(done) => serde_json::json!({ "ok": done }).to_string(),
-                    Err(e) => serde_json::json!({ "error": e }).to_string(),
-                }
+        Ok(Request::Change(cmd)) => {
+            let (tx, rx) = oneshot::channel();
+            core.send(Call::Change(cmd, tx)).await?;
+            match rx.await? {
+                Ok(done) => Reply::Ok(done),
+                Err(e) => Reply::Error(e),
             }
-            Err(e) => serde_json::json!({ "error": e }).to_string(),
-        },
+        }
+        Err(e) => Reply::Error(e),
     };
-    write.write_all(reply.as_bytes()).await?;
+    write.write_all(reply.to_line().as_bytes()).await?;
     write.write_all(b"\n").await?;
     Ok(())
 }
 
-/// Client side: sends one command and returns the JSON answer.
-pub fn request(path: &PathBuf, command: &str) -> Result<serde_json::Value> {
+/// Client side: sends one request and returns the agent's answer; the
+/// agent's refusal is the error.
+fn request(path: &Path, request: &Request) -> Result<Reply> {
     let mut stream = std::os::unix::net::UnixStream::connect(path).with_context(|| {
         format!(
             "the agent is not running or not reachable (control socket {})",
@@ -111,19 +118,27 @@ pub fn request(path: &PathBuf, command: &str) -> Result<serde_json::Value> {
         )
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    writeln!(stream, "{command}")?;
+    writeln!(stream, "{}", request.to_line())?;
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line)?;
-    let value: serde_json::Value = serde_json::from_str(&line).context("malformed answer")?;
-    if let Some(err) = value.get("error").and_then(|e| e.as_str()) {
-        bail!("{err}");
+    match Reply::from_line(&line).map_err(|e| anyhow!(e))? {
+        Reply::Error(e) => bail!("{e}"),
+        reply => Ok(reply),
     }
-    Ok(value)
 }
 
-/// Sends a change to the running agent and prints what it did.
-pub fn command(path: &PathBuf, cmd: &Command) -> Result<()> {
-    let value = request(path, &cmd.to_line())?;
-    println!("{}", value["ok"].as_str().unwrap_or("done"));
-    Ok(())
+/// The running agent's report (`status`).
+pub fn status(path: &Path) -> Result<AgentReport> {
+    match request(path, &Request::Status)? {
+        Reply::Status(report) => Ok(*report),
+        other => bail!("the agent answered {other:?} to `status`"),
+    }
+}
+
+/// Sends a change to the running agent; returns what it did.
+pub fn change(path: &Path, cmd: Command) -> Result<String> {
+    match request(path, &Request::Change(cmd))? {
+        Reply::Ok(done) => Ok(done),
+        other => bail!("the agent answered {other:?} to a change"),
+    }
 }

@@ -1,9 +1,8 @@
 use clap::Parser as _;
 use ntp_agent::{
-    cli::{AclCommand, Cli, Command, Op, SourceCommand},
-    control,
-    filter::AclRule,
-    sync,
+    cli::{Cli, Command},
+    cmd,
+    model::AclRule,
 };
 use ntp_proto::SourceKind;
 use tracing_subscriber::EnvFilter;
@@ -34,17 +33,15 @@ fn main() -> std::process::ExitCode {
         }
     }
     let result = match cli.command {
-        Command::CheckConfig { file } => check_config(&file),
-        Command::Run(args) => ntp_agent::run::run(*args),
-        Command::Detach(args) => ntp_agent::detach::detach(args),
-        Command::Status(args) => ntp_agent::status::status(args),
-        Command::Server(c) => source_command(SourceKind::Server, c),
-        Command::Peer(c) => source_command(SourceKind::Peer, c),
-        Command::Mode(c) => {
-            control::command(&c.control.control_socket, &sync::Command::Mode(c.mode))
-        }
-        Command::Allow(c) => acl_command(AclRule::allow(c.cidr), c),
-        Command::Deny(c) => acl_command(AclRule::deny(c.cidr), c),
+        Command::CheckConfig { file } => cmd::check_config::check_config(&file),
+        Command::Run(args) => cmd::run::run(*args),
+        Command::Detach(args) => cmd::detach::detach(args),
+        Command::Status(args) => cmd::status::status(args),
+        Command::Server(c) => cmd::change::source(SourceKind::Server, c),
+        Command::Peer(c) => cmd::change::source(SourceKind::Peer, c),
+        Command::Mode(c) => cmd::change::role(c),
+        Command::Allow(c) => cmd::change::acl(AclRule::allow(c.cidr), c),
+        Command::Deny(c) => cmd::change::acl(AclRule::deny(c.cidr), c),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -53,25 +50,6 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn source_command(kind: SourceKind, c: SourceCommand) -> anyhow::Result<()> {
-    let cmd = match c.op {
-        Op::Add => sync::Command::Add(kind, c.target),
-        Op::Del if c.target.poll != Default::default() => anyhow::bail!(
-            "{}: poll options go with `add`; `del` takes only the address or name",
-            c.target
-        ),
-        Op::Del => sync::Command::Del(kind, c.target.spec),
-    };
-    control::command(&c.control.control_socket, &cmd)
-}
-
-fn acl_command(rule: AclRule, c: AclCommand) -> anyhow::Result<()> {
-    control::command(
-        &c.control.control_socket,
-        &sync::Command::Acl { rule, del: c.del },
-    )
 }
 
 /// `run --config FILE`: parse again with the file's settings in front of
@@ -93,25 +71,4 @@ fn with_config_file(cli: Cli) -> anyhow::Result<Cli> {
     let mut argv = raw[..=run].to_vec();
     argv.extend(ntp_agent::config::merge(file, &raw[run + 1..]));
     Ok(Cli::try_parse_from(argv)?)
-}
-
-fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
-    use clap::Parser as _;
-    let settings = ntp_agent::config::load(file)?;
-    let mut argv: Vec<std::ffi::OsString> = vec!["ntp-agent".into(), "run".into()];
-    argv.extend(ntp_agent::config::merge(settings, &[]));
-    let cli = Cli::try_parse_from(argv)?;
-    let Command::Run(args) = cli.command else {
-        unreachable!("parsed as run");
-    };
-    ntp_agent::run::check(&args).map_err(|e| anyhow::anyhow!("{}: {e:#}", file.display()))?;
-    println!(
-        "{}: ok ({} interface(s), {} server(s), {} peer(s), {:?} mode)",
-        file.display(),
-        args.ifaces.len(),
-        args.servers.len(),
-        args.peers.len(),
-        args.mode
-    );
-    Ok(())
 }

@@ -61,9 +61,8 @@ pub fn describe_filter(attached: &[(String, Attachment)]) -> String {
                 Attachment::Skb => "skb".to_string(),
                 // A restart swaps the program inside the pinned link; the
                 // kernel knows the mode that link was made with.
-                Attachment::Reused => {
-                    crate::status::xdp_mode(iface).unwrap_or_else(|| "existing link".into())
-                }
+                Attachment::Reused => crate::filter::inspect::xdp_mode(iface)
+                    .unwrap_or_else(|| "existing link".into()),
             };
             format!("{iface} ({how})")
         })

@@ -2,32 +2,11 @@
 //! client by a token bucket like chrony's `ratelimit`. Modes 6 and 7
 //! (control, private) are never answered, in any mode.
 
-use std::{
-    collections::HashMap,
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, net::IpAddr, time::Instant};
 
 use ntp_proto::{build_kod_rate, build_reply, Mode, NtpPacket, NtpTimestamp, ServerState};
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RateLimit {
-    /// Requests a client may send back to back.
-    pub burst: u32,
-    /// One more request allowed per this interval.
-    pub interval: Duration,
-}
-
-impl Default for RateLimit {
-    /// A burst of 8 covers a client's iburst; after that one request per
-    /// 2 s, far above what a polling client (one per 64 s or more) needs.
-    fn default() -> Self {
-        Self {
-            burst: 8,
-            interval: Duration::from_secs(2),
-        }
-    }
-}
+use crate::model::RateLimit;
 
 /// What to do with one client request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +104,8 @@ pub fn answer(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 99));
@@ -162,7 +143,10 @@ mod tests {
 
     #[test]
     fn table_stays_bounded() {
-        let mut rl = RateLimiter::new(RateLimit::default());
+        let mut rl = RateLimiter::new(RateLimit {
+            burst: 8,
+            interval: Duration::from_secs(2),
+        });
         let t0 = Instant::now();
         for i in 0..(MAX_CLIENTS as u32 + 10) {
             let ip = IpAddr::V6(std::net::Ipv6Addr::from(

@@ -1,15 +1,22 @@
-//! Numbering of the per-CPU counter array.
+//! Numbering of the counters.
 //!
-//! Every packet moves exactly one "why" counter: a [`DropReason`] or a
-//! [`PassReason`]. Packets that reach the policy decision (a parsed NTP
-//! header from a classified source) also move one `(class, mode, verdict)`
-//! counter, so `status` can show drops by class, mode and reason.
+//! What they mean ([`Counter`]): every packet moves exactly one "why"
+//! counter, a [`DropReason`] or a [`PassReason`]. Packets that reach the
+//! policy decision (a parsed NTP header from a classified source) also move
+//! one `(class, mode, verdict)` counter, so `status` can show drops by
+//! class, mode and reason.
 //!
-//! The array holds one block of [`COUNTER_SLOTS`] counters per interface
-//! slot: the packet's ingress interface indexes [`NF_IFACES`](crate::names::IFACES),
+//! What the program writes ([`cell`]): one per-CPU *cell* per packet, whose
+//! number says both at once for a decided packet (class, mode and outcome)
+//! and the reason for the others. The agent adds the cells up into the
+//! counters ([`expand`]); a packet is counted with one write.
+//!
+//! The per-CPU array holds one block of [`CELLS`] cells per interface slot:
+//! the packet's ingress interface indexes [`NF_IFACES`](crate::names::IFACES),
 //! whose value is the slot. Slot [`IFACE_OTHER`] takes packets from
 //! interfaces without one, so the sum over all blocks is always every
-//! packet the program saw.
+//! packet the program saw. The counters are numbered the same way, one
+//! block of [`COUNTER_SLOTS`] per interface slot ([`counter_index`]).
 
 use crate::SourceClass;
 
@@ -41,10 +48,14 @@ pub enum DropReason {
     /// A client request (mode 3) from an address the access list
     /// ([`NF_ACL`](crate::names::ACL)) denies.
     Denied = 7,
+    /// An IPv6 packet whose source is IPv4-mapped (`::ffff:0:0/96`) or
+    /// IPv4-compatible (`::/96` but `::` and `::1`), RFC 4291: a spoof that
+    /// would pass as the IPv4 host it embeds.
+    MappedSource = 8,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::Fragment,
         Self::ExtHeaders,
@@ -54,6 +65,7 @@ impl DropReason {
         Self::ModeNotAllowed,
         Self::WrongReplyPort,
         Self::Denied,
+        Self::MappedSource,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -66,6 +78,7 @@ impl DropReason {
             Self::ModeNotAllowed => "mode_not_allowed",
             Self::WrongReplyPort => "wrong_reply_port",
             Self::Denied => "denied",
+            Self::MappedSource => "ipv4_mapped_source",
         }
     }
 }
@@ -195,7 +208,10 @@ impl Counter {
                 class,
                 mode,
                 verdict,
-            } => decision_index(class as u8, mode, verdict),
+            } => {
+                ((class as u32 % SourceClass::COUNT as u32) * 8 + (mode as u32 & 7)) * 2
+                    + verdict as u32
+            }
             Self::Drop(r) => DROP_BASE + r as u32,
             Self::Pass(r) => PASS_BASE + r as u32,
         }
@@ -227,11 +243,111 @@ impl Counter {
     }
 }
 
-/// `Counter::Decision` index from raw parts, for the XDP program, which has
-/// the class as a map byte.
+/// The cells the program counts in, one per packet.
+pub mod cell {
+    use super::{DropReason, PassReason};
+    use crate::SourceClass;
+
+    /// How a decided packet ended: passed, or dropped for one of the
+    /// reasons the decision gives.
+    pub const OUTCOMES: [Option<DropReason>; 5] = [
+        None,
+        Some(DropReason::UnknownSource),
+        Some(DropReason::ModeNotAllowed),
+        Some(DropReason::WrongReplyPort),
+        Some(DropReason::Denied),
+    ];
+    pub const ALLOWED: u32 = 0;
+    pub const UNKNOWN_SOURCE: u32 = 1;
+    pub const MODE_NOT_ALLOWED: u32 = 2;
+    pub const WRONG_REPLY_PORT: u32 = 3;
+    pub const DENIED: u32 = 4;
+
+    const DECISIONS: u32 = (SourceClass::COUNT * 8 * OUTCOMES.len()) as u32;
+    const DROPS: u32 = DECISIONS;
+    const PASSES: u32 = DROPS + DropReason::COUNT as u32;
+    /// Cells per interface slot.
+    pub const COUNT: u32 = PASSES + PassReason::COUNT as u32;
+
+    /// A decided packet: `class` (a map byte), NTP mode, an outcome above.
+    #[inline(always)]
+    pub const fn decision(class: u8, mode: u8, outcome: u32) -> u32 {
+        ((class as u32 % SourceClass::COUNT as u32) * 8 + (mode as u32 & 7)) * OUTCOMES.len() as u32
+            + outcome
+    }
+
+    /// A packet dropped before the decision.
+    #[inline(always)]
+    pub const fn drop(reason: DropReason) -> u32 {
+        DROPS + reason as u32
+    }
+
+    /// A packet passed before the decision (out of scope).
+    #[inline(always)]
+    pub const fn pass(reason: PassReason) -> u32 {
+        PASSES + reason as u32
+    }
+
+    /// The counters cell `n` stands for: a decision and its reason, or a
+    /// reason alone.
+    pub const fn counters(n: u32) -> Option<(Option<super::Counter>, super::Counter)> {
+        use super::{Counter, Verdict};
+        if n < DECISIONS {
+            let outcome = OUTCOMES[(n % OUTCOMES.len() as u32) as usize];
+            let rest = n / OUTCOMES.len() as u32;
+            let class = match SourceClass::from_u8((rest / 8) as u8) {
+                Some(c) => c,
+                None => return None,
+            };
+            let (verdict, why) = match outcome {
+                None => (Verdict::Pass, Counter::Pass(PassReason::Allowed)),
+                Some(r) => (Verdict::Drop, Counter::Drop(r)),
+            };
+            let decision = Counter::Decision {
+                class,
+                mode: (rest % 8) as u8,
+                verdict,
+            };
+            Some((Some(decision), why))
+        } else if n < PASSES {
+            Some((None, Counter::Drop(DropReason::ALL[(n - DROPS) as usize])))
+        } else if n < COUNT {
+            Some((None, Counter::Pass(PassReason::ALL[(n - PASSES) as usize])))
+        } else {
+            None
+        }
+    }
+}
+
+/// Cells of the whole per-CPU array.
+pub const CELLS: u32 = cell::COUNT * MAX_IFACE_SLOTS;
+
+/// First cell of `slot`'s block; out of range is [`IFACE_OTHER`]'s, like
+/// [`slot_base`].
 #[inline(always)]
-pub const fn decision_index(class: u8, mode: u8, verdict: Verdict) -> u32 {
-    ((class as u32 % SourceClass::COUNT as u32) * 8 + (mode as u32 & 7)) * 2 + verdict as u32
+pub const fn cell_base(slot: u32) -> u32 {
+    let slot = if slot < MAX_IFACE_SLOTS {
+        slot
+    } else {
+        IFACE_OTHER
+    };
+    slot * cell::COUNT
+}
+
+/// Adds one slot's cells (`cells[n]`: cell `n`, summed over the CPUs) to
+/// its counters (`counters[Counter::index]`).
+pub fn expand(cells: &[u64], counters: &mut [u64]) {
+    for (n, &v) in cells.iter().enumerate() {
+        if v == 0 {
+            continue;
+        }
+        if let Some((decision, why)) = cell::counters(n as u32) {
+            if let Some(d) = decision {
+                counters[d.index() as usize] += v;
+            }
+            counters[why.index() as usize] += v;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -282,5 +398,72 @@ mod tests {
             assert!(PassReason::ALL[..i].iter().all(|o| o.name() != r.name()));
         }
         assert_eq!(DropReason::Denied.name(), "denied");
+    }
+
+    #[test]
+    fn every_cell_is_one_packet_of_the_counters_it_stands_for() {
+        let mut seen = [false; COUNTER_SLOTS as usize];
+        for n in 0..cell::COUNT {
+            let mut cells = [0u64; cell::COUNT as usize];
+            cells[n as usize] = 1;
+            let mut counters = [0u64; COUNTER_SLOTS as usize];
+            expand(&cells, &mut counters);
+            let (decision, why) = cell::counters(n).expect("cell in range");
+            let mut want = [0u64; COUNTER_SLOTS as usize];
+            want[why.index() as usize] = 1;
+            if let Some(d) = decision {
+                want[d.index() as usize] += 1;
+                // A decided packet is allowed or dropped for a decision's
+                // reason, never a pre-decision one.
+                match (d, why) {
+                    (
+                        Counter::Decision {
+                            verdict: Verdict::Pass,
+                            ..
+                        },
+                        Counter::Pass(PassReason::Allowed),
+                    ) => {}
+                    (
+                        Counter::Decision {
+                            verdict: Verdict::Drop,
+                            ..
+                        },
+                        Counter::Drop(r),
+                    ) => {
+                        assert!(cell::OUTCOMES.contains(&Some(r)), "{r:?}")
+                    }
+                    other => panic!("cell {n}: {other:?}"),
+                }
+            }
+            assert_eq!(counters, want, "cell {n}");
+            for (i, v) in counters.iter().enumerate() {
+                seen[i] |= *v != 0;
+            }
+        }
+        // Every counter can be reached from some cell.
+        assert!(seen.iter().all(|s| *s), "{seen:?}");
+        // The program's numbering lands where the agent reads it.
+        let d = cell::decision(SourceClass::Server as u8, 4, cell::WRONG_REPLY_PORT);
+        assert_eq!(
+            cell::counters(d),
+            Some((
+                Some(Counter::Decision {
+                    class: SourceClass::Server,
+                    mode: 4,
+                    verdict: Verdict::Drop
+                }),
+                Counter::Drop(DropReason::WrongReplyPort)
+            ))
+        );
+        assert_eq!(
+            cell::counters(cell::drop(DropReason::MappedSource)),
+            Some((None, Counter::Drop(DropReason::MappedSource)))
+        );
+        assert_eq!(
+            cell::counters(cell::pass(PassReason::NotUdp)),
+            Some((None, Counter::Pass(PassReason::NotUdp)))
+        );
+        assert_eq!(cell_base(MAX_IFACE_SLOTS), cell_base(IFACE_OTHER));
+        assert_eq!(cell_base(MAX_IFACE_SLOTS - 1) + cell::COUNT, CELLS);
     }
 }

@@ -7,10 +7,11 @@
 #![no_std]
 
 pub mod counters;
+pub mod table;
 
 pub use counters::{
-    counter_index, slot_base, split_index, Counter, DropReason, PassReason, Verdict, COUNTER_SLOTS,
-    IFACE_OTHER, MAX_IFACE_SLOTS, MAX_IFINDEX,
+    cell, cell_base, counter_index, slot_base, split_index, Counter, DropReason, PassReason,
+    Verdict, CELLS, COUNTER_SLOTS, IFACE_OTHER, MAX_IFACE_SLOTS, MAX_IFINDEX,
 };
 
 /// Bumped whenever a map's key or value layout, a map's size, or the counter
@@ -19,7 +20,10 @@ pub use counters::{
 ///
 /// 2: `NF_ACL` and `DropReason::Denied` (which moved every pass counter).
 /// 3: `NF_IFACES`, and `NF_COUNTERS` one block of counters per interface slot.
-pub const LAYOUT_VERSION: u32 = 3;
+/// 4: the address tables as hashed arrays ([`table`]), the policy in the
+///    config record, `NF_COUNTERS` as one cell per packet ([`cell`]),
+///    `DropReason::MappedSource`.
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// The NTP port, used until the agent writes [`FilterConfig`].
 pub const NTP_PORT: u16 = 123;
@@ -29,13 +33,25 @@ pub const NTP_PORT: u16 = 123;
 pub mod names {
     pub const PROGRAM: &str = "ntp_filter";
     pub const CONFIG: &str = "NF_CONFIG";
-    pub const POLICY: &str = "NF_POLICY";
+    /// The sources table's slots and directory ([`crate::table`]).
     pub const SOURCES: &str = "NF_SOURCES";
+    pub const SOURCES_DIR: &str = "NF_SOURCES_DIR";
+    /// The local-address table's slots and directory.
     pub const LOCAL_ADDRS: &str = "NF_LOCAL";
+    pub const LOCAL_DIR: &str = "NF_LOCAL_DIR";
     pub const COUNTERS: &str = "NF_COUNTERS";
     pub const ACL: &str = "NF_ACL";
     pub const IFACES: &str = "NF_IFACES";
-    pub const ALL_MAPS: [&str; 7] = [CONFIG, POLICY, SOURCES, LOCAL_ADDRS, COUNTERS, ACL, IFACES];
+    pub const ALL_MAPS: [&str; 8] = [
+        CONFIG,
+        SOURCES,
+        SOURCES_DIR,
+        LOCAL_ADDRS,
+        LOCAL_DIR,
+        COUNTERS,
+        ACL,
+        IFACES,
+    ];
 }
 
 /// Capacity of the address maps. A router has a handful of servers and a few
@@ -75,6 +91,25 @@ impl AddrKey {
     pub const fn from_v6(octets: [u8; 16]) -> Self {
         Self { addr: octets }
     }
+
+    /// The key of an address, IPv4 as `::ffff:a.b.c.d` (what the program
+    /// builds from a packet's source address).
+    pub const fn from_ip(ip: core::net::IpAddr) -> Self {
+        match ip {
+            core::net::IpAddr::V4(v4) => Self::from_v4(v4.octets()),
+            core::net::IpAddr::V6(v6) => Self::from_v6(v6.octets()),
+        }
+    }
+
+    /// The address a key stands for: an IPv4-mapped key is the IPv4
+    /// address, so `to_ip(from_ip(a)) == a` for IPv4 and IPv6 alike.
+    pub fn to_ip(&self) -> core::net::IpAddr {
+        let v6 = core::net::Ipv6Addr::from(self.addr);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => core::net::IpAddr::V4(v4),
+            None => core::net::IpAddr::V6(v6),
+        }
+    }
 }
 
 /// The data part of an [`names::ACL`] key: the address as in [`AddrKey`]
@@ -95,7 +130,8 @@ pub mod acl {
     pub const ALLOW: u8 = 1;
 }
 
-/// The class of a source address. Its number indexes [`POLICY`](names::POLICY)
+/// The class of a source address. Its number indexes the config record's
+/// [`policy`](ConfigRecord::policy)
 /// and the per-class counters.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -150,7 +186,30 @@ pub mod local_kind {
     pub const BROADCAST: u8 = 2;
 }
 
-/// The single entry of the config map.
+/// The single entry of the config map, as the program reads it: the
+/// settings and the policy table in one lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConfigRecord {
+    /// As [`FilterConfig::ntp_port`].
+    pub ntp_port: u16,
+    /// As [`FilterConfig::flags`].
+    pub flags: u16,
+    /// Allowed NTP modes, indexed by [`SourceClass`].
+    pub policy: [ModeMask; SourceClass::COUNT],
+    pub _pad: u8,
+}
+
+impl ConfigRecord {
+    pub const fn settings(self) -> FilterConfig {
+        FilterConfig {
+            ntp_port: self.ntp_port,
+            flags: self.flags,
+        }
+    }
+}
+
+/// The settings part of the config entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FilterConfig {
@@ -161,8 +220,10 @@ pub struct FilterConfig {
 }
 
 pub mod config_flags {
-    /// Emit aya-log debug records for each drop. Costs ~20 ns a packet and
-    /// fills the log ring under a flood, so it is off unless asked for.
+    /// The agent runs with `--bpf-log`: the program was loaded with its
+    /// aya-log records of each drop switched on ([`BPF_LOG`](crate::BPF_LOG)),
+    /// which fill the log ring under a flood. Informational: the program
+    /// reads the load-time switch, not this bit.
     pub const LOG_DROPS: u16 = 1 << 0;
     /// Pass non-first UDP fragments addressed to the box instead of dropping
     /// them. Safe because the first fragment, which carries the ports, is
@@ -174,7 +235,20 @@ pub mod config_flags {
     /// `allow` rule exists (chrony's convention: once something is allowed,
     /// everything else is denied).
     pub const ACL_DEFAULT_DENY: u16 = 1 << 2;
+    /// The program was loaded counting out-of-scope passes
+    /// ([`COUNT_OUT_OF_SCOPE`](crate::COUNT_OUT_OF_SCOPE)). Informational,
+    /// for `status`: the program reads the load-time switch.
+    pub const OUT_OF_SCOPE_COUNTED: u16 = 1 << 3;
 }
+
+/// The load-time switch (a read-only global) of the program's aya-log
+/// records of drops. Loaded as 0, the verifier removes the log calls as
+/// dead code, so the filter pays nothing for them.
+pub const BPF_LOG: &str = "BPF_LOG";
+
+/// The load-time switch of counting out-of-scope passes (not IP, not UDP,
+/// not the NTP port, not for the box). Loaded as 0 they are not counted.
+pub const COUNT_OUT_OF_SCOPE: &str = "COUNT_OUT_OF_SCOPE";
 
 /// Bitmask of NTP modes (bit `m` set = mode `m` allowed), one per class.
 pub type ModeMask = u8;
@@ -200,15 +274,51 @@ pub const fn server_policy(class: SourceClass) -> ModeMask {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all four are repr(C), Copy, and have no padding (asserted below),
-    // so any byte pattern of their size is a valid value.
+    // SAFETY: all are repr(C), Copy, and have no implicit padding (asserted
+    // below), so any byte pattern of their size is a valid value.
     unsafe impl aya::Pod for super::AddrKey {}
     unsafe impl aya::Pod for super::SourceEntry {}
     unsafe impl aya::Pod for super::FilterConfig {}
+    unsafe impl aya::Pod for super::ConfigRecord {}
+    unsafe impl aya::Pod for super::table::Slot {}
 }
 
 const _: () = {
     assert!(core::mem::size_of::<AddrKey>() == 16);
     assert!(core::mem::size_of::<SourceEntry>() == 4);
     assert!(core::mem::size_of::<FilterConfig>() == 4);
+    assert!(core::mem::size_of::<ConfigRecord>() == 8);
 };
+
+#[cfg(test)]
+mod tests {
+    use core::net::IpAddr;
+
+    use super::AddrKey;
+
+    #[test]
+    fn addresses_and_keys_convert_both_ways() {
+        for (ip, key) in [
+            (
+                "192.0.2.10",
+                [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 10],
+            ),
+            (
+                "2001:db8::10",
+                [
+                    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+                ],
+            ),
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(AddrKey::from_ip(ip).addr, key);
+            assert_eq!(AddrKey::from_ip(ip).to_ip(), ip);
+        }
+        // An IPv4-mapped IPv6 address is the IPv4 client it maps.
+        let mapped: IpAddr = "::ffff:192.0.2.10".parse().unwrap();
+        assert_eq!(
+            AddrKey::from_ip(mapped).to_ip(),
+            "192.0.2.10".parse::<IpAddr>().unwrap()
+        );
+    }
+}

@@ -3,6 +3,8 @@
 //! else untouched. See `policy.rs` for the table, `parse/` for the headers.
 #![no_std]
 #![no_main]
+// One-load reads of unaligned packet fields (parse::cursor).
+#![feature(asm_experimental_arch)]
 
 mod maps;
 mod parse;
@@ -10,53 +12,59 @@ mod policy;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
-use ntp_filter_common::{config_flags, Counter, FilterConfig, PassReason};
 
 use crate::{
-    maps::{bump, counter_base, NF_CONFIG},
     parse::{eth, ipv4, ipv6, Cursor},
-    policy::Outcome,
+    policy::Verdict,
 };
 
-const DEFAULT_CONFIG: FilterConfig = FilterConfig {
-    ntp_port: 0,
-    flags: 0,
-};
+/// `--bpf-log`: set at load time (a read-only global, see
+/// `ntp_filter_common::BPF_LOG`). When 0 the verifier proves the log
+/// branch dead and removes it, so the filter carries no aya-log code.
+#[unsafe(no_mangle)]
+static BPF_LOG: u8 = 0;
+
+/// `--count-out-of-scope`: set at load time like [`BPF_LOG`]. When 0,
+/// packets passed as not IP, not UDP, not the NTP port or not for the box
+/// (the bulk of a router's traffic) are not counted, which spares them the
+/// interface and counter lookups.
+#[unsafe(no_mangle)]
+static COUNT_OUT_OF_SCOPE: u8 = 0;
 
 #[xdp]
 pub fn ntp_filter(ctx: XdpContext) -> u32 {
-    let cfg = NF_CONFIG.get(0).copied().unwrap_or(DEFAULT_CONFIG);
-    let outcome = classify(&ctx, &cfg);
-    let base = counter_base(ctx.ingress_ifindex() as u32);
-    let (action, why) = match outcome {
-        Outcome::Pass(reason) => (xdp_action::XDP_PASS, Counter::Pass(reason)),
-        Outcome::Drop(reason) => (xdp_action::XDP_DROP, Counter::Drop(reason)),
-        Outcome::Decided { decision, drop } => {
-            bump(base + decision);
-            match drop {
-                Some(reason) => (xdp_action::XDP_DROP, Counter::Drop(reason)),
-                None => (xdp_action::XDP_PASS, Counter::Pass(PassReason::Allowed)),
-            }
-        }
-    };
-    bump(base + why.index());
-    if action == xdp_action::XDP_DROP && cfg.flags & config_flags::LOG_DROPS != 0 {
-        debug!(&ctx, "ntp-filter: drop, counter {}", why.index());
+    let v = classify(&ctx);
+    // SAFETY: a plain read of a global the loader may have set.
+    let count_all = unsafe { core::ptr::read_volatile(&COUNT_OUT_OF_SCOPE) } != 0;
+    if count_all || !policy::out_of_scope(v.cell) {
+        maps::count(ctx.ingress_ifindex() as u32, v.cell);
     }
-    action
+    if !v.drop {
+        return xdp_action::XDP_PASS;
+    }
+    // SAFETY: a plain read of a global the loader may have set.
+    if unsafe { core::ptr::read_volatile(&BPF_LOG) } != 0 {
+        debug!(&ctx, "ntp-filter: drop, counter cell {}", v.cell);
+    }
+    xdp_action::XDP_DROP
 }
 
 #[inline(always)]
-fn classify(ctx: &XdpContext, cfg: &FilterConfig) -> Outcome {
+fn classify(ctx: &XdpContext) -> Verdict {
     let mut cur = Cursor::new(ctx);
+    // One decision per family, so each is compiled with what its family
+    // knows (an IPv4 address's upper words are constants).
     let l4 = match eth::parse(&mut cur) {
         Ok(eth::L3::Ipv4) => ipv4::parse(&mut cur),
-        Ok(eth::L3::Ipv6) => ipv6::parse(&mut cur),
+        Ok(eth::L3::Ipv6) => match ipv6::parse(&mut cur) {
+            Ok(l4) => return policy::decide(&mut cur, &l4),
+            Err(reason) => Err(reason),
+        },
         Err(reason) => Err(reason),
     };
     match l4 {
-        Ok(l4) => policy::decide(&mut cur, &l4, cfg),
-        Err(reason) => Outcome::Pass(reason),
+        Ok(l4) => policy::decide(&mut cur, &l4),
+        Err(reason) => policy::pass(reason),
     }
 }
 

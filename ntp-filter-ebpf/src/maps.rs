@@ -3,27 +3,29 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, LpmTrie, PerCpuArray},
 };
 use ntp_filter_common::{
-    slot_base, AclKey, AddrKey, FilterConfig, ModeMask, SourceClass, SourceEntry, COUNTER_SLOTS,
-    IFACE_OTHER, MAX_ACL_RULES, MAX_IFACE_SLOTS, MAX_IFINDEX, MAX_LOCAL_ADDRS, MAX_SOURCES,
+    cell_base,
+    table::{self, Geometry, Slot, Words},
+    AclKey, ConfigRecord, CELLS, IFACE_OTHER, MAX_ACL_RULES, MAX_IFINDEX,
 };
 
+/// Settings and the policy table, one entry.
 #[map]
-pub static NF_CONFIG: Array<FilterConfig> = Array::pinned(1, 0);
+pub static NF_CONFIG: Array<ConfigRecord> = Array::pinned(1, 0);
 
-/// Allowed NTP modes per [`SourceClass`].
+/// Configured servers and peers ([`table`]): slots and directory.
 #[map]
-pub static NF_POLICY: Array<ModeMask> = Array::pinned(SourceClass::COUNT as u32, 0);
+pub static NF_SOURCES: Array<Slot> = Array::pinned(table::SOURCES.slots(), 0);
+#[map]
+pub static NF_SOURCES_DIR: Array<u32> = Array::pinned(table::SOURCES.dir_len(), 0);
 
-/// Configured servers and peers.
+/// The box's own unicast and subnet-broadcast addresses (slot `kind`).
 #[map]
-pub static NF_SOURCES: HashMap<AddrKey, SourceEntry> = HashMap::pinned(MAX_SOURCES, 0);
-
-/// The box's own unicast and subnet-broadcast addresses (a `local_kind`).
+pub static NF_LOCAL: Array<Slot> = Array::pinned(table::LOCAL.slots(), 0);
 #[map]
-pub static NF_LOCAL: HashMap<AddrKey, u8> = HashMap::pinned(MAX_LOCAL_ADDRS, 0);
+pub static NF_LOCAL_DIR: Array<u32> = Array::pinned(table::LOCAL.dir_len(), 0);
 
 /// The client access list: CIDR -> `acl::ALLOW` / `acl::DENY`, longest
 /// prefix wins. aya-ebpf adds `BPF_F_NO_PREALLOC`, which LPM tries require.
@@ -34,23 +36,52 @@ pub static NF_ACL: LpmTrie<AclKey, u8> = LpmTrie::pinned(MAX_ACL_RULES, 0);
 #[map]
 pub static NF_IFACES: Array<u32> = Array::pinned(MAX_IFINDEX, 0);
 
-/// One block of `COUNTER_SLOTS` counters per interface slot.
+/// One block of `cell::COUNT` cells per interface slot.
 #[map]
-pub static NF_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTER_SLOTS * MAX_IFACE_SLOTS, 0);
+pub static NF_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(CELLS, 0);
 
-/// Where the counters of packets from `ifindex` start. An array lookup
-/// (which the verifier inlines into a bounds check and an add); an index
-/// past the map is a miss, so no explicit bound is needed.
+/// The slot holding `w`, if the table has it: two array lookups, both
+/// inlined by the verifier.
 #[inline(always)]
-pub fn counter_base(ifindex: u32) -> u32 {
-    slot_base(NF_IFACES.get(ifindex).copied().unwrap_or(IFACE_OTHER))
+fn find(
+    dir: &Array<u32>,
+    slots: &'static Array<Slot>,
+    g: Geometry,
+    w: Words,
+) -> Option<&'static Slot> {
+    let h = table::hash(w);
+    let disp = *dir.get(table::bucket(h, g))?;
+    if disp == table::EMPTY {
+        // Most misses end here: a router has few addresses of either kind.
+        return None;
+    }
+    let slot = slots.get(table::slot(h, disp, g))?;
+    (slot.addr[0] == w[0] && slot.addr[1] == w[1]).then_some(slot)
 }
 
+/// Whether `w` is one of the box's addresses.
 #[inline(always)]
-pub fn bump(index: u32) {
-    if let Some(slot) = NF_COUNTERS.get_ptr_mut(index) {
+pub fn is_local(w: Words) -> bool {
+    find(&NF_LOCAL_DIR, &NF_LOCAL, table::LOCAL, w).is_some_and(|s| s.kind != 0)
+}
+
+/// `(class, reply_port)` of a source; `(0, 0)` (other) if not configured.
+#[inline(always)]
+pub fn source(w: Words) -> (u8, u16) {
+    match find(&NF_SOURCES_DIR, &NF_SOURCES, table::SOURCES, w) {
+        Some(s) => (s.class, s.reply_port),
+        None => (0, 0),
+    }
+}
+
+/// Counts one packet in `cell` of the ingress interface's block: one
+/// array lookup for the slot, one per-CPU write.
+#[inline(always)]
+pub fn count(ifindex: u32, cell: u32) {
+    let slot = NF_IFACES.get(ifindex).copied().unwrap_or(IFACE_OTHER);
+    if let Some(n) = NF_COUNTERS.get_ptr_mut(cell_base(slot) + cell) {
         // SAFETY: a per-CPU slot is only touched by this CPU, and XDP does
         // not preempt itself, so a plain increment cannot race.
-        unsafe { *slot += 1 };
+        unsafe { *n += 1 };
     }
 }

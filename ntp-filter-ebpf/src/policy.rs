@@ -1,43 +1,82 @@
 //! The decision for a UDP datagram: is it NTP for the box, and if so, does
-//! the router note's table allow its mode from its source?
+//! the router note's table allow its mode from its source? Each outcome is
+//! the one counter cell the packet is counted in.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use ntp_filter_common::{
-    acl, config_flags, counters::decision_index, mode_bit, AddrKey, DropReason, FilterConfig,
-    PassReason, SourceClass, Verdict, NTP_PORT,
+    acl, cell, config_flags, mode_bit, table, AddrKey, ConfigRecord, DropReason, PassReason,
+    SourceClass, NTP_PORT,
 };
 
 use crate::{
-    maps::{NF_ACL, NF_LOCAL, NF_POLICY, NF_SOURCES},
+    maps::{self, NF_ACL, NF_CONFIG},
     parse::{udp, Cursor, DstKind, Fragment, L4},
 };
 
-pub enum Outcome {
-    Pass(PassReason),
-    Drop(DropReason),
-    /// An NTP header from a classified source reached the policy table:
-    /// `decision` is its `(class, mode, verdict)` counter. Computed here,
-    /// where class and mode exist: with the two carried out to the caller,
-    /// LLVM hoisted the index arithmetic above the match, onto paths where
-    /// they are undefined, and the verifier refused the uninitialised read.
-    Decided {
-        decision: u32,
-        drop: Option<DropReason>,
-    },
+/// What to do with a packet and where it is counted.
+#[derive(Clone, Copy)]
+pub struct Verdict {
+    pub drop: bool,
+    pub cell: u32,
+}
+
+#[inline(always)]
+pub fn pass(reason: PassReason) -> Verdict {
+    Verdict {
+        drop: false,
+        cell: cell::pass(reason),
+    }
+}
+
+/// Whether `cell` is one of the out-of-scope passes only counted on
+/// request: not IP, not UDP, not the NTP port, not for the box.
+#[inline(always)]
+pub fn out_of_scope(cell: u32) -> bool {
+    const FIRST: u32 = cell::pass(PassReason::NotIp);
+    const LAST: u32 = cell::pass(PassReason::NotLocal);
+    const _: () = assert!(LAST - FIRST == 3, "the out-of-scope reasons are contiguous");
+    (FIRST..=LAST).contains(&cell)
+}
+
+#[inline(always)]
+fn drop(reason: DropReason) -> Verdict {
+    Verdict {
+        drop: true,
+        cell: cell::drop(reason),
+    }
+}
+
+const DEFAULT_CONFIG: ConfigRecord = ConfigRecord {
+    ntp_port: 0,
+    flags: 0,
+    policy: [0; SourceClass::COUNT],
+    _pad: 0,
+};
+
+/// The config entry, read in place (a copy of the record costs a load per
+/// field and the shifts to join them).
+#[inline(always)]
+fn config() -> &'static ConfigRecord {
+    NF_CONFIG.get(0).unwrap_or(&DEFAULT_CONFIG)
 }
 
 /// Transit traffic to hosts behind the router is not ours to filter.
 #[inline(always)]
 fn for_us(l4: &L4) -> bool {
-    l4.dst_kind == DstKind::Group || NF_LOCAL.get_ptr(l4.dst).is_some()
+    l4.dst_kind == DstKind::Group || maps::is_local(l4.dst)
 }
 
 /// The access list's verdict on a client request from `src`: the longest
 /// matching prefix decides; with no match, the default (deny once the
 /// operator allowed anything).
 #[inline(always)]
-fn acl_allows(src: &AddrKey, cfg: &FilterConfig) -> bool {
-    let key = Key::new(128, *src);
+fn acl_allows(src: table::Words, cfg: &ConfigRecord) -> bool {
+    let key = Key::new(
+        128,
+        AddrKey {
+            addr: table::addr(src),
+        },
+    );
     match NF_ACL.get(&key) {
         Some(&verdict) => verdict == acl::ALLOW,
         None => cfg.flags & config_flags::ACL_DEFAULT_DENY == 0,
@@ -45,79 +84,77 @@ fn acl_allows(src: &AddrKey, cfg: &FilterConfig) -> bool {
 }
 
 #[inline(always)]
-pub fn decide(cur: &mut Cursor, l4: &L4, cfg: &FilterConfig) -> Outcome {
+pub fn decide(cur: &mut Cursor, l4: &L4) -> Verdict {
     if let Some(reason) = l4.hidden {
         // Ports unknown: anything for the box might be NTP.
         if !for_us(l4) {
-            return Outcome::Pass(PassReason::NotLocal);
+            return pass(PassReason::NotLocal);
         }
-        if reason == DropReason::Fragment && cfg.flags & config_flags::PASS_NON_FIRST_FRAGMENTS != 0
+        if reason == DropReason::Fragment
+            && config().flags & config_flags::PASS_NON_FIRST_FRAGMENTS != 0
         {
-            return Outcome::Pass(PassReason::NonFirstFragment);
+            return pass(PassReason::NonFirstFragment);
         }
-        return Outcome::Drop(reason);
+        return drop(reason);
     }
     let Some(udp) = udp::parse(cur) else {
         // A first fragment too short to hold the ports is the classic tiny-
         // fragment trick to slip past port filters.
         if l4.fragment == Fragment::First && for_us(l4) {
-            return Outcome::Drop(DropReason::Fragment);
+            return drop(DropReason::Fragment);
         }
-        return Outcome::Pass(PassReason::Truncated);
+        return pass(PassReason::Truncated);
     };
+    // The first lookup a UDP packet pays: the port is configuration.
+    let cfg = config();
     let port = if cfg.ntp_port == 0 {
         NTP_PORT
     } else {
         cfg.ntp_port
     };
-    if udp.src_port != port && udp.dst_port != port {
-        return Outcome::Pass(PassReason::NotNtpPort);
+    if !udp.has_port(port) {
+        return pass(PassReason::NotNtpPort);
     }
     if !for_us(l4) {
-        return Outcome::Pass(PassReason::NotLocal);
+        return pass(PassReason::NotLocal);
+    }
+    if l4.embedded_v4_src {
+        return drop(DropReason::MappedSource);
     }
     if l4.fragment != Fragment::None {
-        return Outcome::Drop(DropReason::Fragment);
+        return drop(DropReason::Fragment);
     }
     let Some(first) = udp::ntp_first_byte(cur, &udp) else {
-        return Outcome::Drop(DropReason::ShortPayload);
+        return drop(DropReason::ShortPayload);
     };
     let version = (first >> 3) & 7;
     if version == 0 || version > 4 {
-        return Outcome::Drop(DropReason::BadVersion);
+        return drop(DropReason::BadVersion);
     }
     let mode = first & 7;
 
-    let source = NF_SOURCES.get_ptr(l4.src);
-    let (class, reply_port) = match source {
-        // SAFETY: the value is 4 plain bytes; a concurrent update by the
-        // agent can at worst give a torn but valid entry.
-        Some(entry) => unsafe { ((*entry).class, (*entry).reply_port) },
-        None => (SourceClass::Other as u8, 0),
+    let (class, reply_port) = maps::source(l4.src);
+    let allowed = match cfg.policy.get(class as usize) {
+        Some(&m) => m,
+        None => 0,
     };
-    let allowed = NF_POLICY.get(class as u32).copied().unwrap_or(0);
-    let drop = if allowed & mode_bit(mode) == 0 {
-        Some(if class == SourceClass::Other as u8 {
-            DropReason::UnknownSource
+    let outcome = if allowed & mode_bit(mode) == 0 {
+        if class == SourceClass::Other as u8 {
+            cell::UNKNOWN_SOURCE
         } else {
-            DropReason::ModeNotAllowed
-        })
-    } else if class == SourceClass::Server as u8 && mode == 4 && udp.dst_port != reply_port {
-        Some(DropReason::WrongReplyPort)
-    } else if mode == 3 && !acl_allows(&l4.src, cfg) {
+            cell::MODE_NOT_ALLOWED
+        }
+    } else if class == SourceClass::Server as u8 && mode == 4 && udp.dst_port() != reply_port {
+        cell::WRONG_REPLY_PORT
+    } else if mode == 3 && !acl_allows(l4.src, cfg) {
         // Client requests the class table lets through still need the
         // access list's consent, whatever the class.
-        Some(DropReason::Denied)
+        cell::DENIED
     } else {
-        None
+        cell::ALLOWED
     };
-    let verdict = if drop.is_some() {
-        Verdict::Drop
-    } else {
-        Verdict::Pass
-    };
-    Outcome::Decided {
-        decision: decision_index(class, mode, verdict),
-        drop,
+    Verdict {
+        drop: outcome != cell::ALLOWED,
+        cell: cell::decision(class, mode, outcome),
     }
 }

@@ -23,6 +23,7 @@
 
 pub mod discipline;
 pub mod filter;
+pub mod nts;
 pub mod packet;
 pub mod select;
 pub mod server;

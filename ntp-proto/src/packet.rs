@@ -3,13 +3,13 @@
 //! panics.
 
 use crate::time::{NtpShort, NtpTimestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::Ipv4Addr;
 
 pub const HEADER_LEN: usize = 48;
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize, Default)]
 pub enum LeapIndicator {
     #[default]
     NoWarning,
@@ -79,7 +79,7 @@ impl Mode {
 }
 
 /// Kiss-o'-Death codes we act on (RFC 5905 section 7.4).
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum KissCode {
     Rate,
     Deny,

@@ -2,7 +2,7 @@
 //! combining. Works on plain candidate records so it can be tested in isolation.
 
 use crate::time::NtpDuration;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Cluster pruning stops at this many survivors (RFC 5905 NMIN).
 pub const MIN_CLUSTER_SURVIVORS: usize = 3;
@@ -19,7 +19,7 @@ pub struct Candidate {
 }
 
 /// Per-source mark, as in `ntpq -p`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Tally {
     /// `*` the system peer.
     SystemPeer,

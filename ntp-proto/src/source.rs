@@ -6,7 +6,7 @@ use crate::packet::{KissCode, LeapIndicator, Mode, NtpPacket, RefId};
 use crate::server::ServerState;
 use crate::time::{NtpDuration, NtpInstant, NtpTimestamp};
 use rand::RngCore;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ pub fn poll_interval(exponent: i8) -> NtpDuration {
     NtpDuration::from_seconds(f64::powi(2.0, exponent as i32))
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SourceKind {
     /// Client/server mode (`u` in the status).
     Server,
@@ -89,7 +89,7 @@ pub enum RejectReason {
     LeapWindow,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectCounters {
     pub malformed: u64,
     pub bad_version: u64,
@@ -143,7 +143,7 @@ impl RejectCounters {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KodState {
     #[default]
     None,

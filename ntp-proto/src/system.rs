@@ -17,7 +17,7 @@ use crate::source::{
 };
 use crate::time::{Frequency, NtpDuration, NtpInstant, NtpTimestamp};
 use rand::RngCore;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -29,8 +29,9 @@ const POLL_TARGET: f64 = 8.0;
 /// source ever added, so an id kept after its source left never reaches the
 /// source that reuses the slot. Serialised as the serial: ids in status
 /// output are unique over the agent's lifetime (0, 1, 2… for the sources
-/// given at start).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// given at start). Equal ids have equal serials; an id read back from
+/// the wire has no slot, and the system finds its source by serial.
+#[derive(Clone, Copy, Debug)]
 pub struct SourceId {
     slot: u32,
     serial: u64,
@@ -47,14 +48,39 @@ impl SourceId {
         self.serial
     }
 
-    fn index(self) -> usize {
-        self.slot as usize
+    /// What a deserialised id carries instead of a slot.
+    const NO_SLOT: u32 = u32::MAX;
+
+    fn index(self) -> Option<usize> {
+        (self.slot != Self::NO_SLOT).then_some(self.slot as usize)
+    }
+}
+
+/// The serial alone names a source (the slot only finds it fast).
+impl PartialEq for SourceId {
+    fn eq(&self, other: &Self) -> bool {
+        self.serial == other.serial
+    }
+}
+
+impl Eq for SourceId {}
+
+impl std::hash::Hash for SourceId {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.serial.hash(h)
     }
 }
 
 impl Serialize for SourceId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(self.serial)
+    }
+}
+
+/// The inverse of `Serialize`: the serial, with no slot.
+impl<'de> Deserialize<'de> for SourceId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u64::deserialize(d).map(|serial| SourceId::new(SourceId::NO_SLOT, serial))
     }
 }
 
@@ -98,7 +124,7 @@ pub enum Action {
 }
 
 /// Why the system is not synchronised.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum UnsyncReason {
     NoSources,
     WaitingForFirstSamples,
@@ -139,7 +165,7 @@ impl fmt::Display for UnsyncReason {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SourceStatus {
     pub id: SourceId,
     pub remote: String,
@@ -165,7 +191,7 @@ pub struct SourceStatus {
     pub state: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SystemStatus {
     pub synchronized: bool,
     pub reason: Option<String>,
@@ -276,18 +302,29 @@ impl System {
         self.id_of(index, serial)
     }
 
-    fn slot(&self, id: SourceId) -> Option<&SourceSlot> {
+    /// The slot holding the source `id` names, if it still exists.
+    fn index_of(&self, id: SourceId) -> Option<usize> {
+        let i = match id.index() {
+            Some(i) => i,
+            None => self
+                .slots
+                .iter()
+                .position(|s| s.as_ref().is_some_and(|s| s.serial == id.serial))?,
+        };
         self.slots
-            .get(id.index())?
+            .get(i)?
             .as_ref()
             .filter(|s| s.serial == id.serial)
+            .map(|_| i)
+    }
+
+    fn slot(&self, id: SourceId) -> Option<&SourceSlot> {
+        self.slots[self.index_of(id)?].as_ref()
     }
 
     fn slot_mut(&mut self, id: SourceId) -> Option<&mut SourceSlot> {
-        self.slots
-            .get_mut(id.index())?
-            .as_mut()
-            .filter(|s| s.serial == id.serial)
+        let i = self.index_of(id)?;
+        self.slots[i].as_mut()
     }
 
     /// Slot `i` as selection and the system peer refer to it: always
@@ -312,10 +349,9 @@ impl System {
     /// ignored, it leaves selection and status, and its slot is freed for
     /// the next source (its id never names that one).
     pub fn retire_source(&mut self, id: SourceId, now: NtpInstant) {
-        if self.slot(id).is_none() {
+        let Some(i) = self.index_of(id) else {
             return;
-        }
-        let i = id.index();
+        };
         self.slots[i] = None;
         self.free.push(i);
         if self.system_peer == Some(i) {
@@ -432,9 +468,10 @@ impl System {
             precision,
         };
         let proj = self.discipline.projection(t);
-        let Some(slot) = self.slot_mut(id) else {
+        let Some(i) = self.index_of(id) else {
             return Vec::new();
         };
+        let slot = self.at_mut(i);
         let m = match slot.source.receive(data, recv, t, &ctx) {
             ReceiveOutcome::Accepted(m) => m,
             ReceiveOutcome::Kod(_) => {
@@ -458,7 +495,6 @@ impl System {
 
         self.reselect(t);
         let mut actions = Vec::new();
-        let i = id.index();
         if self.system_peer == Some(i) {
             // Frequency comes from the system peer's own samples (a regression
             // over a mix of sources would see jumps whenever the survivor set
@@ -916,6 +952,13 @@ mod tests {
         assert_eq!(sys.source_by_address(SERVER), Some(again));
         assert!(sys.source(id).is_none());
         assert!(sys.source(again).is_some());
+        // An id read back from status output names the same source.
+        let json = serde_json::to_string(&again).unwrap();
+        let read: SourceId = serde_json::from_str(&json).unwrap();
+        assert_eq!((read, read.index()), (again, None));
+        assert!(sys.source(read).is_some());
+        let stale: SourceId = serde_json::from_str(&serde_json::to_string(&id).unwrap()).unwrap();
+        assert!(sys.source(stale).is_none());
         // A reply routed by the stale id is ignored, not given to the new source.
         let mut reply = NtpPacket::new(Mode::Server);
         reply.transmit_timestamp = NtpTimestamp::from_bits(1);

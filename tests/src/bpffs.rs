@@ -9,12 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub const BPFFS: &str = "/sys/fs/bpf";
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 fn is_bpffs(path: &str) -> bool {
-    let c = std::ffi::CString::new(path).expect("no NUL");
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
+    ntp_agent::filter::pins::is_bpffs(Path::new(path))
 }
 
 /// Makes sure /sys/fs/bpf is a bpf filesystem, mounting one if not.

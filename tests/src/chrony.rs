@@ -49,6 +49,19 @@ pub struct ChronyConfig {
     bind: IpAddr,
     local_stratum: u8,
     peers: Vec<(IpAddr, String)>,
+    ntp_port: u16,
+    nts: Option<NtsServer>,
+    command_socket: bool,
+}
+
+/// chronyd as an NTS-KE server (RFC 8915): its certificate and key, the KE
+/// port, and optionally the NTP server it tells clients to use.
+#[derive(Debug, Clone)]
+pub struct NtsServer {
+    pub cert: crate::pki::ServerCert,
+    pub ke_port: u16,
+    /// `ntsntpserver`: the name or address sent in the NTPv4 Server record.
+    pub ntp_server: Option<String>,
 }
 
 impl ChronyConfig {
@@ -58,7 +71,29 @@ impl ChronyConfig {
             bind,
             local_stratum: 3,
             peers: Vec::new(),
+            ntp_port: 123,
+            nts: None,
+            command_socket: false,
         }
+    }
+
+    /// Serves NTP on `port` instead of 123 (an NTS-KE server then
+    /// negotiates that port with its clients).
+    pub fn ntp_port(mut self, port: u16) -> Self {
+        self.ntp_port = port;
+        self
+    }
+
+    /// Also an NTS-KE server.
+    pub fn nts(mut self, nts: NtsServer) -> Self {
+        self.nts = Some(nts);
+        self
+    }
+
+    /// Opens a private Unix command socket, for [`Chronyd::chronyc`].
+    pub fn command_socket(mut self) -> Self {
+        self.command_socket = true;
+        self
     }
 
     pub fn local_stratum(mut self, stratum: u8) -> Self {
@@ -80,10 +115,31 @@ impl ChronyConfig {
             c,
             "# test chronyd: serves only, never controls the clock (-x)"
         );
-        let _ = writeln!(c, "port 123");
+        let _ = writeln!(c, "port {}", self.ntp_port);
         let _ = writeln!(c, "cmdport 0");
-        // "/" disables the Unix domain command socket (else /run/chrony is shared).
-        let _ = writeln!(c, "bindcmdaddress /");
+        if self.command_socket {
+            // A private socket, never the shared one in /run/chrony.
+            let _ = writeln!(
+                c,
+                "bindcmdaddress {}",
+                dir.join("cmd/chronyd.sock").display()
+            );
+        } else {
+            // "/" disables the Unix domain command socket (else /run/chrony is shared).
+            let _ = writeln!(c, "bindcmdaddress /");
+        }
+        if let Some(nts) = &self.nts {
+            let _ = writeln!(c, "ntsservercert {}", nts.cert.cert.display());
+            let _ = writeln!(c, "ntsserverkey {}", nts.cert.key.display());
+            let _ = writeln!(c, "ntsport {}", nts.ke_port);
+            // Keys and cookies stay in the private dir; no helper processes,
+            // so the guard's kill ends the whole server.
+            let _ = writeln!(c, "ntsdumpdir {}", dir.display());
+            let _ = writeln!(c, "ntsprocesses 0");
+            if let Some(s) = &nts.ntp_server {
+                let _ = writeln!(c, "ntsntpserver {s}");
+            }
+        }
         // Only its own address; the other family only on loopback, so it
         // never answers for the other addresses of its namespace.
         let _ = writeln!(c, "bindaddress {}", self.bind);
@@ -111,7 +167,8 @@ impl ChronyConfig {
 pub struct Chronyd {
     child: Child,
     conf: String,
-    _dir: TempDir,
+    ns_path: PathBuf,
+    dir: TempDir,
 }
 
 impl Chronyd {
@@ -126,6 +183,14 @@ impl Chronyd {
     pub fn start_with(ns: &Netns, cfg: &ChronyConfig, lifetime: &Lifetime) -> Result<Self> {
         let dir = TempDir::with_lifetime(&format!("chrony-{}", cfg.bind), lifetime)?;
         let conf = cfg.render(dir.path())?;
+        if cfg.command_socket {
+            // chronyd refuses a socket directory others can enter.
+            use std::os::unix::fs::DirBuilderExt as _;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir.path().join("cmd"))
+                .context("making chronyd's command socket directory")?;
+        }
         let conf_path = dir.path().join("chrony.conf");
         std::fs::write(&conf_path, &conf)
             .with_context(|| format!("writing {}", conf_path.display()))?;
@@ -146,8 +211,42 @@ impl Chronyd {
         Ok(Self {
             child,
             conf,
-            _dir: dir,
+            ns_path: ns.path().to_path_buf(),
+            dir,
         })
+    }
+
+    /// Runs `chronyc -h <its private socket> ARGS` in its namespace (needs
+    /// [`ChronyConfig::command_socket`]), e.g. `serverstats`.
+    pub fn chronyc(&self, args: &[&str]) -> Result<String> {
+        let sock = self.dir.path().join("cmd/chronyd.sock");
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", self.ns_path.display()))
+            .arg("chronyc")
+            .args(["-n", "-h"])
+            .arg(&sock)
+            .args(args)
+            .output()
+            .context("running chronyc")?;
+        if !out.status.success() {
+            bail!(
+                "chronyc {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `serverstats` as (name, value) pairs, e.g. ("Authenticated NTP packets", 12).
+    pub fn server_stats(&self) -> Result<Vec<(String, u64)>> {
+        Ok(self
+            .chronyc(&["serverstats"])?
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                Some((k.trim().to_string(), v.trim().parse().ok()?))
+            })
+            .collect())
     }
 
     pub fn pid(&self) -> u32 {

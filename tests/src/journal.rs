@@ -272,12 +272,14 @@ fn stop_process(name: &str, pid: u32, recorded: &[String]) -> Result<()> {
         );
         return Ok(());
     }
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let target = nix::unistd::Pid::from_raw(pid as i32);
+    // The lab's own process, by the pid it recorded (checked just above).
+    let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
     if wait_gone(pid, TERM_GRACE) {
         say!("stopped {name} (pid {pid})");
         return Ok(());
     }
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
     if wait_gone(pid, KILL_GRACE) {
         say!("killed {name} (pid {pid}): it ignored SIGTERM for {TERM_GRACE:?}");
         return Ok(());

@@ -1,4 +1,8 @@
-//! Network-namespace test harness for the ntp-filter integration tests.
+//! The test harness of every ntp-filter integration test (`tests/*.rs`):
+//! the test runner ([`runner`]: what a test needs, skips reported with
+//! their reason), network namespaces and veth topologies, raw frame
+//! building, injection and observation, guards for processes and pins, and
+//! BPF_PROG_TEST_RUN on the real program ([`test_run`]).
 //!
 //! Everything a test creates (namespaces, veths, pins, processes, temp dirs)
 //! is owned by an RAII guard, so it is torn down on success, failure and
@@ -9,9 +13,7 @@
 //! ```no_run
 //! use ntp_filter_tests::{addrs::*, *};
 //! # fn main() -> anyhow::Result<()> {
-//! if !require_privileged("outsider_client_is_dropped") {
-//!     return Ok(());
-//! }
+//! // Listed as `trial!(outsider_client_is_dropped, Netns, Bpffs, Agent)`.
 //! let lab = RouterLab::new("outcli")?;
 //! let pins = PinDir::new("outcli")?;
 //! let mut agent = run_agent(lab.router(), &["run", "--iface", WAN_IF, "--pin-dir", pins.as_str()])?;
@@ -25,8 +27,13 @@
 //! # Ok(()) }
 //! ```
 
+// Every unsafe block says why it is sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 /// `println!` that carries on when stdout is gone (`cargo xtask lab | head`):
 /// the lab's work must not stop half-way because nobody reads its story.
+/// The tests' notes use it too (the runner captures nothing).
+#[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
@@ -55,9 +62,12 @@ pub mod notelab;
 pub mod notify;
 pub mod observe;
 pub mod packet;
-pub mod privileged;
+pub mod pki;
 pub mod process;
+pub mod reap;
+pub mod runner;
 pub mod sender;
+pub mod test_run;
 pub mod testxdp;
 pub mod topology;
 pub mod udp;
@@ -67,15 +77,17 @@ mod util;
 
 pub use agent::AgentEnv;
 pub use bpffs::{ensure_bpffs, PinDir};
-pub use chrony::{ChronyConfig, Chronyd};
+pub use chrony::{ChronyConfig, Chronyd, NtsServer};
 pub use journal::{Journal, Lifetime, Made};
 pub use lab::{addrs, RouterLab};
 pub use netns::Netns;
 pub use notify::{Notification, NotifySocket};
 pub use observe::{parse_udp, Frame, IpInfo, Match, Observer, UdpInfo};
 pub use packet::{ethernet, mode, Ipv6Ext, NtpPacket, UdpFrame};
-pub use privileged::{reap_stale, require_privileged};
+pub use pki::{ServerCert, TestCa};
 pub use process::{agent_bin, run_agent, run_agent_once, Child, Finished};
+pub use reap::reap_stale;
+pub use runner::{Need, Test};
 pub use sender::RawSender;
 pub use testxdp::TestXdp;
 pub use topology::Topology;

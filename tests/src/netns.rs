@@ -4,7 +4,6 @@ use crate::journal::{Lifetime, Made};
 use crate::util::{run, unique_name};
 use anyhow::{bail, Context, Result};
 use std::ffi::OsStr;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -112,9 +111,8 @@ impl Netns {
             let handle = s.spawn(move || -> Result<T> {
                 // setns only affects this thread, which ends with the scope:
                 // the caller's thread never changes namespace.
-                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    bail!("setns({}): {}", self.name, std::io::Error::last_os_error());
-                }
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .with_context(|| format!("setns({})", self.name))?;
                 Ok(f())
             });
             match handle.join() {

@@ -15,7 +15,7 @@ use crate::packet::UdpFrame;
 use crate::sender::RawSender;
 use crate::sys;
 use anyhow::{bail, Result};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -23,23 +23,9 @@ use std::time::{Duration, Instant};
 
 const MARKER_MAGIC: &[u8] = b"NF-HARNESS-MARKER:";
 const PACKET_OUTGOING: u8 = 4;
-const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
-const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
-const PACKET_AUXDATA: i32 = 8;
 
 /// Default time to wait for a marker; generous because CI machines stall.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[repr(C)]
-struct TpacketAuxdata {
-    tp_status: u32,
-    tp_len: u32,
-    tp_snaplen: u32,
-    tp_mac: u16,
-    tp_net: u16,
-    tp_vlan_tci: u16,
-    tp_vlan_tpid: u16,
-}
 
 #[derive(Default)]
 struct Shared {
@@ -76,36 +62,8 @@ impl Observer {
         let name = ifname.to_string();
         let fd = ns.in_ns(move || -> Result<OwnedFd> {
             let fd = sys::packet_socket(sys::if_index(&name)?, sys::ETH_P_ALL)?;
-            let raw = fd.as_raw_fd();
-            sys::setsockopt_int(raw, libc::SOL_PACKET, PACKET_AUXDATA, 1, "PACKET_AUXDATA")?;
-            // Bursts of test frames must not overflow the queue (root may force it).
-            sys::setsockopt_int(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                8 << 20,
-                "SO_RCVBUFFORCE",
-            )
-            .or_else(|_| {
-                sys::setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, 8 << 20, "SO_RCVBUF")
-            })?;
             // The read timeout is how the thread notices the stop flag.
-            let tv = libc::timeval {
-                tv_sec: 0,
-                tv_usec: 50_000,
-            };
-            sys::cvt(
-                unsafe {
-                    libc::setsockopt(
-                        raw,
-                        libc::SOL_SOCKET,
-                        libc::SO_RCVTIMEO,
-                        &tv as *const _ as *const libc::c_void,
-                        std::mem::size_of::<libc::timeval>() as u32,
-                    )
-                },
-                "SO_RCVTIMEO",
-            )?;
+            sys::set_capture_options(&fd, Duration::from_millis(50))?;
             Ok(fd)
         })??;
         let shared = Arc::new(Shared::default());
@@ -240,39 +198,21 @@ fn marker_seq(data: &[u8]) -> Option<u64> {
 
 fn record(fd: OwnedFd, shared: &Shared, stop: &AtomicBool) {
     let mut buf = vec![0u8; 65536];
-    let mut cbuf = [0u64; 32];
     while !stop.load(Ordering::Relaxed) {
-        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-            iov_len: buf.len(),
-        };
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_name = &mut sa as *mut _ as *mut libc::c_void;
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = std::mem::size_of_val(&cbuf);
-        let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            match e.raw_os_error() {
-                // ENETDOWN is reported once when the link goes down; the
-                // socket keeps working when it comes back up.
-                Some(libc::EAGAIN) | Some(libc::EINTR) | Some(libc::ENETDOWN) => continue,
-                _ => {
-                    shared.state.lock().unwrap().error = Some(e.to_string());
-                    shared.cv.notify_all();
-                    return;
-                }
+        let got = match sys::recv_frame(&fd, &mut buf) {
+            Ok(Some(got)) => got,
+            Ok(None) => continue,
+            Err(e) => {
+                shared.state.lock().unwrap().error = Some(e.to_string());
+                shared.cv.notify_all();
+                return;
             }
-        }
-        if sa.sll_pkttype == PACKET_OUTGOING {
+        };
+        if got.pkttype == PACKET_OUTGOING {
             continue;
         }
-        let mut data = buf[..n as usize].to_vec();
-        if let Some((tpid, tci)) = vlan_from_cmsgs(&msg) {
+        let mut data = buf[..got.len].to_vec();
+        if let Some((tpid, tci)) = got.vlan {
             if data.len() >= 12 {
                 let tag = [tpid.to_be_bytes(), tci.to_be_bytes()].concat();
                 data.splice(12..12, tag);
@@ -283,34 +223,10 @@ fn record(fd: OwnedFd, shared: &Shared, stop: &AtomicBool) {
             Some(seq) => st.markers.push(seq),
             None => st.frames.push(Frame {
                 data,
-                pkttype: sa.sll_pkttype,
+                pkttype: got.pkttype,
             }),
         }
         drop(st);
         shared.cv.notify_all();
     }
-}
-
-/// The VLAN tag the kernel stripped before the tap (it reports it in
-/// PACKET_AUXDATA instead of in the frame bytes).
-fn vlan_from_cmsgs(msg: &libc::msghdr) -> Option<(u16, u16)> {
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == PACKET_AUXDATA {
-                let aux = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const TpacketAuxdata);
-                if aux.tp_status & TP_STATUS_VLAN_VALID != 0 {
-                    let tpid = if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
-                        aux.tp_vlan_tpid
-                    } else {
-                        0x8100
-                    };
-                    return Some((tpid, aux.tp_vlan_tci));
-                }
-                return None;
-            }
-            c = libc::CMSG_NXTHDR(msg, c);
-        }
-    }
-    None
 }

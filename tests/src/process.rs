@@ -57,18 +57,21 @@ impl Child {
             .stdout(out.try_clone()?)
             .stderr(out);
         let persist = lifetime.journal().is_some();
+        // SAFETY: the hook runs in the forked child before exec and only
+        // makes async-signal-safe system calls (setsid, prctl); it touches
+        // no lock, allocation or state of the parent.
         unsafe {
             cmd.pre_exec(move || {
                 if persist {
                     // Its own session: neither a Ctrl-C in the terminal
                     // that ran the lab nor that terminal closing reaches it.
-                    libc::setsid();
+                    nix::unistd::setsid()?;
                 } else {
                     // If the test process itself dies (SIGKILL, abort) no
                     // Drop runs: let the kernel kill the child then. Note
-                    // this follows the *thread* that spawned it, so spawn
-                    // from the test's own thread.
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    // this follows the *thread* that spawned it; the
+                    // runner's worker threads live as long as the process.
+                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
                 }
                 Ok(())
             });
@@ -224,9 +227,13 @@ impl Child {
 
     /// Sends `sig` to the process (only while it is ours and unreaped, so
     /// the pid cannot have been reused).
+    /// `sig` is a `libc::SIG*` number.
     pub fn signal(&mut self, sig: i32) {
+        let sig = nix::sys::signal::Signal::try_from(sig)
+            .unwrap_or_else(|e| panic!("signal number {sig}: {e}"));
         if matches!(self.try_wait(), Ok(None)) {
-            unsafe { libc::kill(self.child.id() as i32, sig) };
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, sig);
         }
     }
 }

@@ -10,7 +10,7 @@
 use crate::netns::Netns;
 use crate::sys;
 use anyhow::{anyhow, Result};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 
@@ -34,19 +34,19 @@ fn lane() -> &'static mpsc::Sender<Job> {
     })
 }
 
+/// Best effort: unpinned still works, just with a tiny reorder risk.
 fn pin_to_one_cpu() {
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return;
-        }
-        let Some(cpu) = (0..libc::CPU_SETSIZE as usize).find(|&c| libc::CPU_ISSET(c, &set)) else {
-            return;
-        };
-        let mut one: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut one);
-        // Best effort: unpinned still works, just with a tiny reorder risk.
-        let _ = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one);
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    let this_thread = nix::unistd::Pid::from_raw(0);
+    let Ok(allowed) = sched_getaffinity(this_thread) else {
+        return;
+    };
+    let Some(cpu) = (0..CpuSet::count()).find(|&c| allowed.is_set(c).unwrap_or(false)) else {
+        return;
+    };
+    let mut one = CpuSet::new();
+    if one.set(cpu).is_ok() {
+        let _ = sched_setaffinity(this_thread, &one);
     }
 }
 
@@ -80,7 +80,7 @@ impl RawSender {
             // Protocol 0: this socket only sends, it never queues copies of traffic.
             Ok((sys::packet_socket(idx, 0)?, idx))
         })??;
-        let mac = sys::bound_mac(fd.as_raw_fd())?;
+        let mac = sys::bound_mac(&fd)?;
         Ok(Self {
             fd: Arc::new(fd),
             ifindex,
@@ -116,25 +116,7 @@ impl RawSender {
         let frames = frames.to_vec();
         on_lane(move || -> Result<()> {
             for frame in &frames {
-                let mut sa = sys::sockaddr_ll(ifindex, u16::from_be_bytes([frame[12], frame[13]]));
-                sa.sll_halen = 6;
-                sa.sll_addr[..6].copy_from_slice(&frame[..6]);
-                let n = unsafe {
-                    libc::sendto(
-                        fd.as_raw_fd(),
-                        frame.as_ptr() as *const libc::c_void,
-                        frame.len(),
-                        0,
-                        &sa as *const _ as *const libc::sockaddr,
-                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                    )
-                };
-                if n < 0 {
-                    return Err(anyhow!(
-                        "sendto(AF_PACKET): {}",
-                        std::io::Error::last_os_error()
-                    ));
-                }
+                sys::send_frame(&fd, ifindex, frame)?;
             }
             Ok(())
         })?

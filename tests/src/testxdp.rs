@@ -52,7 +52,14 @@ fn program(port: u16) -> Vec<Insn> {
     ]
 }
 
+/// The bpf(2) system call, which neither nix nor libc wraps.
+///
+/// # Safety
+/// `attr` must be a valid `union bpf_attr` for `cmd`: every pointer in it
+/// must point to memory that stays alive, and is large enough, for the
+/// lengths given beside it.
 unsafe fn bpf(cmd: i64, attr: &mut [u64; 16]) -> i64 {
+    // SAFETY: upheld by the caller; the size passed is attr's own.
     libc::syscall(
         libc::SYS_bpf,
         cmd,
@@ -75,6 +82,7 @@ impl Drop for TestXdp {
         // fd table until its exec, keeping the link alive a little longer.
         let mut attr = [0u64; 16];
         attr[0] = std::os::fd::AsRawFd::as_raw_fd(&self.link) as u64;
+        // SAFETY: link_detach takes only the link fd, no pointers.
         if unsafe { bpf(BPF_LINK_DETACH, &mut attr) } < 0 {
             eprintln!(
                 "warning: BPF_LINK_DETACH: {}",
@@ -101,6 +109,8 @@ impl TestXdp {
             attr[3] = 1 | (log.len() as u64) << 32; // log_level, log_size
             attr[4] = log.as_mut_ptr() as u64;
             attr[8] = u64::from(BPF_XDP) << 32; // prog_ifindex 0, expected_attach_type
+                                                // SAFETY: insns, license and log are live locals of the lengths
+                                                // written beside their pointers, and outlive the call.
             let prog = unsafe { bpf(BPF_PROG_LOAD, &mut attr) };
             if prog < 0 {
                 let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
@@ -110,10 +120,12 @@ impl TestXdp {
                     String::from_utf8_lossy(&log[..end])
                 );
             }
+            // SAFETY: a new fd returned by BPF_PROG_LOAD, owned by nobody else.
             let prog = unsafe { OwnedFd::from_raw_fd(prog as i32) };
             let mut attr = [0u64; 16];
             attr[0] = std::os::fd::AsRawFd::as_raw_fd(&prog) as u64 | u64::from(ifindex) << 32;
             attr[1] = u64::from(BPF_XDP); // attach_type, flags 0
+                                          // SAFETY: link_create takes two fds and an attach type, no pointers.
             let link = unsafe { bpf(BPF_LINK_CREATE, &mut attr) };
             if link < 0 {
                 bail!(
@@ -122,6 +134,7 @@ impl TestXdp {
                 );
             }
             Ok(Self {
+                // SAFETY: a new fd returned by BPF_LINK_CREATE, owned by nobody else.
                 link: unsafe { OwnedFd::from_raw_fd(link as i32) },
                 _prog: prog,
             })

@@ -3,10 +3,11 @@
 
 use crate::netns::Netns;
 use crate::sender::on_lane;
-use crate::sys;
 use anyhow::{bail, Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -113,18 +114,11 @@ impl UdpEndpoint {
             if left.is_zero() {
                 bail!("no matching datagram within {timeout:?}");
             }
-            let mut pfd = libc::pollfd {
-                fd: self.sock.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            unsafe {
-                libc::poll(
-                    &mut pfd,
-                    1,
-                    left.as_millis().clamp(1, i32::MAX as u128) as i32,
-                )
-            };
+            let mut fds = [PollFd::new(self.sock.as_fd(), PollFlags::POLLIN)];
+            let wait = PollTimeout::try_from(left.max(Duration::from_millis(1)))
+                .unwrap_or(PollTimeout::MAX);
+            // EINTR or a timeout: the loop looks again either way.
+            let _ = poll(&mut fds, wait);
         }
     }
 }
@@ -132,29 +126,12 @@ impl UdpEndpoint {
 fn bind_in_current_ns(addr: SocketAddr) -> Result<UdpSocket> {
     match addr {
         SocketAddr::V4(_) => Ok(UdpSocket::bind(addr)?),
-        SocketAddr::V6(a) => {
-            let fd = sys::cvt(
-                unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) },
-                "socket(AF_INET6)",
-            )?;
-            let sock = unsafe { UdpSocket::from_raw_fd(fd) };
-            sys::setsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1, "IPV6_V6ONLY")?;
-            let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-            sa.sin6_family = libc::AF_INET6 as u16;
-            sa.sin6_port = a.port().to_be();
-            sa.sin6_addr.s6_addr = a.ip().octets();
-            sa.sin6_scope_id = a.scope_id();
-            sys::cvt(
-                unsafe {
-                    libc::bind(
-                        fd,
-                        &sa as *const _ as *const libc::sockaddr,
-                        std::mem::size_of::<libc::sockaddr_in6>() as u32,
-                    )
-                },
-                "bind(AF_INET6)",
-            )?;
-            Ok(sock)
+        SocketAddr::V6(_) => {
+            let sock = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))
+                .context("socket(AF_INET6)")?;
+            sock.set_only_v6(true).context("IPV6_V6ONLY")?;
+            sock.bind(&addr.into()).context("bind(AF_INET6)")?;
+            Ok(sock.into())
         }
     }
 }

@@ -38,6 +38,16 @@ pub(crate) fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Whether `program` (a path, or a name looked up in PATH) is there. Only
+/// looked at, never run: an unexpected chronyd must not start.
+pub(crate) fn installed(program: &Path) -> bool {
+    if program.components().count() > 1 {
+        return program.is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
 /// Temporary directory under /tmp, removed recursively on drop; or, in
 /// persist mode, a directory in the lab's state dir that stays.
 #[derive(Debug)]

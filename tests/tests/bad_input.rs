@@ -27,11 +27,7 @@ fn xdp_attached(ns: &Netns, iface: &str) -> bool {
         .contains("prog/xdp")
 }
 
-#[test]
 fn unknown_interface_bad_address_and_conflicts() {
-    if !require_privileged("unknown_interface_bad_address_and_conflicts") {
-        return;
-    }
     let lab = RouterLab::new("badarg").unwrap();
     let env = AgentEnv::new("badarg").unwrap();
     let r = lab.router();
@@ -106,11 +102,7 @@ fn unknown_interface_bad_address_and_conflicts() {
 
 /// A second agent on the same control socket is refused before it touches
 /// the filter.
-#[test]
 fn second_agent_is_refused() {
-    if !require_privileged("second_agent_is_refused") {
-        return;
-    }
     let lab = RouterLab::new("twice").unwrap();
     let env = AgentEnv::new("twice").unwrap();
     let _first = env.start(lab.router(), &["--iface", WAN_IF]).unwrap();
@@ -119,11 +111,7 @@ fn second_agent_is_refused() {
 }
 
 /// Without privileges the agent names the capabilities it lacks.
-#[test]
 fn missing_capabilities_are_named() {
-    if !require_privileged("missing_capabilities_are_named") {
-        return;
-    }
     let ns = Netns::new("nocap").unwrap();
     let pins = PinDir::new("nocap").unwrap();
     let out = ns
@@ -145,11 +133,7 @@ fn missing_capabilities_are_named() {
 
 /// With /sys/fs/bpf unmounted (in a private mount namespace) and no
 /// CAP_SYS_ADMIN to mount it, the agent says so and how to fix it.
-#[test]
 fn unmountable_bpffs_is_reported() {
-    if !require_privileged("unmountable_bpffs_is_reported") {
-        return;
-    }
     let ns = Netns::new("nobpffs").unwrap();
     let env = AgentEnv::new("nobpffs").unwrap();
     let script = format!(
@@ -182,11 +166,7 @@ fn unmountable_bpffs_is_reported() {
 }
 
 /// A map pinned with another layout is refused, named, and left untouched.
-#[test]
 fn incompatible_pinned_layout_is_refused() {
-    if !require_privileged("incompatible_pinned_layout_is_refused") {
-        return;
-    }
     let lab = RouterLab::new("layout").unwrap();
     let env = AgentEnv::new("layout").unwrap();
     let v1 = env
@@ -194,8 +174,8 @@ fn incompatible_pinned_layout_is_refused() {
         .path()
         .join(format!("v{}", ntp_filter_common::LAYOUT_VERSION));
     std::fs::create_dir_all(&v1).unwrap();
-    // An NF_CONFIG with an 8-byte value where this agent has 4 bytes.
-    let wrong = aya_map_with_value_size_8();
+    // An NF_CONFIG with a 4-byte value (layout 3's) where this agent has 8.
+    let wrong = aya_map_with_value_size_4();
     wrong.pin(v1.join("NF_CONFIG")).unwrap();
 
     let log = env.run_failing(lab.router(), &["--iface", WAN_IF]).unwrap();
@@ -208,17 +188,13 @@ fn incompatible_pinned_layout_is_refused() {
     assert!(!xdp_attached(lab.router(), WAN_IF));
 }
 
-fn aya_map_with_value_size_8() -> aya::maps::Array<aya::maps::MapData, u64> {
-    aya::maps::Array::<aya::maps::MapData, u64>::create(1, 0).unwrap()
+fn aya_map_with_value_size_4() -> aya::maps::Array<aya::maps::MapData, u32> {
+    aya::maps::Array::<aya::maps::MapData, u32>::create(1, 0).unwrap()
 }
 
 /// When the second interface cannot be attached (it carries someone
 /// else's XDP program), the first one is rolled back and no pins remain.
-#[test]
 fn failed_attach_rolls_back() {
-    if !require_privileged("failed_attach_rolls_back") {
-        return;
-    }
     let lab = RouterLab::with_lan("rollbk").unwrap();
     let theirs = AgentEnv::new("rollbk-a").unwrap();
     let ours = AgentEnv::new("rollbk-b").unwrap();
@@ -249,17 +225,9 @@ fn failed_attach_rolls_back() {
     assert!(out.status.success(), "{}", out.log);
 }
 
-#[test]
 fn help_names_the_contract() {
     // No privileges needed: the command-line contract scripts rely on.
-    let Ok(bin) = agent_bin() else {
-        assert!(
-            std::env::var_os("NF_REQUIRE_PRIVILEGED").is_none(),
-            "NTP_AGENT_BIN must be set in CI"
-        );
-        eprintln!("SKIP help_names_the_contract: NTP_AGENT_BIN is not set (run cargo xtask test)");
-        return;
-    };
+    let bin = agent_bin().unwrap();
     let out = Command::new(bin).args(["run", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
@@ -282,11 +250,7 @@ fn help_names_the_contract() {
 /// poll interval among them), a flag given on the command line overrides
 /// the file (a list replaces the file's list), and a bad file names the
 /// file, line, key and problem.
-#[test]
 fn config_file_with_overrides_and_errors() {
-    if !require_privileged("config_file_with_overrides_and_errors") {
-        return;
-    }
     let lab = RouterLab::new("config").unwrap();
     let env = AgentEnv::new("config").unwrap();
     let dir = TempDir::new("config").unwrap();
@@ -342,4 +306,22 @@ fn config_file_with_overrides_and_errors() {
     let out = run_agent_once(lab.router(), &["check-config", &bad], TIMEOUT).unwrap();
     assert!(!out.status.success());
     assert_says(&out.log, "line 2: xdp-mode");
+}
+
+fn main() -> std::process::ExitCode {
+    ntp_filter_tests::runner::run(vec![
+        trial!(
+            unknown_interface_bad_address_and_conflicts,
+            Netns,
+            Bpffs,
+            Agent
+        ),
+        trial!(second_agent_is_refused, Netns, Bpffs, Agent),
+        trial!(missing_capabilities_are_named, Netns, Bpffs, Agent),
+        trial!(unmountable_bpffs_is_reported, Netns, Bpffs, Agent),
+        trial!(incompatible_pinned_layout_is_refused, Netns, Bpffs, Agent),
+        trial!(failed_attach_rolls_back, Netns, Bpffs, Agent),
+        trial!(help_names_the_contract, Agent),
+        trial!(config_file_with_overrides_and_errors, Netns, Bpffs, Agent),
+    ])
 }

@@ -154,30 +154,18 @@ fn server_reply(lab: &RouterLab) -> Vec<u8> {
     .frame()
 }
 
-#[test]
 fn policy_table_native_xdp() {
-    if !require_privileged("policy_table_native_xdp") {
-        return;
-    }
     check_policy_table("native", "polnat");
 }
 
-#[test]
 fn policy_table_skb_xdp() {
-    if !require_privileged("policy_table_skb_xdp") {
-        return;
-    }
     check_policy_table("skb", "polskb");
 }
 
 /// Real sockets: the kernel delivers to a socket on port 123 only what the
 /// filter passed, and a server reply to a port other than the one the agent
 /// registered for it is dropped at the NIC.
-#[test]
 fn real_sockets_receive_only_allowed_ntp() {
-    if !require_privileged("real_sockets_receive_only_allowed_ntp") {
-        return;
-    }
     let lab = RouterLab::new("sock").unwrap();
     let env = AgentEnv::new("sock").unwrap();
     // Client mode, but client requests from anyone allowed by override: a
@@ -260,14 +248,11 @@ fn real_sockets_receive_only_allowed_ntp() {
 }
 
 /// NTP to hosts behind the router is transit: the filter leaves it alone.
-#[test]
 fn transit_ntp_is_forwarded_untouched() {
-    if !require_privileged("transit_ntp_is_forwarded_untouched") {
-        return;
-    }
     let lab = RouterLab::with_lan("transit").unwrap();
     let env = AgentEnv::new("transit").unwrap();
-    let _agent = start_agent(&lab, &env, "auto", &[]);
+    // Transit is only counted on request.
+    let _agent = start_agent(&lab, &env, "auto", &["--count-out-of-scope"]);
     for (host, outsider) in [
         (IpAddr::from(LAN_HOST_V4), IpAddr::from(OUTSIDER_V4)),
         (LAN_HOST_V6.into(), OUTSIDER_V6.into()),
@@ -331,11 +316,7 @@ impl Flood {
 /// kill -9 leaves the filter enforcing; a restart swaps the program inside
 /// the pinned link with traffic flowing and never opens a gap; detach
 /// removes the link and every pin.
-#[test]
 fn survives_kill_restarts_in_place_and_detaches() {
-    if !require_privileged("survives_kill_restarts_in_place_and_detaches") {
-        return;
-    }
     let lab = RouterLab::new("life").unwrap();
     let env = AgentEnv::new("life").unwrap();
     let pins = &env.pins;
@@ -420,11 +401,7 @@ fn xdp_prog_id(lab: &RouterLab) -> Option<u64> {
 /// A restart with another configuration reconciles the pinned maps: the
 /// removed server loses its pass, the added one gains it, server mode lets
 /// clients in.
-#[test]
 fn restart_reconciles_to_new_configuration() {
-    if !require_privileged("restart_reconciles_to_new_configuration") {
-        return;
-    }
     let lab = RouterLab::new("recon").unwrap();
     let env = AgentEnv::new("recon").unwrap();
     let r = lab.router();
@@ -479,11 +456,7 @@ fn restart_reconciles_to_new_configuration() {
 
 /// An address added to the box while the agent runs is protected as soon
 /// as the netlink event is processed.
-#[test]
 fn follows_local_address_changes() {
-    if !require_privileged("follows_local_address_changes") {
-        return;
-    }
     let lab = RouterLab::new("addrs").unwrap();
     let env = AgentEnv::new("addrs").unwrap();
     let _agent = start_agent(&lab, &env, "auto", &[]);
@@ -531,29 +504,51 @@ fn follows_local_address_changes() {
     }
 }
 
-/// An agent with a new map layout takes over the links an older one pinned
-/// (swapping the program in place, re-pinning under its own version) and
-/// removes the old pins: an upgrade never leaves the interface open. An
-/// interface dropped from the configuration is detached.
-#[test]
+/// An agent with a new map layout takes over the links the previous layout
+/// pinned (swapping the program in place, re-pinning under its own version)
+/// and removes the old pins, with traffic flowing: valid replies keep
+/// passing and outsiders stay out throughout, so an upgrade never leaves
+/// the interface open. An interface dropped from the configuration is
+/// detached.
 fn upgrade_takes_over_older_layout_and_drops_removed_interfaces() {
-    if !require_privileged("upgrade_takes_over_older_layout_and_drops_removed_interfaces") {
-        return;
-    }
     let lab = RouterLab::with_lan("upgrade").unwrap();
     let env = AgentEnv::new("upgrade").unwrap();
     let r = lab.router();
-    let mut agent = env
-        .start(r, &["--iface", WAN_IF, "--iface", LAN_IF])
-        .unwrap();
+    let mut agent = start_agent(&lab, &env, "auto", &["--iface", LAN_IF]);
     agent.stop().unwrap();
     let before = xdp_prog_id(&lab).expect("attached");
-    // Make the pins look like an older layout's.
+    // Make the pins look like the previous layout's (v3 -> v4 today).
     let current = format!("v{}", ntp_filter_common::LAYOUT_VERSION);
-    let old = env.pins.path().join("v1");
+    let old = env
+        .pins
+        .path()
+        .join(format!("v{}", ntp_filter_common::LAYOUT_VERSION - 1));
     std::fs::rename(env.pins.path().join(&current), &old).unwrap();
 
-    let _agent = env.start(r, &["--iface", WAN_IF]).unwrap();
+    let obs = lab.observe_wan().unwrap();
+    let flood = Flood::start(&lab);
+    std::thread::sleep(Duration::from_millis(100));
+    let agent = start_agent(&lab, &env, "auto", &[]);
+    assert!(
+        agent.log().contains("took over the link of an older agent"),
+        "{}",
+        agent.log()
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let sent = flood.stop();
+    let tx = lab.raw_sender().unwrap();
+    lab.sync(&tx, &obs).unwrap();
+    assert_eq!(
+        obs.count(&Match::ntp(OUTSIDER_V4.into(), mode::CLIENT)),
+        0,
+        "outsider passed during the takeover"
+    );
+    assert_eq!(
+        obs.count(&Match::ntp(SERVER_V4.into(), mode::SERVER)),
+        sent,
+        "server replies lost during the takeover"
+    );
+    assert!(sent > 50, "flood too small to mean anything: {sent}");
     let now = xdp_prog_id(&lab).expect("still attached");
     assert_ne!(now, before, "program not swapped");
     assert!(!old.exists(), "old pins left behind");
@@ -608,11 +603,7 @@ fn counted_interfaces(status: &Value) -> Vec<String> {
 /// `status`, and the totals are their sum. An in-place restart keeps each
 /// interface's slot and counters; an interface dropped from the
 /// configuration loses its slot, and comes back with zeroed counters.
-#[test]
 fn counters_per_interface_survive_restart() {
-    if !require_privileged("counters_per_interface_survive_restart") {
-        return;
-    }
     let lab = RouterLab::with_lan("ifcnt").unwrap();
     let env = AgentEnv::new("ifcnt").unwrap();
     let both = ["--iface", LAN_IF];
@@ -748,4 +739,170 @@ fn counters_per_interface_survive_restart() {
     );
     let status = status_json(&lab, &env);
     assert_eq!(counted_interfaces(&status), [WAN_IF], "{status}");
+}
+
+/// RFC 4291: an IPv6 packet whose source embeds an IPv4 address is dropped
+/// at the NIC, counted as `ipv4_mapped_source`: `::ffff:192.0.2.20` is not
+/// the IPv4 peer 192.0.2.20 (client mode), and in server mode a request
+/// from `::ffff:192.0.2.99` is never answered (it would be answered over
+/// IPv4: a cross-family reflection).
+fn ipv6_sources_embedding_ipv4_are_dropped_at_the_nic() {
+    let lab = RouterLab::new("mapped").unwrap();
+    let env = AgentEnv::new("mapped").unwrap();
+    let _agent = start_agent(&lab, &env, "auto", &[]);
+    let obs = lab.observe_wan().unwrap();
+    let tx = lab.raw_sender().unwrap();
+    let router = SocketAddr::new(ROUTER_V6.into(), 123);
+    let mapped_peer: IpAddr = PEER_V4.to_ipv6_mapped().into();
+    let mapped_outsider: IpAddr = OUTSIDER_V4.to_ipv6_mapped().into();
+    for (round, (mode_flag, src, sport, ntp_mode)) in [
+        ("client", mapped_peer, 123, mode::SYMMETRIC_ACTIVE),
+        ("server", mapped_outsider, 50_000, mode::CLIENT),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let done = env.control(lab.router(), &["mode", mode_flag]).unwrap();
+        assert!(done.status.success(), "{}", done.log);
+        let frame = lab.ntp_frame(
+            SocketAddr::new(src, sport),
+            router,
+            NtpPacket::new(ntp_mode),
+        );
+        tx.send(&frame.frame()).unwrap();
+        lab.sync(&tx, &obs).unwrap();
+        assert_eq!(
+            obs.count(&Match::ntp(src, ntp_mode)),
+            0,
+            "{mode_flag} mode: {src} mode {ntp_mode} passed the NIC"
+        );
+        let status = status_json(&lab, &env);
+        assert_eq!(
+            counter(&status, "drops", "ipv4_mapped_source"),
+            round as u64 + 1,
+            "{status}"
+        );
+        // The genuine IPv4 peer is still the peer.
+        let v4 = lab.ntp_frame(
+            sock(PEER_V4, 123),
+            sock(ROUTER_V4, 123),
+            NtpPacket::new(mode::SYMMETRIC_ACTIVE),
+        );
+        tx.send(&v4.frame()).unwrap();
+        lab.sync(&tx, &obs).unwrap();
+        assert_eq!(
+            obs.count(&Match::ntp(PEER_V4.into(), mode::SYMMETRIC_ACTIVE)),
+            1
+        );
+        obs.clear();
+    }
+}
+
+/// More addresses than the local-address map holds, then some removed and
+/// a new one added: the map makes room by dropping the stale entries first,
+/// so the new address is protected (a mode-7 probe to it is dropped, not
+/// passed as transit); `status` says how many addresses did not fit while
+/// there were too many.
+fn local_address_map_makes_room_after_overflow() {
+    use ntp_filter_common::MAX_LOCAL_ADDRS;
+    let lab = RouterLab::new("lcap").unwrap();
+    let env = AgentEnv::new("lcap").unwrap();
+    let _agent = start_agent(&lab, &env, "auto", &[]);
+    let r = lab.router();
+    let base = status_json(&lab, &env)["local_addresses"].as_u64().unwrap() as usize;
+    let extra = MAX_LOCAL_ADDRS as usize + 40 - base;
+    let dir = TempDir::new("lcap").unwrap();
+    let batch = |verb: &str, range: std::ops::Range<usize>| {
+        let path = dir.path().join(format!("{verb}.batch"));
+        let opt = if verb == "add" { " nodad" } else { "" };
+        let lines: String = range
+            .map(|i| format!("address {verb} 2001:db8:ff::{:x}/128 dev lo{opt}\n", i + 1))
+            .collect();
+        std::fs::write(&path, lines).unwrap();
+        r.ip(&["-batch", &path.display().to_string()]).unwrap();
+    };
+    let wait_for = |what: &str, ok: &dyn Fn(&Value) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = status_json(&lab, &env);
+            if ok(&s) {
+                return s;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: {s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    batch("add", 0..extra);
+    let full = wait_for("the map never filled", &|s| {
+        s["local_addresses"] == MAX_LOCAL_ADDRS
+    });
+
+    batch("del", 0..200);
+    lab.router()
+        .ip(&["addr", "add", "192.0.2.77/32", "dev", WAN_IF])
+        .unwrap();
+    let want = (MAX_LOCAL_ADDRS as usize + 40 - 200 + 1) as u64;
+    wait_for("the map did not make room", &|s| {
+        s["local_addresses"] == want
+    });
+
+    let obs = lab.observe_wan().unwrap();
+    let tx = lab.raw_sender().unwrap();
+    let before = counter(&status_json(&lab, &env), "drops", "unknown_source");
+    tx.send(
+        &lab.ntp_frame(
+            sock(OUTSIDER_V4, 50_000),
+            SocketAddr::new("192.0.2.77".parse().unwrap(), 123),
+            NtpPacket::new(mode::PRIVATE),
+        )
+        .frame(),
+    )
+    .unwrap();
+    lab.sync(&tx, &obs).unwrap();
+    assert_eq!(
+        obs.count(&Match::ntp(OUTSIDER_V4.into(), mode::PRIVATE)),
+        0,
+        "the mode-7 probe to the new address passed as transit"
+    );
+    let status = status_json(&lab, &env);
+    assert_eq!(counter(&status, "drops", "unknown_source"), before + 1);
+    // While full, status said how many did not fit; now none.
+    assert_eq!(full["local_addresses_unprotected"], 40, "{full}");
+    assert_eq!(status["local_addresses_unprotected"], 0, "{status}");
+}
+
+fn main() -> std::process::ExitCode {
+    ntp_filter_tests::runner::run(vec![
+        trial!(policy_table_native_xdp, Netns, Bpffs, Agent),
+        trial!(policy_table_skb_xdp, Netns, Bpffs, Agent),
+        trial!(real_sockets_receive_only_allowed_ntp, Netns, Bpffs, Agent),
+        trial!(transit_ntp_is_forwarded_untouched, Netns, Bpffs, Agent),
+        trial!(
+            survives_kill_restarts_in_place_and_detaches,
+            Netns,
+            Bpffs,
+            Agent
+        ),
+        trial!(restart_reconciles_to_new_configuration, Netns, Bpffs, Agent),
+        trial!(follows_local_address_changes, Netns, Bpffs, Agent),
+        trial!(
+            upgrade_takes_over_older_layout_and_drops_removed_interfaces,
+            Netns,
+            Bpffs,
+            Agent
+        ),
+        trial!(counters_per_interface_survive_restart, Netns, Bpffs, Agent),
+        trial!(
+            ipv6_sources_embedding_ipv4_are_dropped_at_the_nic,
+            Netns,
+            Bpffs,
+            Agent
+        ),
+        trial!(
+            local_address_map_makes_room_after_overflow,
+            Netns,
+            Bpffs,
+            Agent
+        ),
+    ])
 }

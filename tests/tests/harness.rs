@@ -35,11 +35,7 @@ fn pid_gone(pid: u32) -> bool {
     !Path::new(&format!("/proc/{pid}")).exists()
 }
 
-#[test]
 fn raw_ntp_reaches_wan_and_router_sockets() {
-    if !require_privileged("raw_ntp_reaches_wan_and_router_sockets") {
-        return;
-    }
     let names;
     {
         let lab = RouterLab::new("raw").unwrap();
@@ -87,11 +83,7 @@ fn raw_ntp_reaches_wan_and_router_sockets() {
     assert_gone(&names);
 }
 
-#[test]
 fn vlan_tagged_frames_are_observed_as_sent() {
-    if !require_privileged("vlan_tagged_frames_are_observed_as_sent") {
-        return;
-    }
     let lab = RouterLab::new("vlan").unwrap();
     let obs = lab.observe_wan().unwrap();
     let tx = lab.raw_sender().unwrap();
@@ -131,11 +123,7 @@ fn vlan_tagged_frames_are_observed_as_sent() {
     );
 }
 
-#[test]
 fn odd_frames_are_injected_verbatim() {
-    if !require_privileged("odd_frames_are_injected_verbatim") {
-        return;
-    }
     let lab = RouterLab::new("odd").unwrap();
     let obs = lab.observe_wan().unwrap();
     let tx = lab.raw_sender().unwrap();
@@ -178,11 +166,7 @@ fn odd_frames_are_injected_verbatim() {
     );
 }
 
-#[test]
 fn transit_frames_reach_lan_host() {
-    if !require_privileged("transit_frames_reach_lan_host") {
-        return;
-    }
     let names;
     {
         let lab = RouterLab::with_lan("transit").unwrap();
@@ -230,11 +214,7 @@ fn transit_frames_reach_lan_host() {
     assert_gone(&names);
 }
 
-#[test]
 fn real_udp_sockets_from_chosen_sources() {
-    if !require_privileged("real_udp_sockets_from_chosen_sources") {
-        return;
-    }
     let lab = RouterLab::new("udp").unwrap();
     let obs = lab.observe_wan().unwrap();
     let tx = lab.raw_sender().unwrap();
@@ -258,11 +238,7 @@ fn real_udp_sockets_from_chosen_sources() {
     }
 }
 
-#[test]
 fn marker_barrier_is_exact() {
-    if !require_privileged("marker_barrier_is_exact") {
-        return;
-    }
     let lab = RouterLab::new("marker").unwrap();
     let obs = lab.observe_wan().unwrap();
     let udp = lab.router_udp(sock(ROUTER_V4, 123)).unwrap();
@@ -366,11 +342,7 @@ fn marker_barrier_is_exact() {
     assert!(err.to_string().contains("not observed"), "{err:#}");
 }
 
-#[test]
 fn child_runs_inside_namespace_and_is_killed() {
-    if !require_privileged("child_runs_inside_namespace_and_is_killed") {
-        return;
-    }
     let ns = Netns::new("child").unwrap();
     let name = ns.name().to_string();
     let pid;
@@ -430,11 +402,7 @@ fn child_runs_inside_namespace_and_is_killed() {
     );
 }
 
-#[test]
 fn guards_clean_up_when_a_test_panics() {
-    if !require_privileged("guards_clean_up_when_a_test_panics") {
-        return;
-    }
     let seen = std::sync::Mutex::new((Vec::<String>::new(), 0u32, String::new()));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let lab = RouterLab::with_lan("panic").unwrap();
@@ -464,11 +432,7 @@ fn guards_clean_up_when_a_test_panics() {
     );
 }
 
-#[test]
 fn pin_dir_and_agent_env() {
-    if !require_privileged("pin_dir_and_agent_env") {
-        return;
-    }
     let path;
     {
         let pins = PinDir::new("pins").unwrap();
@@ -488,4 +452,18 @@ fn pin_dir_and_agent_env() {
             "NTP_AGENT_BIN is not set: run the tests with cargo xtask test"
         );
     }
+}
+
+fn main() -> std::process::ExitCode {
+    ntp_filter_tests::runner::run(vec![
+        trial!(raw_ntp_reaches_wan_and_router_sockets, Netns),
+        trial!(vlan_tagged_frames_are_observed_as_sent, Netns),
+        trial!(odd_frames_are_injected_verbatim, Netns),
+        trial!(transit_frames_reach_lan_host, Netns),
+        trial!(real_udp_sockets_from_chosen_sources, Netns),
+        trial!(marker_barrier_is_exact, Netns),
+        trial!(child_runs_inside_namespace_and_is_killed, Netns, Bpffs),
+        trial!(guards_clean_up_when_a_test_panics, Netns, Bpffs),
+        trial!(pin_dir_and_agent_env, Netns, Bpffs),
+    ])
 }

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use ntp_filter_tests::journal::{cmdline, is_running};
 use ntp_filter_tests::notelab::LabOpts;
-use ntp_filter_tests::{agent_bin, require_privileged, Child, Journal, Lifetime, Made, Netns};
+use ntp_filter_tests::{agent_bin, trial, Child, Journal, Lifetime, Made, Netns};
 use serde_json::Value;
 
 /// The pin directory's layout subdirectory (`v3`).
@@ -164,11 +164,7 @@ fn printed<'a>(out: &'a str, start: &str, has: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no command `{start} … {has} …` printed in:\n{out}"))
 }
 
-#[test]
 fn lab_tells_the_story_stays_up_and_down_removes_it() {
-    if !require_privileged("lab_tells_the_story_stays_up_and_down_removes_it") {
-        return;
-    }
     let agent = agent_bin().unwrap();
     let lab = TestLab::new("story");
     let up = lab.run("up", Some(&agent));
@@ -333,11 +329,7 @@ fn lab_tells_the_story_stays_up_and_down_removes_it() {
     assert!(again.out.contains("nothing to remove"), "{}", again.out);
 }
 
-#[test]
 fn down_removes_what_a_half_made_lab_left() {
-    if !require_privileged("down_removes_what_a_half_made_lab_left") {
-        return;
-    }
     let lab = TestLab::new("half");
     let sleeper = lab.half_made();
     let journal = Journal::open(&lab.opts.state_dir).unwrap();
@@ -387,11 +379,7 @@ fn down_removes_what_a_half_made_lab_left() {
     assert!(lab.run("down", None).out.contains("nothing to remove"));
 }
 
-#[test]
 fn up_replaces_a_lab_and_a_failing_step_removes_what_it_made() {
-    if !require_privileged("up_replaces_a_lab_and_a_failing_step_removes_what_it_made") {
-        return;
-    }
     let lab = TestLab::new("fail");
     let sleeper = lab.half_made();
     // An "agent" that exits at once: the lab gets as far as starting it.
@@ -425,4 +413,23 @@ fn up_replaces_a_lab_and_a_failing_step_removes_what_it_made() {
     );
     assert!(!is_running(sleeper));
     assert_eq!(lab.leftovers(), Vec::<String>::new());
+}
+
+fn main() -> std::process::ExitCode {
+    ntp_filter_tests::runner::run(vec![
+        trial!(
+            lab_tells_the_story_stays_up_and_down_removes_it,
+            Netns,
+            Bpffs,
+            Agent,
+            Chronyd
+        ),
+        trial!(down_removes_what_a_half_made_lab_left, Netns, Bpffs, Agent),
+        trial!(
+            up_replaces_a_lab_and_a_failing_step_removes_what_it_made,
+            Netns,
+            Bpffs,
+            Chronyd
+        ),
+    ])
 }

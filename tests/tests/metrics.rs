@@ -110,11 +110,7 @@ fn server_synced(m: &Metrics) -> bool {
         && m.value("ntp_filter_source_state", &selected) == Some(1.0)
 }
 
-#[test]
 fn metrics_follow_sync_and_drops_at_the_nic() {
-    if !require_privileged("metrics_follow_sync_and_drops_at_the_nic") {
-        return;
-    }
     let lab = RouterLab::new("metrics").unwrap();
     let _chronyd = Chronyd::start(lab.outside(), &ChronyConfig::server(SERVER_V4.into())).unwrap();
     let env = AgentEnv::new("metrics").unwrap();
@@ -263,11 +259,7 @@ fn assert_nothing_left(lab: &RouterLab, env: &AgentEnv) {
     );
 }
 
-#[test]
 fn busy_or_bad_metrics_address_fails_the_start() {
-    if !require_privileged("busy_or_bad_metrics_address_fails_the_start") {
-        return;
-    }
     let lab = RouterLab::new("metbusy").unwrap();
     let env = AgentEnv::new("metbusy").unwrap();
     let addr: SocketAddr = METRICS.parse().unwrap();
@@ -329,4 +321,22 @@ fn busy_or_bad_metrics_address_fails_the_start() {
     );
     assert_says(&log, "expected IP:PORT");
     assert_nothing_left(&lab, &env);
+}
+
+fn main() -> std::process::ExitCode {
+    ntp_filter_tests::runner::run(vec![
+        trial!(
+            metrics_follow_sync_and_drops_at_the_nic,
+            Netns,
+            Bpffs,
+            Agent,
+            Chronyd
+        ),
+        trial!(
+            busy_or_bad_metrics_address_fails_the_start,
+            Netns,
+            Bpffs,
+            Agent
+        ),
+    ])
 }

@@ -169,11 +169,7 @@ fn answers_from_router(obs: &Observer, since: usize) -> usize {
     })
 }
 
-#[test]
 fn client_mode_syncs_but_answers_nobody() {
-    if !require_privileged("client_mode_syncs_but_answers_nobody") {
-        return;
-    }
     let s = router_in_client_mode("note-cli");
     let st = s.status();
     assert_eq!(st["mode"], "client");
@@ -237,11 +233,7 @@ fn outsider_of(router: IpAddr) -> IpAddr {
     }
 }
 
-#[test]
 fn server_mode_at_runtime_then_back_to_client() {
-    if !require_privileged("server_mode_at_runtime_then_back_to_client") {
-        return;
-    }
     let mut s = router_in_client_mode("note-srv");
     let pid = s.agent.pid();
 
@@ -286,11 +278,7 @@ fn server_mode_at_runtime_then_back_to_client() {
     assert!(out.log.contains("invalid value 'sideways'"), "{}", out.log);
 }
 
-#[test]
 fn flooding_client_gets_one_rate_kod_then_silence() {
-    if !require_privileged("flooding_client_gets_one_rate_kod_then_silence") {
-        return;
-    }
     let s = router_in_client_mode("note-rate");
     // Logs: one line per state change, never one per packet.
     let log = s.agent.log();
@@ -362,11 +350,7 @@ fn flooding_client_gets_one_rate_kod_then_silence() {
     assert!(new.len() <= 4, "more than one line per change: {new:#?}");
 }
 
-#[test]
 fn denied_client_is_dropped_at_the_nic() {
-    if !require_privileged("denied_client_is_dropped_at_the_nic") {
-        return;
-    }
     let s = router_in_client_mode("note-deny");
     assert!(s.control(&["mode", "server"]).status.success());
     let out = s.control(&["deny", "192.0.2.99/32"]);
@@ -435,11 +419,7 @@ fn denied_client_is_dropped_at_the_nic() {
     assert_eq!(s.status()["filter"]["acl_default"], "deny");
 }
 
-#[test]
 fn control_errors_change_nothing() {
-    if !require_privileged("control_errors_change_nothing") {
-        return;
-    }
     let s = router_in_client_mode("note-ctl");
     let before = s.status();
     for (args, says) in [
@@ -522,4 +502,38 @@ fn control_errors_change_nothing() {
     .unwrap();
     assert!(!out.status.success());
     assert!(out.log.contains("the agent is not running"), "{}", out.log);
+}
+
+fn main() -> std::process::ExitCode {
+    ntp_filter_tests::runner::run(vec![
+        trial!(
+            client_mode_syncs_but_answers_nobody,
+            Netns,
+            Bpffs,
+            Agent,
+            Chronyd
+        ),
+        trial!(
+            server_mode_at_runtime_then_back_to_client,
+            Netns,
+            Bpffs,
+            Agent,
+            Chronyd
+        ),
+        trial!(
+            flooding_client_gets_one_rate_kod_then_silence,
+            Netns,
+            Bpffs,
+            Agent,
+            Chronyd
+        ),
+        trial!(
+            denied_client_is_dropped_at_the_nic,
+            Netns,
+            Bpffs,
+            Agent,
+            Chronyd
+        ),
+        trial!(control_errors_change_nothing, Netns, Bpffs, Agent, Chronyd),
+    ])
 }

@@ -182,27 +182,15 @@ fn check_syncs_to_server(tag: &str, server: IpAddr) {
     );
 }
 
-#[test]
 fn syncs_to_chronyd_server_v4() {
-    if !require_privileged("syncs_to_chronyd_server_v4") {
-        return;
-    }
     check_syncs_to_server("syncv4", SERVER_V4.into());
 }
 
-#[test]
 fn syncs_to_chronyd_server_v6() {
-    if !require_privileged("syncs_to_chronyd_server_v6") {
-        return;
-    }
     check_syncs_to_server("syncv6", SERVER_V6.into());
 }
 
-#[test]
 fn syncs_to_chronyd_symmetric_peer() {
-    if !require_privileged("syncs_to_chronyd_symmetric_peer") {
-        return;
-    }
     let lab = RouterLab::new("syncpeer").unwrap();
     let peer = IpAddr::from(PEER_V4);
     // chrony sends in symmetric mode only on its own schedule (no reply per
@@ -238,11 +226,7 @@ fn syncs_to_chronyd_symmetric_peer() {
 /// Off-path spoofing with the reply port known (`--source-port`): a reply
 /// to the right port passes the NIC but fails the origin check in the
 /// agent; a reply to any other port never gets past the NIC.
-#[test]
 fn spoofed_replies_are_rejected() {
-    if !require_privileged("spoofed_replies_are_rejected") {
-        return;
-    }
     const PORT: u16 = 40123;
     let lab = RouterLab::new("spoof").unwrap();
     let server = IpAddr::from(SERVER_V4);
@@ -381,11 +365,7 @@ fn spoofed_replies_are_rejected() {
     assert_eq!(st["host"]["stratum"], 4, "{st:#}");
 }
 
-#[test]
 fn unsynchronized_says_why() {
-    if !require_privileged("unsynchronized_says_why") {
-        return;
-    }
     let lab = RouterLab::new("unsync").unwrap();
     let outsider = IpAddr::from(OUTSIDER_V4);
     let ext = Observer::start(lab.outside(), EXT_IF).unwrap();
@@ -427,11 +407,7 @@ fn unsynchronized_says_why() {
 
 /// `--server NAME` stands for every address the name resolves to: each one
 /// becomes a source and enters the filter's server entries.
-#[test]
 fn server_by_name_becomes_sources_and_filter_entries() {
-    if !require_privileged("server_by_name_becomes_sources_and_filter_entries") {
-        return;
-    }
     let lab = RouterLab::new("byname").unwrap();
     let env = AgentEnv::new("byname").unwrap();
     let _agent = env
@@ -461,4 +437,26 @@ fn server_by_name_becomes_sources_and_filter_entries() {
             "{remote} is a source but not in the filter: {st:#}"
         );
     }
+}
+
+fn main() -> std::process::ExitCode {
+    ntp_filter_tests::runner::run(vec![
+        trial!(syncs_to_chronyd_server_v4, Netns, Bpffs, Agent, Chronyd),
+        trial!(syncs_to_chronyd_server_v6, Netns, Bpffs, Agent, Chronyd),
+        trial!(
+            syncs_to_chronyd_symmetric_peer,
+            Netns,
+            Bpffs,
+            Agent,
+            Chronyd
+        ),
+        trial!(spoofed_replies_are_rejected, Netns, Bpffs, Agent, Chronyd),
+        trial!(unsynchronized_says_why, Netns, Bpffs, Agent),
+        trial!(
+            server_by_name_becomes_sources_and_filter_entries,
+            Netns,
+            Bpffs,
+            Agent
+        ),
+    ])
 }

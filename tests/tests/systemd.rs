@@ -4,10 +4,7 @@
 //! sync. Every agent runs with --no-clock-adjust (AgentEnv), so CAP_SYS_TIME
 //! is granted but never exercised; chronyd always runs with -x.
 
-use std::{
-    os::unix::fs::MetadataExt as _,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use ntp_filter_tests::{addrs::*, *};
 use serde_json::Value;
@@ -60,11 +57,7 @@ const SYNCED_TO_SERVER: &str = "filter on wan0 (native); synchronized to 192.0.2
 /// and the control socket answers, before any reply could be taken in:
 /// chronyd is paused until READY=1 is in. Then STATUS= follows sync, and
 /// SIGTERM brings STOPPING=1.
-#[test]
 fn ready_when_filtering_then_status_and_stopping() {
-    if !require_privileged("ready_when_filtering_then_status_and_stopping") {
-        return;
-    }
     let lab = RouterLab::new("sdready").unwrap();
     let mut chronyd =
         Chronyd::start(lab.outside(), &ChronyConfig::server(SERVER_V4.into())).unwrap();
@@ -134,11 +127,7 @@ fn ready_when_filtering_then_status_and_stopping() {
 /// and reports its state, but READY=1 comes only with the first sync: the
 /// status queried the moment it arrives says synchronized. WATCHDOG=1
 /// comes from the event loop all along, at half WATCHDOG_USEC.
-#[test]
 fn ready_after_sync_waits_for_the_clock_and_pings_the_watchdog() {
-    if !require_privileged("ready_after_sync_waits_for_the_clock_and_pings_the_watchdog") {
-        return;
-    }
     let lab = RouterLab::new("sdsync").unwrap();
     let _chronyd = Chronyd::start(lab.outside(), &ChronyConfig::server(SERVER_V4.into())).unwrap();
     let env = AgentEnv::new("sdsync").unwrap();
@@ -296,11 +285,7 @@ fn syncs_with_unit_caps(tag: &str, env: &AgentEnv, prefix: &[&str]) {
 }
 
 /// As the unit runs it: root, with the bounding set cut to the unit's.
-#[test]
 fn unit_capabilities_suffice_as_root() {
-    if !require_privileged("unit_capabilities_suffice_as_root") {
-        return;
-    }
     let env = AgentEnv::new("sdcaproot").unwrap();
     let caps = format!("--bounding-set={}", unit_caps());
     syncs_with_unit_caps("sdcaproot", &env, &["setpriv", &caps, "--"]);
@@ -308,25 +293,9 @@ fn unit_capabilities_suffice_as_root() {
 
 /// As a `User=` drop-in would run it: another uid, the unit's set as
 /// ambient capabilities, owning its pin, socket and drift places.
-#[test]
 fn unit_capabilities_suffice_as_another_user() {
-    if !require_privileged("unit_capabilities_suffice_as_another_user") {
-        return;
-    }
     // systemd mounts /sys/fs/bpf 0700: there another uid cannot reach any
-    // pin dir, which is why the unit keeps root.
-    let bpffs = std::fs::metadata(ntp_filter_tests::bpffs::BPFFS).unwrap();
-    if bpffs.mode() & 0o001 == 0 {
-        ntp_filter_tests::privileged::skip(
-            "unit_capabilities_suffice_as_another_user",
-            &format!(
-                "{} is not searchable by other users (mode {:o}; a bpffs mounted without mode=, as `cargo xtask setup` does, is 1777)",
-                ntp_filter_tests::bpffs::BPFFS,
-                bpffs.mode() & 0o7777
-            ),
-        );
-        return;
-    }
+    // pin dir, which is why the unit keeps root (Need::SharedBpffs).
     let env = AgentEnv::new("sdcapuser").unwrap();
     for dir in [env.pins.path(), env.dir()] {
         std::os::unix::fs::chown(dir, Some(NOBODY), Some(NOBODY)).unwrap();
@@ -346,4 +315,37 @@ fn unit_capabilities_suffice_as_another_user() {
     let mut prefix = vec!["setpriv"];
     prefix.extend(args.iter().map(String::as_str));
     syncs_with_unit_caps("sdcapuser", &env, &prefix);
+}
+
+fn main() -> std::process::ExitCode {
+    ntp_filter_tests::runner::run(vec![
+        trial!(
+            ready_when_filtering_then_status_and_stopping,
+            Netns,
+            Bpffs,
+            Agent,
+            Chronyd
+        ),
+        trial!(
+            ready_after_sync_waits_for_the_clock_and_pings_the_watchdog,
+            Netns,
+            Bpffs,
+            Agent,
+            Chronyd
+        ),
+        trial!(
+            unit_capabilities_suffice_as_root,
+            Netns,
+            Bpffs,
+            Agent,
+            Chronyd
+        ),
+        trial!(
+            unit_capabilities_suffice_as_another_user,
+            Netns,
+            SharedBpffs,
+            Agent,
+            Chronyd
+        ),
+    ])
 }

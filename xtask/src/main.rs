@@ -4,6 +4,7 @@ mod bench;
 mod cmd;
 mod install;
 mod lab;
+mod modgraph;
 mod parse;
 mod setup;
 
@@ -83,6 +84,15 @@ enum Task {
     /// Setup, build, then run every benchmark (as root; --quick for a short run)
     /// and write bench/results.md, bench/results.json and bench/*.svg.
     Bench(bench::BenchArgs),
+    /// Print which top-level module of each crate uses which, and fail on
+    /// an import cycle.
+    Modgraph {
+        /// The workspace to read (another checkout, e.g. to compare).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// Only these crates (directory names), e.g. `ntp-agent`.
+        crates: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -165,6 +175,14 @@ fn run(task: Task) -> Result<ExitCode> {
             print!("{}", install::report(&root, &installed));
         }
         Task::Lab(args) => return lab::run(&args),
+        Task::Modgraph {
+            root: other,
+            crates,
+        } => {
+            if !modgraph::run(other.as_deref().unwrap_or(&root), &crates)? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Task::Sim { seeds } => {
             Cmd::cargo()
                 .args([
@@ -330,16 +348,26 @@ fn test(common: &Common, require_privileged: bool, args: &[String]) -> Result<Ex
     if !privileged {
         println!("(privileged tests may skip; pass --require-privileged or set CI=true to make them fail instead)");
     }
-    let (status, counts, failures) = run_cargo_test(&cmd)?;
+    let (status, counts, failures, skips) = run_cargo_test(&cmd)?;
     let c = counts;
+    // The runner reports a test this machine cannot run as ignored, with
+    // the reason; in the totals it is a skip.
     let mut line = format!(
-        "{} passed, {} failed, {} ignored, {} filtered out ({} test runs)",
+        "{} passed, {} failed, {} skipped, {} filtered out ({} test runs)",
         c.passed, c.failed, c.ignored, c.filtered_out, c.runs
     );
     if !failures.is_empty() {
         line.push_str(&format!("; failed: {}", failures.join(", ")));
     }
-    let ok = status.success() && c.failed == 0 && c.runs > 0;
+    if !skips.is_empty() {
+        println!("\n== skipped ({})", skips.len());
+        for s in &skips {
+            println!("  {s}");
+        }
+    }
+    // Under CI no test may skip (the runner already fails such tests; this
+    // also catches a libtest #[ignore]).
+    let ok = status.success() && c.failed == 0 && c.runs > 0 && !(privileged && c.ignored > 0);
     let verdict = if ok {
         "ok"
     } else if c.runs == 0 && status.success() {
@@ -348,11 +376,26 @@ fn test(common: &Common, require_privileged: bool, args: &[String]) -> Result<Ex
         "FAILED"
     };
     lines.push(format!("{verdict} — {line} [cargo test: {status}]"));
-    Ok(finish(&lines, !ok))
+    let code = finish(&lines, !ok);
+    // The plain closing line CI tooling reads.
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        c.passed, c.failed, c.ignored
+    );
+    Ok(code)
 }
 
+/// What one `cargo test` run said: its exit status, the totals, the failed
+/// tests, and the skipped ones with their reasons.
+type TestRun = (
+    std::process::ExitStatus,
+    parse::TestCounts,
+    Vec<String>,
+    Vec<String>,
+);
+
 /// Runs cargo test, echoing its stdout line by line while counting results.
-fn run_cargo_test(cmd: &Cmd) -> Result<(std::process::ExitStatus, parse::TestCounts, Vec<String>)> {
+fn run_cargo_test(cmd: &Cmd) -> Result<TestRun> {
     let mut child = cmd
         .command()
         .stdout(Stdio::piped())
@@ -361,6 +404,7 @@ fn run_cargo_test(cmd: &Cmd) -> Result<(std::process::ExitStatus, parse::TestCou
     let mut out = BufReader::new(child.stdout.take().expect("piped stdout"));
     let mut counts = parse::TestCounts::default();
     let mut failures = Vec::new();
+    let mut skips = Vec::new();
     let stdout = std::io::stdout();
     let mut buf = Vec::new();
     loop {
@@ -376,9 +420,11 @@ fn run_cargo_test(cmd: &Cmd) -> Result<(std::process::ExitStatus, parse::TestCou
             counts.add(c);
         } else if let Some(name) = parse::failed_test(&line) {
             failures.push(name.to_string());
+        } else if let Some((name, why)) = parse::skipped_test(&line) {
+            skips.push(format!("{name}: {}", why.unwrap_or("no reason given")));
         }
     }
-    Ok((child.wait()?, counts, failures))
+    Ok((child.wait()?, counts, failures, skips))
 }
 
 #[cfg(test)]

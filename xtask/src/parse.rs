@@ -121,6 +121,22 @@ pub fn failed_test(line: &str) -> Option<&str> {
         .strip_suffix(" ... FAILED")
 }
 
+/// A skipped test and why, from the runner's `test NAME ... ignored (WHY)`
+/// or libtest's `test NAME ... ignored, WHY` (`None` as the reason for a
+/// bare `ignored`).
+pub fn skipped_test(line: &str) -> Option<(&str, Option<&str>)> {
+    let rest = line.trim().strip_prefix("test ")?;
+    let (name, outcome) = rest.split_once(" ... ")?;
+    let reason = outcome.strip_prefix("ignored")?;
+    let reason = reason
+        .strip_prefix(" (")
+        .and_then(|r| r.strip_suffix(')'))
+        .or_else(|| reason.strip_prefix(", "))
+        .map(str::trim)
+        .filter(|r| !r.is_empty());
+    Some((name.trim(), reason))
+}
+
 /// Finds an embedded little-endian 64-bit ELF object for BPF (e_machine 247)
 /// in a binary; returns its offset and size (end of its section headers).
 pub fn find_bpf_elf(bin: &[u8]) -> Option<(usize, usize)> {
@@ -246,6 +262,21 @@ mod tests {
             Some("netns::drops_mode_3")
         );
         assert_eq!(failed_test("test a::b ... ok"), None);
+        assert_eq!(
+            skipped_test(
+                "test marker_barrier_is_exact   ... ignored (needs root: running as euid 65534)"
+            ),
+            Some((
+                "marker_barrier_is_exact",
+                Some("needs root: running as euid 65534")
+            ))
+        );
+        assert_eq!(
+            skipped_test("test slow ... ignored, takes an hour"),
+            Some(("slow", Some("takes an hour")))
+        );
+        assert_eq!(skipped_test("test bare ... ignored"), Some(("bare", None)));
+        assert_eq!(skipped_test("test a::b ... ok"), None);
     }
 
     #[test]

@@ -5,26 +5,24 @@
 use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Context as _, Result};
-use aya::maps::{
-    lpm_trie::LpmTrie, Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues,
-};
+use aya::maps::{lpm_trie::LpmTrie, Array, Map, MapData, MapError, PerCpuArray, PerCpuValues};
 use ntp_filter_common::{
-    config_flags, names, slot_base, AclKey, AddrKey, FilterConfig, ModeMask, SourceClass,
-    SourceEntry, COUNTER_SLOTS, IFACE_OTHER, MAX_IFACE_SLOTS,
+    cell, cell_base, config_flags, counters, names, table, AclKey, AddrKey, ConfigRecord,
+    FilterConfig, ModeMask, SourceClass, SourceEntry, COUNTER_SLOTS, IFACE_OTHER, MAX_IFACE_SLOTS,
 };
 
 use super::{
-    acl::{AclRule, Cidr},
     pins::PinDir,
     slots,
     stats::FilterStats,
+    table::{AddrTable, Value},
 };
+use crate::model::acl::{AclRule, Cidr};
 
 pub struct FilterMaps {
-    config: Array<MapData, FilterConfig>,
-    policy: Array<MapData, ModeMask>,
-    sources: HashMap<MapData, AddrKey, SourceEntry>,
-    local: HashMap<MapData, AddrKey, u8>,
+    config: Array<MapData, ConfigRecord>,
+    sources: AddrTable,
+    local: AddrTable,
     counters: PerCpuArray<MapData, u64>,
     acl: LpmTrie<MapData, AclKey, u8>,
     ifaces: Array<MapData, u32>,
@@ -42,59 +40,111 @@ fn open(pins: &PinDir, name: &str) -> Result<MapData> {
 
 impl FilterMaps {
     pub fn open(pins: &PinDir) -> Result<Self> {
+        let array = |name| -> Result<Map> { Ok(Map::Array(open(pins, name)?)) };
         Ok(Self {
-            config: Array::try_from(Map::Array(open(pins, names::CONFIG)?))?,
-            policy: Array::try_from(Map::Array(open(pins, names::POLICY)?))?,
-            sources: HashMap::try_from(Map::HashMap(open(pins, names::SOURCES)?))?,
-            local: HashMap::try_from(Map::HashMap(open(pins, names::LOCAL_ADDRS)?))?,
+            config: Array::try_from(array(names::CONFIG)?)?,
+            sources: AddrTable::new(
+                table::SOURCES,
+                Array::try_from(array(names::SOURCES_DIR)?)?,
+                Array::try_from(array(names::SOURCES)?)?,
+            ),
+            local: AddrTable::new(
+                table::LOCAL,
+                Array::try_from(array(names::LOCAL_DIR)?)?,
+                Array::try_from(array(names::LOCAL_ADDRS)?)?,
+            ),
             counters: PerCpuArray::try_from(Map::PerCpuArray(open(pins, names::COUNTERS)?))?,
             acl: LpmTrie::try_from(Map::LpmTrie(open(pins, names::ACL)?))?,
             ifaces: Array::try_from(Map::Array(open(pins, names::IFACES)?))?,
         })
     }
 
-    pub fn config(&self) -> Result<FilterConfig> {
+    fn record(&self) -> Result<ConfigRecord> {
         Ok(self.config.get(&0, 0)?)
     }
 
+    pub fn config(&self) -> Result<FilterConfig> {
+        Ok(self.record()?.settings())
+    }
+
+    /// Writes the settings, leaving the policy as it is (one write of the
+    /// whole record, so the program never sees half of it).
     pub fn set_config(&mut self, cfg: FilterConfig) -> Result<()> {
-        Ok(self.config.set(0, cfg, 0)?)
+        let rec = ConfigRecord {
+            ntp_port: cfg.ntp_port,
+            flags: cfg.flags,
+            ..self.record()?
+        };
+        Ok(self.config.set(0, rec, 0)?)
     }
 
     pub fn policy(&self) -> Result<[ModeMask; SourceClass::COUNT]> {
-        let mut masks = [0; SourceClass::COUNT];
-        for class in SourceClass::ALL {
-            masks[class as usize] = self.policy.get(&(class as u32), 0)?;
-        }
-        Ok(masks)
+        Ok(self.record()?.policy)
     }
 
     pub fn set_policy(&mut self, class: SourceClass, mask: ModeMask) -> Result<()> {
-        Ok(self.policy.set(class as u32, mask, 0)?)
+        let mut rec = self.record()?;
+        rec.policy[class as usize] = mask;
+        Ok(self.config.set(0, rec, 0)?)
     }
 
     pub fn sources(&self) -> Result<BTreeMap<AddrKey, SourceEntry>> {
-        Ok(self.sources.iter().collect::<Result<_, MapError>>()?)
+        Ok(self
+            .sources
+            .entries()?
+            .into_iter()
+            .map(|(k, v)| {
+                let entry = SourceEntry {
+                    class: v.class,
+                    _pad: 0,
+                    reply_port: v.reply_port,
+                };
+                (k, entry)
+            })
+            .collect())
     }
 
     pub fn put_source(&mut self, key: AddrKey, entry: SourceEntry) -> Result<()> {
-        Ok(self.sources.insert(key, entry, 0)?)
+        let value = Value {
+            class: entry.class,
+            kind: 0,
+            reply_port: entry.reply_port,
+        };
+        self.sources
+            .put(&key, value)
+            .with_context(|| format!("adding {} to the sources", key_ip(&key)))
     }
 
     pub fn remove_source(&mut self, key: &AddrKey) -> Result<()> {
-        Ok(self.sources.remove(key)?)
+        self.sources
+            .remove(key)
+            .with_context(|| format!("removing {} from the sources", key_ip(key)))
     }
 
     pub fn local_addrs(&self) -> Result<BTreeMap<AddrKey, u8>> {
-        Ok(self.local.iter().collect::<Result<_, MapError>>()?)
+        Ok(self
+            .local
+            .entries()?
+            .into_iter()
+            .map(|(k, v)| (k, v.kind))
+            .collect())
     }
 
     pub fn put_local(&mut self, key: AddrKey, kind: u8) -> Result<()> {
-        Ok(self.local.insert(key, kind, 0)?)
+        let value = Value {
+            class: 0,
+            kind,
+            reply_port: 0,
+        };
+        self.local
+            .put(&key, value)
+            .with_context(|| format!("adding {} to the local addresses", key_ip(&key)))
     }
 
     pub fn remove_local(&mut self, key: &AddrKey) -> Result<()> {
-        Ok(self.local.remove(key)?)
+        self.local
+            .remove(key)
+            .with_context(|| format!("removing {} from the local addresses", key_ip(key)))
     }
 
     /// The access list, sorted (IPv4 first, then by address and length).
@@ -168,25 +218,30 @@ impl FilterMaps {
     }
 
     /// One interface slot's counters summed over the CPUs, indexed by
-    /// `Counter::index`.
+    /// `Counter::index` (added up from the cells the program writes).
     pub fn slot_counters(&self, slot: u32) -> Result<Vec<u64>> {
         if slot >= MAX_IFACE_SLOTS {
             return Err(anyhow!(
                 "interface slot {slot} out of range (0..{MAX_IFACE_SLOTS})"
             ));
         }
-        let base = slot_base(slot);
-        (base..base + COUNTER_SLOTS)
+        let base = cell_base(slot);
+        let cells: Vec<u64> = (base..base + cell::COUNT)
             .map(|i| Ok(self.counters.get(&i, 0)?.iter().sum()))
-            .collect()
+            .collect::<Result<_>>()?;
+        let mut out = vec![0u64; COUNTER_SLOTS as usize];
+        counters::expand(&cells, &mut out);
+        Ok(out)
     }
 
-    /// The whole counter array summed over the CPUs, indexed by
+    /// Every slot's counters, one block after the other: indexed by
     /// `counter_index(slot, counter)`.
     pub fn all_counters(&self) -> Result<Vec<u64>> {
-        (0..COUNTER_SLOTS * MAX_IFACE_SLOTS)
-            .map(|i| Ok(self.counters.get(&i, 0)?.iter().sum()))
-            .collect()
+        let mut out = Vec::with_capacity((COUNTER_SLOTS * MAX_IFACE_SLOTS) as usize);
+        for slot in 0..MAX_IFACE_SLOTS {
+            out.extend(self.slot_counters(slot)?);
+        }
+        Ok(out)
     }
 
     /// Sets a slot's counters to zero on every CPU.
@@ -197,8 +252,8 @@ impl FilterMaps {
             ));
         }
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
-        let base = slot_base(slot);
-        for i in base..base + COUNTER_SLOTS {
+        let base = cell_base(slot);
+        for i in base..base + cell::COUNT {
             let zeros = PerCpuValues::try_from(vec![0u64; cpus])?;
             self.counters
                 .set(i, zeros, 0)
@@ -249,4 +304,12 @@ impl FilterMaps {
         }
         Ok(out)
     }
+}
+
+/// A key as an address, for messages.
+pub fn key_ip(key: &AddrKey) -> std::net::IpAddr {
+    let v6 = std::net::Ipv6Addr::from(key.addr);
+    v6.to_ipv4_mapped()
+        .map(std::net::IpAddr::V4)
+        .unwrap_or(std::net::IpAddr::V6(v6))
 }

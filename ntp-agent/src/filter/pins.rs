@@ -13,8 +13,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use aya::maps::{lpm_trie, MapInfo, MapType};
 use ntp_filter_common::{
-    names, AclKey, AddrKey, FilterConfig, ModeMask, SourceClass, SourceEntry, COUNTER_SLOTS,
-    LAYOUT_VERSION, MAX_ACL_RULES, MAX_IFACE_SLOTS, MAX_IFINDEX, MAX_LOCAL_ADDRS, MAX_SOURCES,
+    names, table, AclKey, ConfigRecord, CELLS, LAYOUT_VERSION, MAX_ACL_RULES, MAX_IFINDEX,
 };
 
 pub const DEFAULT_BASE: &str = "/sys/fs/bpf/ntp-filter";
@@ -187,45 +186,27 @@ struct MapSpec {
 fn expected_maps() -> [MapSpec; names::ALL_MAPS.len()] {
     use std::mem::size_of;
     let u32_size = size_of::<u32>() as u32;
+    let array = |name, value_size: usize, max_entries| MapSpec {
+        name,
+        map_type: MapType::Array,
+        key_size: u32_size,
+        value_size: value_size as u32,
+        max_entries,
+        map_flags: 0,
+    };
+    let slot = size_of::<table::Slot>();
     [
-        MapSpec {
-            name: names::CONFIG,
-            map_type: MapType::Array,
-            key_size: u32_size,
-            value_size: size_of::<FilterConfig>() as u32,
-            max_entries: 1,
-            map_flags: 0,
-        },
-        MapSpec {
-            name: names::POLICY,
-            map_type: MapType::Array,
-            key_size: u32_size,
-            value_size: size_of::<ModeMask>() as u32,
-            max_entries: SourceClass::COUNT as u32,
-            map_flags: 0,
-        },
-        MapSpec {
-            name: names::SOURCES,
-            map_type: MapType::Hash,
-            key_size: size_of::<AddrKey>() as u32,
-            value_size: size_of::<SourceEntry>() as u32,
-            max_entries: MAX_SOURCES,
-            map_flags: 0,
-        },
-        MapSpec {
-            name: names::LOCAL_ADDRS,
-            map_type: MapType::Hash,
-            key_size: size_of::<AddrKey>() as u32,
-            value_size: 1,
-            max_entries: MAX_LOCAL_ADDRS,
-            map_flags: 0,
-        },
+        array(names::CONFIG, size_of::<ConfigRecord>(), 1),
+        array(names::SOURCES, slot, table::SOURCES.slots()),
+        array(names::SOURCES_DIR, 4, table::SOURCES.dir_len()),
+        array(names::LOCAL_ADDRS, slot, table::LOCAL.slots()),
+        array(names::LOCAL_DIR, 4, table::LOCAL.dir_len()),
         MapSpec {
             name: names::COUNTERS,
             map_type: MapType::PerCpuArray,
             key_size: u32_size,
             value_size: size_of::<u64>() as u32,
-            max_entries: COUNTER_SLOTS * MAX_IFACE_SLOTS,
+            max_entries: CELLS,
             map_flags: 0,
         },
         MapSpec {
@@ -236,14 +217,7 @@ fn expected_maps() -> [MapSpec; names::ALL_MAPS.len()] {
             max_entries: MAX_ACL_RULES,
             map_flags: BPF_F_NO_PREALLOC,
         },
-        MapSpec {
-            name: names::IFACES,
-            map_type: MapType::Array,
-            key_size: u32_size,
-            value_size: u32_size,
-            max_entries: MAX_IFINDEX,
-            map_flags: 0,
-        },
+        array(names::IFACES, 4, MAX_IFINDEX),
     ]
 }
 

@@ -7,12 +7,11 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use ntp_filter_common::{
     config_flags, AddrKey, FilterConfig, ModeMask, SourceClass, SourceEntry, MAX_ACL_RULES,
+    MAX_LOCAL_ADDRS,
 };
 
-use super::{
-    acl::{self, AclRule, Cidr},
-    maps::FilterMaps,
-};
+use super::maps::FilterMaps;
+use crate::model::acl::{self, AclRule, Cidr};
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Plan<K, V> {
@@ -192,19 +191,66 @@ pub fn apply_acl(maps: &mut FilterMaps, desired: &[AclRule]) -> Result<Plan<Cidr
     Ok(p.plan)
 }
 
-/// Brings the local-address map to `desired`, adding before removing.
-pub fn apply_local(
-    maps: &mut FilterMaps,
-    desired: &BTreeMap<AddrKey, u8>,
-) -> Result<Plan<AddrKey, u8>> {
-    let p = plan(&maps.local_addrs()?, desired);
+/// What [`apply_local`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LocalChanges {
+    pub plan: Plan<AddrKey, u8>,
+    /// The box's addresses that did not fit in the map
+    /// ([`MAX_LOCAL_ADDRS`]): NTP to them is treated as transit.
+    pub left_out: Vec<AddrKey>,
+}
+
+/// Which of `desired` go in a map of `capacity` that holds `current`:
+/// all when they fit; else the ones it holds already (so no protected
+/// address loses its protection to a newcomer), then the others in order.
+pub fn fitting<V: Clone>(
+    current: &BTreeMap<AddrKey, V>,
+    desired: &BTreeMap<AddrKey, V>,
+    capacity: usize,
+) -> (BTreeMap<AddrKey, V>, Vec<AddrKey>) {
+    if desired.len() <= capacity {
+        return (desired.clone(), Vec::new());
+    }
+    let (held, new): (Vec<_>, Vec<_>) = desired.iter().partition(|(k, _)| current.contains_key(k));
+    let mut fit = BTreeMap::new();
+    let mut left_out = Vec::new();
+    for (k, v) in held.into_iter().chain(new) {
+        if fit.len() < capacity {
+            fit.insert(*k, v.clone());
+        } else {
+            left_out.push(*k);
+        }
+    }
+    left_out.sort();
+    (fit, left_out)
+}
+
+/// Brings the local-address map to `desired`: adding before removing, but
+/// first removing just enough stale entries for the additions to fit when
+/// old and new together exceed the map (a new address must not wait
+/// behind addresses that are gone). When the box has more addresses than
+/// the map holds, the ones that do not fit are returned.
+pub fn apply_local(maps: &mut FilterMaps, desired: &BTreeMap<AddrKey, u8>) -> Result<LocalChanges> {
+    let current = maps.local_addrs()?;
+    let cap = MAX_LOCAL_ADDRS as usize;
+    let (want, left_out) = fitting(&current, desired, cap);
+    let p = plan(&current, &want);
+    let added = p
+        .upserts
+        .iter()
+        .filter(|(k, _)| !current.contains_key(k))
+        .count();
+    let early = (current.len() + added).saturating_sub(cap);
+    for key in &p.removals[..early] {
+        maps.remove_local(key)?;
+    }
     for (key, kind) in &p.upserts {
         maps.put_local(*key, *kind)?;
     }
-    for key in &p.removals {
+    for key in &p.removals[early..] {
         maps.remove_local(key)?;
     }
-    Ok(p)
+    Ok(LocalChanges { plan: p, left_out })
 }
 
 #[cfg(test)]
@@ -242,6 +288,20 @@ mod tests {
             config_flags::LOG_DROPS | config_flags::ACL_DEFAULT_DENY
         );
         assert_eq!(d.effective_config().ntp_port, 123);
+    }
+
+    #[test]
+    fn addresses_past_capacity_leave_out_newcomers_not_held_ones() {
+        let k = |i: u8| AddrKey::from_v4([192, 0, 2, i]);
+        let current = BTreeMap::from([(k(5), 1u8), (k(9), 1)]);
+        let desired: BTreeMap<_, _> = (1..=9).map(|i| (k(i), 1u8)).collect();
+        let (fit, out) = fitting(&current, &desired, 4);
+        assert_eq!(
+            fit.keys().copied().collect::<Vec<_>>(),
+            [k(1), k(2), k(5), k(9)]
+        );
+        assert_eq!(out, [k(3), k(4), k(6), k(7), k(8)]);
+        assert_eq!(fitting(&current, &desired, 9), (desired.clone(), vec![]));
     }
 
     #[test]

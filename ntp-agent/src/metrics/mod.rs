@@ -20,8 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 pub use render::{render, FilterSnapshot, Format};
 
 use crate::{
-    filter::PinDir,
-    sync::{AgentReport, ControlRequest},
+    control,
+    filter::{inspect, PinDir},
+    protocol::AgentReport,
 };
 
 /// How long a scrape waits for the sync loop; it answers between events,
@@ -56,7 +57,7 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
 /// Starts answering scrapes on `listener` (already bound by [`bind`]).
 pub fn spawn(
     listener: std::net::TcpListener,
-    core: mpsc::Sender<ControlRequest>,
+    core: mpsc::Sender<control::Call>,
     pins: PinDir,
 ) -> Result<SocketAddr> {
     listener.set_nonblocking(true)?;
@@ -74,8 +75,11 @@ pub fn spawn(
 /// Reads the pinned maps: counters per interface and each interface's XDP
 /// mode.
 pub fn snapshot(pins: &PinDir) -> Result<FilterSnapshot> {
-    let status = crate::status::collect(pins)?;
+    let status = inspect::collect(pins)?;
     Ok(FilterSnapshot {
+        local_addresses: status.local_addresses,
+        local_addresses_unprotected: status.local_addresses_unprotected,
+        out_of_scope_counted: status.out_of_scope_counted,
         counters: status.counters_by_interface.into_iter().collect(),
         interfaces: status
             .interfaces
@@ -86,7 +90,7 @@ pub fn snapshot(pins: &PinDir) -> Result<FilterSnapshot> {
 }
 
 pub(crate) struct Scraper {
-    core: mpsc::Sender<ControlRequest>,
+    core: mpsc::Sender<control::Call>,
     pins: PinDir,
     /// Logged when the maps become unreadable and again when they recover,
     /// not at every scrape.
@@ -126,7 +130,7 @@ impl Scraper {
         // hold scrapes (and their connection slots) forever.
         tokio::time::timeout(REPORT_TIMEOUT, async {
             let (tx, rx) = oneshot::channel();
-            self.core.send(ControlRequest::Status(tx)).await.ok()?;
+            self.core.send(control::Call::Status(tx)).await.ok()?;
             rx.await.ok()
         })
         .await
@@ -154,26 +158,6 @@ mod tests {
             assert!(e.contains("expected IP:PORT") && e.contains(bad), "{e}");
         }
         assert!(parse_addr("127.0.0.1:0").unwrap_err().contains("port 0"));
-    }
-
-    #[test]
-    fn the_config_file_key_is_the_flag() {
-        let file = crate::config::parse("metrics = \"127.0.0.1:9975\"\n").unwrap();
-        assert_eq!(
-            file,
-            [(
-                "--metrics".to_string(),
-                vec!["--metrics".to_string(), "127.0.0.1:9975".to_string()]
-            )]
-        );
-        let e = format!(
-            "{:#}",
-            crate::config::parse("\nmetrics = \"localhost:9975\"\n").unwrap_err()
-        );
-        assert!(
-            e.contains("line 2") && e.contains("metrics") && e.contains("expected IP:PORT"),
-            "{e}"
-        );
     }
 
     #[test]

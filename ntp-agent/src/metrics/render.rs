@@ -11,7 +11,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{filter::stats::FilterStats, sync::AgentReport};
+use crate::{filter::stats::FilterStats, protocol::AgentReport};
 
 /// What the filter looked like at scrape time, read from the pinned maps.
 #[derive(Clone, Debug, Default)]
@@ -21,6 +21,10 @@ pub struct FilterSnapshot {
     /// `(interface, xdp mode)` of every filtered interface; the mode is
     /// `native`, `skb`, `hw` or `unknown`.
     pub interfaces: Vec<(String, String)>,
+    /// As `status`: addresses in the local map, and left out of it.
+    pub local_addresses: usize,
+    pub local_addresses_unprotected: usize,
+    pub out_of_scope_counted: bool,
 }
 
 /// The two text formats Prometheus scrapes.
@@ -191,13 +195,6 @@ fn reason_name(r: &UnsyncReason) -> &'static str {
     }
 }
 
-fn mode_name(m: crate::cli::Mode) -> &'static str {
-    match m {
-        crate::cli::Mode::Client => "client",
-        crate::cli::Mode::Server => "server",
-    }
-}
-
 fn sync_metrics(x: &mut Exposition, a: &AgentReport) {
     let s = &a.system;
     // Offset, jitter and the root values describe the selected sources;
@@ -280,7 +277,7 @@ fn sync_metrics(x: &mut Exposition, a: &AgentReport) {
     x.ints(
         "agent_mode",
         "The agent's function: client (sync only) or server (also answers clients)",
-        [(labels([("mode", mode_name(a.mode))]), 1)],
+        [(labels([("mode", a.role.name())]), 1)],
     );
 }
 
@@ -459,6 +456,21 @@ fn filter_metrics(x: &mut Exposition, f: &FilterSnapshot) {
                 .iter()
                 .map(move |(r, n)| (labels([("interface", iface.as_str()), ("reason", r)]), *n))
         }),
+    );
+    x.ints(
+        "local_addresses",
+        "The box's addresses in the filter's local-address map (NTP to them is filtered)",
+        one(f.local_addresses as i64),
+    );
+    x.ints(
+        "local_addresses_unprotected",
+        "The box's addresses left out of the full local-address map: NTP to them is treated as transit. Alert when not 0",
+        one(f.local_addresses_unprotected as i64),
+    );
+    x.ints(
+        "out_of_scope_counted",
+        "1 if the program counts the passes it leaves alone (not_ip, not_udp, not_ntp_port, not_local; --count-out-of-scope), 0 if those stay 0",
+        one(i64::from(f.out_of_scope_counted)),
     );
     x.ints(
         "xdp_attached",

@@ -1,7 +1,7 @@
 use network_types::ip::Ipv4Hdr;
-use ntp_filter_common::{AddrKey, DropReason, PassReason};
+use ntp_filter_common::{table, DropReason, PassReason};
 
-use super::{Cursor, DstKind, Fragment, L4};
+use super::{cursor::load_u32, Cursor, DstKind, Fragment, L4};
 
 const IPPROTO_UDP: u8 = 17;
 const MORE_FRAGMENTS: u16 = 0x2000;
@@ -21,9 +21,14 @@ pub fn parse(cur: &mut Cursor) -> Result<L4, PassReason> {
     if ip.proto != IPPROTO_UDP {
         return Err(PassReason::NotUdp);
     }
-    let dst_octets = ip.dst_addr;
-    let src = AddrKey::from_v4(ip.src_addr);
-    let dst = AddrKey::from_v4(dst_octets);
+    // SAFETY: both fields lie inside the header `peek` bounds-checked.
+    let (src_le, dst_le) = unsafe {
+        (
+            load_u32(ip.src_addr.as_ptr()),
+            load_u32(ip.dst_addr.as_ptr()),
+        )
+    };
+    let (src, dst) = (table::v4_words(src_le), table::v4_words(dst_le));
     let frags = u16::from_be_bytes(ip.frags);
     cur.skip(ihl * 4).ok_or(PassReason::Truncated)?;
 
@@ -36,7 +41,7 @@ pub fn parse(cur: &mut Cursor) -> Result<L4, PassReason> {
     };
     // 224.0.0.0/4 multicast and the limited broadcast reach every host on
     // the link; subnet broadcasts are in the local map.
-    let dst_kind = if dst_octets[0] & 0xf0 == 0xe0 || dst_octets == [255; 4] {
+    let dst_kind = if dst_le & 0xf0 == 0xe0 || dst_le == u32::MAX {
         DstKind::Group
     } else {
         DstKind::Unicast
@@ -47,5 +52,6 @@ pub fn parse(cur: &mut Cursor) -> Result<L4, PassReason> {
         dst_kind,
         fragment,
         hidden,
+        embedded_v4_src: false,
     })
 }

@@ -1,7 +1,7 @@
 use network_types::ip::Ipv6Hdr;
-use ntp_filter_common::{AddrKey, DropReason, PassReason, MAX_IPV6_EXT_HEADERS};
+use ntp_filter_common::{table, DropReason, PassReason, MAX_IPV6_EXT_HEADERS};
 
-use super::{Cursor, DstKind, Fragment, L4};
+use super::{cursor::load_u64, Cursor, DstKind, Fragment, L4};
 
 const NEXTHDR_HOP: u8 = 0;
 const NEXTHDR_UDP: u8 = 17;
@@ -38,8 +38,14 @@ pub fn parse(cur: &mut Cursor) -> Result<L4, PassReason> {
     if ip.vcf[0] >> 4 != 6 {
         return Err(PassReason::BadHeader);
     }
-    let src = AddrKey::from_v6(ip.src_addr);
-    let dst = AddrKey::from_v6(ip.dst_addr);
+    let (s, d) = (ip.src_addr.as_ptr(), ip.dst_addr.as_ptr());
+    // SAFETY: both addresses lie inside the header `read` bounds-checked.
+    let (src, dst) = unsafe {
+        (
+            [load_u64(s), load_u64(s.add(8))],
+            [load_u64(d), load_u64(d.add(8))],
+        )
+    };
     let dst_kind = if ip.dst_addr[0] == 0xff {
         DstKind::Group
     } else {
@@ -88,5 +94,6 @@ pub fn parse(cur: &mut Cursor) -> Result<L4, PassReason> {
         dst_kind,
         fragment,
         hidden,
+        embedded_v4_src: table::embeds_ipv4(src),
     })
 }

@@ -1,5 +1,5 @@
 //! Header walking: Ethernet and VLAN tags, then IPv4 or IPv6, then UDP.
-//! Each layer hands the next an [`L4`] summary or an early [`Outcome`].
+//! Each layer hands the next an [`L4`] summary or an early pass reason.
 
 mod cursor;
 pub mod eth;
@@ -8,17 +8,20 @@ pub mod ipv6;
 pub mod udp;
 
 pub use cursor::Cursor;
-use ntp_filter_common::{AddrKey, DropReason};
+use ntp_filter_common::{table::Words, DropReason};
 
 /// What the IP layer learnt, for the UDP and NTP checks.
 pub struct L4 {
-    pub src: AddrKey,
-    pub dst: AddrKey,
+    /// Addresses as the tables key them (IPv4 as `::ffff:a.b.c.d`).
+    pub src: Words,
+    pub dst: Words,
     pub dst_kind: DstKind,
     pub fragment: Fragment,
     /// The UDP header cannot be read (a later fragment, or an extension
     /// chain past the bound): drop for this reason if it is for the box.
     pub hidden: Option<DropReason>,
+    /// IPv6 with an IPv4-mapped or -compatible source (RFC 4291).
+    pub embedded_v4_src: bool,
 }
 
 /// Whether the destination could be the box itself without a map lookup.

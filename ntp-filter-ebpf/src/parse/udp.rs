@@ -1,32 +1,52 @@
 use network_types::udp::UdpHdr;
 use ntp_filter_common::NTP_HEADER_LEN;
 
-use super::Cursor;
+use super::{cursor::load_u64, Cursor};
 
+/// The UDP header as one little-endian load: ports and length in network
+/// byte order, in the low 48 bits.
+#[derive(Clone, Copy)]
 pub struct Udp {
-    pub src_port: u16,
-    pub dst_port: u16,
-    /// UDP length field: header plus payload.
-    pub len: u16,
+    raw: u64,
+}
+
+impl Udp {
+    /// Whether either port is `port`: compared in network byte order, so
+    /// the packet's fields need no swapping.
+    #[inline(always)]
+    pub fn has_port(self, port: u16) -> bool {
+        let be = u64::from(port.swap_bytes());
+        self.raw & 0xffff == be || (self.raw >> 16) & 0xffff == be
+    }
+
+    #[inline(always)]
+    pub fn dst_port(self) -> u16 {
+        ((self.raw >> 16) as u16).swap_bytes()
+    }
+
+    /// The length field: header plus payload.
+    #[inline(always)]
+    fn len(self) -> u16 {
+        ((self.raw >> 32) as u16).swap_bytes()
+    }
 }
 
 #[inline(always)]
 pub fn parse(cur: &mut Cursor) -> Option<Udp> {
     let udp: &UdpHdr = cur.read()?;
-    Some(Udp {
-        src_port: u16::from_be_bytes(udp.src),
-        dst_port: u16::from_be_bytes(udp.dst),
-        len: u16::from_be_bytes(udp.len),
-    })
+    // SAFETY: the 8 bytes are the header `read` bounds-checked.
+    let raw = unsafe { load_u64(udp as *const UdpHdr as *const u8) };
+    Some(Udp { raw })
 }
 
 /// The first NTP header byte (leap, version, mode), if the datagram carries
 /// a whole 48-byte header both by its length field and by the bytes present.
 /// Both matter: the stack trims the payload to the length field, and a
-/// length field larger than the frame is a truncated packet.
+/// length field larger than the frame is a truncated packet. Longer payloads
+/// (extension fields, NTS) are fine: only the first 48 bytes are looked at.
 #[inline(always)]
 pub fn ntp_first_byte(cur: &Cursor, udp: &Udp) -> Option<u8> {
-    if (udp.len as usize) < 8 + NTP_HEADER_LEN {
+    if (udp.len() as usize) < 8 + NTP_HEADER_LEN {
         return None;
     }
     let header: &[u8; NTP_HEADER_LEN] = cur.peek()?;

@@ -127,8 +127,8 @@ impl LabOpts {
 }
 
 fn require_root(action: &str) -> Result<()> {
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
+    let euid = nix::unistd::geteuid();
+    if !euid.is_root() {
         let (does, flag) = match action {
             "up" => ("creates network namespaces and loads an XDP program", ""),
             _ => (
@@ -144,16 +144,6 @@ fn require_root(action: &str) -> Result<()> {
     Ok(())
 }
 
-/// Whether `program` (a path, or a name looked up in PATH) is there. Only
-/// looked at, never run: an unexpected chronyd must not start.
-fn installed(program: &Path) -> bool {
-    if program.components().count() > 1 {
-        return program.is_file();
-    }
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-}
-
 /// The programs the lab runs, each with the package that has it.
 fn require_tools() -> Result<()> {
     let chronyd = crate::chrony::chronyd_bin();
@@ -164,7 +154,7 @@ fn require_tools() -> Result<()> {
         (Path::new("ntpdate"), "ntpsec-ntpdate"),
     ]
     .iter()
-    .filter(|(program, _)| !installed(program))
+    .filter(|(program, _)| !crate::util::installed(program))
     .map(|(program, pkg)| format!("{} (package {pkg})", program.display()))
     .collect();
     if !missing.is_empty() {

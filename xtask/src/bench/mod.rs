@@ -18,7 +18,7 @@ pub struct BenchArgs {
     /// About 2-3 minutes instead of about 8: fewer rounds and seeds, shorter runs.
     #[arg(long)]
     quick: bool,
-    /// Only these sections, comma-separated: cost, flood, attack, quality, footprint.
+    /// Only these sections, comma-separated: cost, flood, attack, quality, footprint, nts.
     #[arg(long, value_name = "SECTIONS")]
     only: Option<String>,
     /// Directory for the results (relative to the workspace).

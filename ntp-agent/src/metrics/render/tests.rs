@@ -5,8 +5,8 @@ use ntp_proto::{KodState, RejectCounters, SourceId, SystemStatus};
 
 use super::*;
 use crate::{
-    cli::Mode,
-    sync::{ServerCounters, SourceName},
+    model::Role,
+    protocol::{ServerCounters, SourceName},
 };
 
 fn source(id: usize, remote: &str, kind: char, tally: Tally) -> SourceStatus {
@@ -42,7 +42,7 @@ fn report() -> AgentReport {
     unheard.jitter_ms = None;
     unheard.stratum = 16;
     AgentReport {
-        mode: Mode::Server,
+        role: Role::Server,
         clock: "observe only (--no-clock-adjust)".into(),
         clock_correction_ms: Some(-250.0),
         system: SystemStatus {
@@ -107,6 +107,9 @@ fn filter() -> FilterSnapshot {
                 FilterStats::from_slots(&vec![0; slots.len()]),
             ),
         ],
+        local_addresses: 4,
+        local_addresses_unprotected: 0,
+        out_of_scope_counted: true,
         interfaces: vec![
             ("wan0".into(), "native".into()),
             ("lan0".into(), "skb".into()),

@@ -1,0 +1,139 @@
+//! Changes to a running agent through the control socket. Each one is
+//! checked before anything changes, and reaches the filter's maps add
+//! before remove.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context as _, Result};
+use ntp_filter_common::SourceClass;
+use ntp_proto::SourceKind;
+
+use super::Agent;
+use crate::{
+    filter::reconcile,
+    model::{acl, policy, source::kind_name, AclRule, Role, SourceSpec},
+    protocol::Command,
+};
+
+impl Agent {
+    pub(super) fn on_command(&mut self, cmd: Command) -> Result<String> {
+        let done = match &cmd {
+            Command::Add(kind, spec) => {
+                self.add_source(spec.clone(), *kind, true)?;
+                self.update_ntp_port()?;
+                format!("{} {spec} added", kind_name(*kind))
+            }
+            Command::Del(kind, spec) => {
+                self.remove_source(spec, *kind)?;
+                self.update_ntp_port()?;
+                format!("{} {spec} deleted", kind_name(*kind))
+            }
+            Command::Mode(role) => self.set_role(*role)?,
+            Command::Acl { rule, del } => self.change_acl(*rule, *del)?,
+        };
+        tracing::info!(command = %cmd, "control: {done}");
+        Ok(done)
+    }
+
+    fn remove_source(&mut self, spec: &SourceSpec, kind: SourceKind) -> Result<()> {
+        let now = self.mono(Instant::now());
+        match spec {
+            SourceSpec::Addr(addr) => {
+                let id = self
+                    .system
+                    .source_by_address(*addr)
+                    .filter(|id| self.kinds.get(id) == Some(&kind))
+                    .with_context(|| format!("no {} {addr} is configured", kind_name(kind)))?;
+                if let Some(named) = self
+                    .names
+                    .iter()
+                    .find(|n| n.sources.iter().any(|(_, i)| *i == id))
+                {
+                    bail!(
+                        "{addr} comes from the name {}: delete the name instead",
+                        named.name
+                    );
+                }
+                self.system.retire_source(id, now);
+                self.kinds.remove(&id);
+                self.transport.forget(id, *addr)?;
+            }
+            SourceSpec::Name(name) => {
+                let index = self
+                    .names
+                    .iter()
+                    .position(|n| &n.name == name && n.kind == kind)
+                    .with_context(|| format!("no {} {name} is configured", kind_name(kind)))?;
+                let named = self.names.remove(index);
+                for (addr, id) in named.sources {
+                    self.system.retire_source(id, now);
+                    self.kinds.remove(&id);
+                    self.transport.forget(id, addr)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// To server mode: open the port, then let requests in at the NIC. To
+    /// client mode: stop them at the NIC first, then close the port. Time
+    /// sync goes on untouched either way.
+    fn set_role(&mut self, role: Role) -> Result<String> {
+        if self.settings.role == role {
+            return Ok(format!("already in {role} mode"));
+        }
+        let previous = self.settings.role;
+        self.settings.role = role;
+        let changed = match role {
+            Role::Server => self.update_ntp_port().and_then(|()| self.write_policy()),
+            Role::Client => self.write_policy().and_then(|()| self.update_ntp_port()),
+        };
+        if let Err(e) = changed {
+            self.settings.role = previous;
+            let _ = self.write_policy();
+            let _ = self.update_ntp_port();
+            return Err(e);
+        }
+        Ok(format!("now in {role} mode"))
+    }
+
+    /// A new rule replaces any rule for the same range; `del` removes the
+    /// rule with that verb and range. The whole list is checked before the
+    /// map changes.
+    fn change_acl(&mut self, rule: AclRule, del: bool) -> Result<String> {
+        let mut rules: Vec<AclRule> = self
+            .settings
+            .acl
+            .iter()
+            .filter(|r| r.cidr != rule.cidr)
+            .copied()
+            .collect();
+        let done = if del {
+            if !self.settings.acl.contains(&rule) {
+                bail!("no {} rule for {}", rule.verb(), rule.cidr);
+            }
+            format!("{} {} removed", rule.verb(), rule.cidr)
+        } else {
+            rules.push(rule);
+            format!("{} {} added", rule.verb(), rule.cidr)
+        };
+        acl::table(&rules)?;
+        if let Some(maps) = &self.maps {
+            reconcile::apply_acl(&mut maps.lock().expect("maps lock poisoned"), &rules)?;
+        }
+        self.settings.acl = rules;
+        Ok(done)
+    }
+
+    fn write_policy(&self) -> Result<()> {
+        let Some(maps) = &self.maps else {
+            return Ok(());
+        };
+        let table = policy::table(self.settings.role, &self.settings.policy_overrides);
+        let mut maps = maps.lock().expect("maps lock poisoned");
+        for class in SourceClass::ALL {
+            maps.set_policy(class, table[class as usize])?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,410 @@
+//! The agent's event loop: drives the sans-IO core (`ntp-proto`) with
+//! timers, datagrams and control commands, and carries out what it asks
+//! for — packets through [`Transport`], adjustments to the [`Clock`],
+//! policy and source changes to the filter's maps.
+
+mod commands;
+mod drift;
+mod names;
+mod statelog;
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::IpAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use ntp_proto::{Action, Frequency, NtpDuration, NtpInstant, SourceConfig, SourceId, SourceKind, System};
+use rand::SeedableRng as _;
+use tokio::sync::mpsc;
+
+use self::{names::NamedSource, statelog::StateLog};
+use crate::{
+    clock::Clock,
+    control,
+    filter::FilterMaps,
+    model::{PollSettings, Role, Settings, SourceArg, SourceSpec},
+    net::{resolve::resolve, Received, Transport},
+    notify::Notifier,
+    protocol::{AgentReport, ServerCounters, SourceName},
+    server::{self, RateLimiter},
+};
+
+const DRIFT_SAVE_INTERVAL: Duration = Duration::from_secs(3600);
+
+fn source_config(poll: &PollSettings, addr: IpAddr, kind: SourceKind) -> SourceConfig {
+    let base = match kind {
+        SourceKind::Server => SourceConfig::server(addr),
+        SourceKind::Peer => SourceConfig::peer(addr),
+    };
+    SourceConfig {
+        minpoll: poll.minpoll,
+        maxpoll: poll.maxpoll,
+        iburst: poll.iburst,
+        ..base
+    }
+}
+
+struct Agent {
+    settings: Settings,
+    start: Instant,
+    system: System,
+    kinds: HashMap<SourceId, SourceKind>,
+    names: Vec<NamedSource>,
+    transport: Transport,
+    maps: Option<Arc<Mutex<FilterMaps>>>,
+    clock: Box<dyn Clock>,
+    limiter: RateLimiter,
+    served: ServerCounters,
+    log: StateLog,
+    rng: rand::rngs::StdRng,
+    drift_file: Option<PathBuf>,
+    resolved_tx: mpsc::Sender<(String, std::io::Result<Vec<IpAddr>>)>,
+}
+
+/// Runs until `stop` completes. `notify` learns when the loop is up, each
+/// sync state change, and the stop; it is pinged from the loop itself when
+/// systemd's watchdog is on, so a stuck loop gets the service restarted.
+pub async fn run(
+    settings: Settings,
+    clock: Box<dyn Clock>,
+    adjusting: bool,
+    maps: Option<Arc<Mutex<FilterMaps>>>,
+    mut control: mpsc::Receiver<control::Call>,
+    stop: impl Future<Output = ()>,
+    mut notify: Notifier,
+) -> Result<()> {
+    if let Some(port) = settings.source_port {
+        if port != settings.ntp_port && !settings.peers.is_empty() {
+            anyhow::bail!(
+                "--source-port {port} cannot be combined with --peer: symmetric peers talk from the NTP port {}",
+                settings.ntp_port
+            );
+        }
+    }
+    let (to_agent, mut from_net) = mpsc::channel(1024);
+    let (resolved_tx, mut resolved_rx) = mpsc::channel(16);
+    let transport = Transport::new(
+        settings.ntp_port,
+        settings.source_port,
+        maps.clone(),
+        to_agent,
+    )?;
+    let mut agent = Agent {
+        start: Instant::now(),
+        system: System::new(settings.system.clone()),
+        kinds: HashMap::new(),
+        names: Vec::new(),
+        transport,
+        maps,
+        clock,
+        limiter: RateLimiter::new(settings.rate_limit),
+        served: ServerCounters::default(),
+        log: StateLog::default(),
+        rng: rand::rngs::StdRng::from_entropy(),
+        drift_file: settings.drift_file.clone().filter(|_| adjusting),
+        resolved_tx,
+        settings,
+    };
+    agent.add_configured_sources()?;
+    agent.restore_drift()?;
+
+    let mut resolve_timer = tokio::time::interval(names::RESOLVE_CHECK);
+    let mut drift_timer = tokio::time::interval_at(
+        tokio::time::Instant::now() + DRIFT_SAVE_INTERVAL,
+        DRIFT_SAVE_INTERVAL,
+    );
+    let mut watchdog = notify.watchdog_interval().map(tokio::time::interval);
+    tokio::pin!(stop);
+    let now = agent.mono(Instant::now());
+    let status = agent.system.status(agent.clock.now());
+    notify.loop_started(statelog::sync_state(&agent.system, &status, now));
+    loop {
+        let wake = agent
+            .system
+            .next_wakeup()
+            .unwrap_or_else(|| agent.mono(Instant::now()) + NtpDuration::from_seconds(1.0));
+        let sleep = tokio::time::sleep_until((agent.start + wake.as_duration()).into());
+        tokio::select! {
+            _ = &mut stop => {
+                notify.stopping();
+                break;
+            }
+            _ = tick(watchdog.as_mut()) => notify.watchdog(),
+            _ = sleep => {
+                let actions = agent.system.handle_timers(agent.mono(Instant::now()), agent.clock.now(), &mut agent.rng);
+                agent.execute(actions).await;
+            }
+            Some(r) = from_net.recv() => agent.on_datagram(r).await,
+            Some(req) = control.recv() => match req {
+                control::Call::Status(reply) => {
+                    let _ = reply.send(agent.report());
+                }
+                control::Call::Change(cmd, reply) => {
+                    let _ = reply.send(agent.on_command(cmd).map_err(|e| format!("{e:#}")));
+                }
+            },
+            _ = drift_timer.tick() => drift::save_drift(agent.drift_file.as_ref(), &agent.system),
+            _ = resolve_timer.tick() => agent.resolve_due_names(),
+            Some((name, result)) = resolved_rx.recv() => agent.on_resolved(&name, result),
+        }
+        if let Some(state) = agent.log.observe(
+            &agent.system,
+            agent.clock.as_ref(),
+            agent.mono(Instant::now()),
+        ) {
+            notify.sync_changed(state);
+        }
+    }
+    drift::save_drift(agent.drift_file.as_ref(), &agent.system);
+    Ok(())
+}
+
+/// The next tick of `timer`, or never.
+async fn tick(timer: Option<&mut tokio::time::Interval>) {
+    match timer {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl Agent {
+    fn mono(&self, at: Instant) -> NtpInstant {
+        NtpInstant::from_duration(at.saturating_duration_since(self.start))
+    }
+
+    fn add_configured_sources(&mut self) -> Result<()> {
+        let specs: Vec<(SourceArg, SourceKind)> = self
+            .settings
+            .servers
+            .iter()
+            .map(|s| (s.clone(), SourceKind::Server))
+            .chain(
+                self.settings
+                    .peers
+                    .iter()
+                    .map(|s| (s.clone(), SourceKind::Peer)),
+            )
+            .collect();
+        for (spec, kind) in specs {
+            self.add_source(spec, kind, false)?;
+        }
+        self.update_ntp_port()
+    }
+
+    /// Adds a source by address (now) or by name (when it resolves).
+    /// `admit`: also enter it in the filter (sources added at run time;
+    /// start-up ones are already there from the initial reconcile).
+    fn add_source(&mut self, arg: SourceArg, kind: SourceKind, admit: bool) -> Result<()> {
+        let poll = arg
+            .poll_settings(&self.settings.poll)
+            .map_err(anyhow::Error::msg)?;
+        match arg.spec {
+            SourceSpec::Addr(addr) => {
+                if self.system.source_by_address(addr).is_some() {
+                    anyhow::bail!("{addr} is already a source");
+                }
+                if admit {
+                    self.transport.admit(addr, names::class_of(kind))?;
+                }
+                let now = self.mono(Instant::now());
+                let id = self
+                    .system
+                    .add_source(source_config(&poll, addr, kind), now);
+                self.kinds.insert(id, kind);
+            }
+            SourceSpec::Name(name) => {
+                if self.names.iter().any(|n| n.name == name) {
+                    anyhow::bail!("{name} is already a source");
+                }
+                self.names.push(NamedSource::new(name, kind, poll));
+            }
+        }
+        Ok(())
+    }
+
+    fn restore_drift(&mut self) -> Result<()> {
+        let Some(path) = &self.drift_file else {
+            return Ok(());
+        };
+        if let Some(ppm) = drift::read_drift(path) {
+            let freq = Frequency::from_ppm(ppm);
+            if let Action::Clock(c) = self.system.set_frequency(freq, self.mono(Instant::now())) {
+                self.clock.apply(&c)?;
+            }
+            tracing::info!(ppm, path = %path.display(), "frequency restored from drift file");
+        }
+        Ok(())
+    }
+
+    fn has_peers(&self) -> bool {
+        self.kinds.values().any(|k| *k == SourceKind::Peer)
+            || self.names.iter().any(|n| n.kind == SourceKind::Peer)
+    }
+
+    /// The NTP port is open exactly while peers or server mode need it.
+    fn update_ntp_port(&mut self) -> Result<()> {
+        if self.has_peers() || self.settings.role == Role::Server {
+            self.transport.open_ntp_port()
+        } else {
+            self.transport.close_ntp_port();
+            Ok(())
+        }
+    }
+
+    async fn execute(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Send {
+                    source,
+                    address,
+                    packet,
+                } => {
+                    let sent = match self.kinds.get(&source) {
+                        Some(SourceKind::Peer) => {
+                            let to = std::net::SocketAddr::new(address, self.transport.ntp_port());
+                            self.transport.send_from_ntp_port(to, &packet).await
+                        }
+                        _ => {
+                            self.transport
+                                .send_to_server(source, address, &packet)
+                                .await
+                        }
+                    };
+                    if let Err(e) = sent {
+                        tracing::warn!(%address, "sending to source failed: {e:#}");
+                    }
+                }
+                Action::Clock(c) => {
+                    if let Err(e) = self.clock.apply(&c) {
+                        tracing::error!("clock adjustment failed: {e:#}");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_datagram(&mut self, mut r: Received) {
+        // Sockets timestamp with system time; the core works in the
+        // disciplined clock's time.
+        r.at = r.at + self.clock.correction_at(r.mono);
+        let mode = r.data.first().map(|b| b & 7);
+        if r.on_ntp_port && mode == Some(3) {
+            self.serve_client(r).await;
+            return;
+        }
+        match r
+            .source
+            .or_else(|| self.system.source_by_address(r.from.ip()))
+        {
+            Some(id) => {
+                let actions = self
+                    .system
+                    .handle_packet(id, &r.data, r.at, self.mono(r.mono));
+                self.execute(actions).await;
+            }
+            None => {
+                tracing::debug!(from = %r.from, ?mode, "datagram from an address that is no source; ignored");
+            }
+        }
+    }
+
+    async fn serve_client(&mut self, r: Received) {
+        if self.settings.role != Role::Server {
+            self.served.not_serving += 1;
+            return;
+        }
+        let decision = self.limiter.check(r.from.ip(), r.mono);
+        let state = self.system.server_state(self.clock.now());
+        let Some(reply) = server::answer(&r.data, decision, &state, r.at, self.clock.now()) else {
+            if decision == server::Decision::Ignore {
+                self.served.rate_ignored += 1;
+            }
+            return;
+        };
+        match decision {
+            server::Decision::Answer => self.served.answered += 1,
+            server::Decision::KissOfDeath => {
+                self.served.rate_kod += 1;
+                tracing::info!(client = %r.from.ip(), "client over its rate limit: KoD RATE sent, further requests ignored until it slows down");
+            }
+            server::Decision::Ignore => {}
+        }
+        if let Err(e) = self.transport.send_from_ntp_port(r.from, &reply).await {
+            tracing::debug!(client = %r.from, "reply failed: {e:#}");
+        }
+    }
+
+    fn resolve_due_names(&mut self) {
+        let now = Instant::now();
+        let status = self.system.source_status(self.mono(now));
+        for named in &mut self.names {
+            if named.due(now, &status) {
+                named.next_resolve = now + names::RESOLVE_RETRY;
+                let (name, port, tx) = (
+                    named.name.clone(),
+                    self.settings.ntp_port,
+                    self.resolved_tx.clone(),
+                );
+                tokio::spawn(async move {
+                    let result = resolve(&name, port).await;
+                    let _ = tx.send((name, result)).await;
+                });
+            }
+        }
+    }
+
+    fn on_resolved(&mut self, name: &str, result: std::io::Result<Vec<IpAddr>>) {
+        let now = self.mono(Instant::now());
+        // The name may have been deleted while it was being resolved.
+        let Some(named) = self.names.iter_mut().find(|n| n.name == name) else {
+            return;
+        };
+        match result {
+            Ok(addrs) => named.apply(
+                addrs,
+                &mut self.system,
+                &mut self.kinds,
+                &mut self.transport,
+                now,
+            ),
+            Err(e) => tracing::warn!(
+                name,
+                "cannot resolve: {e}; retrying in {}s",
+                names::RESOLVE_RETRY.as_secs()
+            ),
+        }
+    }
+
+    fn report(&self) -> AgentReport {
+        let now = self.mono(Instant::now());
+        AgentReport {
+            role: self.settings.role,
+            clock: self.clock.describe().to_owned(),
+            clock_correction_ms: self.clock.correction().map(|s| s * 1e3),
+            system: self.system.status(self.clock.now()),
+            last_update_age_s: self
+                .system
+                .last_clock_update()
+                .map(|t| (now - t).to_seconds().max(0.0)),
+            sources: self.system.source_status(now),
+            source_names: self
+                .names
+                .iter()
+                .flat_map(|n| {
+                    n.sources.iter().map(|&(_, id)| SourceName {
+                        id,
+                        name: n.name.clone(),
+                    })
+                })
+                .collect(),
+            server: self.served.clone(),
+        }
+    }
+}

@@ -1,0 +1,486 @@
+//! `ntp-agent run`: validate everything, then load, fill the maps, attach,
+//! and keep the local addresses current until told to stop.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::{bail, Context as _, Result};
+use ntp_filter_common::{config_flags, AddrKey, FilterConfig, SourceClass, SourceEntry};
+
+use ntp_proto::{DisciplineConfig, NtpDuration, RefId, SystemConfig};
+
+use crate::{
+    agent, caps,
+    cli::RunArgs,
+    clock::{Clock, ObserveOnly, SystemClock},
+    control,
+    filter::{self, local_addrs, reconcile, slots, Attachment, Desired, FilterMaps, PinDir},
+    metrics,
+    model::{
+        acl::{self, AclRule},
+        policy, PollSettings, RateLimit, Role, Settings, SourceArg, SourceSpec,
+    },
+    notify::{self, Notifier, ReadyWhen},
+};
+
+/// Where a server's replies may arrive before its first request: nowhere
+/// (0) when each request picks a random port, which the sync loop registers
+/// before sending; the fixed port when the operator set one.
+fn initial_reply_port(args: &RunArgs) -> u16 {
+    args.sync.source_port.unwrap_or(0)
+}
+
+fn addresses(args: &[SourceArg]) -> Vec<IpAddr> {
+    args.iter()
+        .filter_map(|a| match &a.spec {
+            SourceSpec::Addr(ip) => Some(*ip),
+            SourceSpec::Name(_) => None,
+        })
+        .collect()
+}
+
+/// `--allow` and `--deny` as rules, refusing a range given both ways.
+fn access_list(args: &RunArgs) -> Result<Vec<AclRule>> {
+    let rules: Vec<AclRule> = args
+        .allow
+        .iter()
+        .map(|c| AclRule::allow(*c))
+        .chain(args.deny.iter().map(|c| AclRule::deny(*c)))
+        .collect();
+    acl::table(&rules)?;
+    Ok(rules)
+}
+
+/// The filter's state from the configuration. Sources given by name join
+/// the sources map when the sync loop has resolved them.
+pub fn desired(args: &RunArgs) -> Result<Desired> {
+    let servers = addresses(&args.servers);
+    let mut sources = BTreeMap::new();
+    for &ip in &servers {
+        sources.insert(
+            AddrKey::from_ip(ip),
+            SourceEntry {
+                class: SourceClass::Server as u8,
+                _pad: 0,
+                reply_port: initial_reply_port(args),
+            },
+        );
+    }
+    for ip in addresses(&args.peers) {
+        if servers.contains(&ip) {
+            bail!("{ip} is given both as --server and as --peer: an address is one or the other");
+        }
+        sources.insert(
+            AddrKey::from_ip(ip),
+            SourceEntry {
+                class: SourceClass::Peer as u8,
+                _pad: 0,
+                reply_port: 0,
+            },
+        );
+    }
+    let mut flags = 0;
+    if args.bpf_log {
+        flags |= config_flags::LOG_DROPS;
+    }
+    if args.count_out_of_scope {
+        flags |= config_flags::OUT_OF_SCOPE_COUNTED;
+    }
+    if args.pass_non_first_fragments {
+        flags |= config_flags::PASS_NON_FIRST_FRAGMENTS;
+    }
+    Ok(Desired {
+        config: FilterConfig {
+            ntp_port: args.ntp_port,
+            flags,
+        },
+        policy: policy::table(args.role, &args.allow_modes),
+        sources,
+        acl: access_list(args)?,
+    })
+}
+
+/// Everything that can be checked without touching the kernel (also what
+/// `check-config` runs).
+pub fn check(args: &RunArgs) -> Result<(Desired, Settings)> {
+    if args.ifaces.is_empty() {
+        bail!("no interface to filter: give --iface IF (or `iface = [\"IF\"]` in the config file)");
+    }
+    if args.ready_after_sync && args.servers.is_empty() && args.peers.is_empty() {
+        bail!("--ready-after-sync (ready-after-sync = true) needs a --server or --peer: without a source the clock never synchronizes and systemd would time the start out");
+    }
+    let desired = desired(args)?;
+    no_source_twice(args)?;
+    for iface in &args.ifaces {
+        filter::ifindex(iface)?;
+    }
+    Ok((desired, settings(args)?))
+}
+
+/// A source given twice (even with other poll options) would be refused by
+/// the sync loop after the filter is attached; refuse it up front.
+fn no_source_twice(args: &RunArgs) -> Result<()> {
+    let all: Vec<(&str, &SourceArg)> = args
+        .servers
+        .iter()
+        .map(|s| ("--server", s))
+        .chain(args.peers.iter().map(|p| ("--peer", p)))
+        .collect();
+    for (i, (flag, arg)) in all.iter().enumerate() {
+        if let Some((first_flag, first)) = all[..i].iter().find(|(_, a)| a.spec == arg.spec) {
+            bail!(
+                "{} is given twice ({first_flag} {first} and {flag} {arg}): give each source once",
+                arg.spec
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    // Checked first, so a bad argument leaves nothing behind.
+    let (desired, settings) = check(&args)?;
+    caps::require(caps::Needs {
+        clock: !args.no_clock_adjust,
+        low_port: low_port(&args),
+    })?;
+    // Bound before anything is attached: a second agent on the same box
+    // stops here instead of fighting the first over the maps.
+    let control = control::bind_std(&args.control_socket)?;
+    // Bound before anything is attached too: a bad or busy address stops
+    // the start here (the control socket goes away with `control`).
+    let metrics = args.metrics.map(metrics::bind).transpose()?;
+    let pins = PinDir::new(&args.pins.pin_dir);
+    pins.prepare()?;
+    pins.check_layout()?;
+    let fresh = !pins.has_maps();
+
+    match setup(&args, &pins, &desired) {
+        Ok((ebpf, attached)) => {
+            let ready_when = if args.ready_after_sync {
+                ReadyWhen::Synchronized
+            } else {
+                ReadyWhen::Filtering
+            };
+            let notify = Notifier::from_env(ready_when, notify::describe_filter(&attached));
+            serve(args, settings, control, metrics, pins, ebpf, notify)
+        }
+        Err(e) => {
+            if fresh {
+                // Nothing of ours was here before this run: leave nothing.
+                let _ = pins.remove_all();
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Loads, reconciles and attaches; returns how each interface is filtered.
+/// A port below the unprivileged range this run binds at start: the NTP
+/// port for server mode or peers, or `--source-port`.
+fn low_port(args: &RunArgs) -> Option<u16> {
+    let start = caps::unprivileged_port_start();
+    let ntp = (args.role == Role::Server || !args.peers.is_empty()).then_some(args.ntp_port);
+    [ntp, args.sync.source_port]
+        .into_iter()
+        .flatten()
+        .filter(|&p| p < start)
+        .min()
+}
+
+fn setup(
+    args: &RunArgs,
+    pins: &PinDir,
+    desired: &Desired,
+) -> Result<(aya::Ebpf, Vec<(String, Attachment)>)> {
+    let mut ebpf = filter::load(
+        pins,
+        filter::LoadOptions {
+            bpf_log: args.bpf_log,
+            count_out_of_scope: args.count_out_of_scope,
+        },
+    )?;
+    let mut maps = FilterMaps::open(pins)?;
+    let changes = reconcile::apply(&mut maps, desired)?;
+    tracing::info!(?changes, "filter maps reconciled");
+    reconcile::apply_local(&mut maps, &local_addrs::current()?)?;
+    // Before attaching, so a freshly attached interface's first packets
+    // already count under its own name.
+    let wanted = args
+        .ifaces
+        .iter()
+        .map(|name| {
+            Ok(slots::Iface {
+                name: name.clone(),
+                index: filter::ifindex(name)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let slots = slots::assign(&mut maps, &wanted)?;
+
+    let prog = filter::program(&mut ebpf)?;
+    let older = pins.older_versions();
+    let mut attached: Vec<(String, Attachment)> = Vec::new();
+    for iface in &args.ifaces {
+        let legacy = older
+            .iter()
+            .rev()
+            .map(|o| o.link(iface))
+            .find(|p| p.exists());
+        match filter::attach::attach(
+            prog,
+            iface,
+            args.xdp_mode,
+            &pins.link(iface),
+            legacy.as_deref(),
+        ) {
+            Ok(how) => attached.push((iface.clone(), how)),
+            Err(e) => {
+                // Undo only the links this run created; a reused link keeps
+                // the previous (still valid) program.
+                for (iface, how) in &attached {
+                    if *how != Attachment::Reused {
+                        let _ = std::fs::remove_file(pins.link(iface));
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    retire_leftovers(args, pins, &older)?;
+    for (iface, how) in &attached {
+        let slot = slots
+            .iter()
+            .find(|(i, _)| &i.name == iface)
+            .and_then(|(_, a)| a.slot())
+            .map_or_else(|| slots::OTHER.to_string(), |s| s.to_string());
+        tracing::info!(
+            iface = %iface,
+            xdp = ?how,
+            counter_slot = %slot,
+            servers = ?args.servers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            peers = ?args.peers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            mode = ?args.role,
+            "filter attached"
+        );
+    }
+    Ok((ebpf, attached))
+}
+
+/// After every configured interface is filtered: detach interfaces that
+/// are no longer configured, and remove what older-layout agents left.
+fn retire_leftovers(args: &RunArgs, pins: &PinDir, older: &[PinDir]) -> Result<()> {
+    for iface in pins.linked_interfaces()? {
+        if !args.ifaces.contains(&iface) {
+            std::fs::remove_file(pins.link(&iface))
+                .with_context(|| format!("detaching {iface}"))?;
+            tracing::info!(iface = %iface, "filter detached: the interface is no longer configured");
+        }
+    }
+    for old in older {
+        for path in old.remove_all()? {
+            tracing::info!(path = %path.display(), "removed a pin of an older map layout");
+        }
+    }
+    Ok(())
+}
+
+fn settings(args: &RunArgs) -> Result<Settings> {
+    if args.sync.minpoll > args.sync.maxpoll {
+        bail!(
+            "--minpoll {} is larger than --maxpoll {}",
+            args.sync.minpoll,
+            args.sync.maxpoll
+        );
+    }
+    if args.sync.step_threshold.is_nan() || args.sync.step_threshold <= 0.0 {
+        bail!(
+            "--step-threshold must be a positive number of seconds, not {}",
+            args.sync.step_threshold
+        );
+    }
+    if !(args.sync.ratelimit_interval.is_finite() && args.sync.ratelimit_interval > 0.0) {
+        bail!(
+            "--ratelimit-interval must be a positive number of seconds, not {}",
+            args.sync.ratelimit_interval
+        );
+    }
+    if args.sync.panic_threshold.is_nan() || args.sync.panic_threshold < 0.0 {
+        bail!(
+            "--panic-threshold must be ≥ 0 seconds (0 disables it), not {}",
+            args.sync.panic_threshold
+        );
+    }
+    let poll = PollSettings {
+        minpoll: args.sync.minpoll,
+        maxpoll: args.sync.maxpoll,
+        iburst: !args.sync.no_iburst,
+    };
+    for (flag, source) in args
+        .servers
+        .iter()
+        .map(|s| ("--server", s))
+        .chain(args.peers.iter().map(|p| ("--peer", p)))
+    {
+        source
+            .poll_settings(&poll)
+            .map_err(|e| anyhow::anyhow!("{flag} {source}: {e}"))?;
+    }
+    let own_refids = local_addrs::current()?
+        .keys()
+        .map(|k| RefId::from_ip(k.to_ip()))
+        .collect();
+    let discipline = DisciplineConfig {
+        step_threshold: NtpDuration::from_seconds(args.sync.step_threshold),
+        step_limit: args.sync.step_limit,
+        panic_threshold: (args.sync.panic_threshold > 0.0)
+            .then(|| NtpDuration::from_seconds(args.sync.panic_threshold)),
+        allow_panic_step_at_start: args.sync.allow_panic_step,
+        ..DisciplineConfig::default()
+    };
+    Ok(Settings {
+        servers: args.servers.clone(),
+        peers: args.peers.clone(),
+        poll,
+        system: SystemConfig {
+            discipline,
+            own_refids,
+            ..SystemConfig::default()
+        },
+        drift_file: Some(args.sync.drift_file.clone()),
+        ntp_port: args.ntp_port,
+        source_port: args.sync.source_port,
+        role: args.role,
+        policy_overrides: args.allow_modes.clone(),
+        acl: access_list(args)?,
+        rate_limit: RateLimit {
+            burst: args.sync.ratelimit_burst,
+            interval: std::time::Duration::from_secs_f64(args.sync.ratelimit_interval),
+        },
+    })
+}
+
+fn serve(
+    args: RunArgs,
+    settings: Settings,
+    control: control::Bound,
+    metrics: Option<std::net::TcpListener>,
+    pins: PinDir,
+    mut ebpf: aya::Ebpf,
+    notify: Notifier,
+) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        if args.bpf_log {
+            start_bpf_log(&mut ebpf)?;
+        }
+        let maps = Arc::new(Mutex::new(FilterMaps::open(&pins)?));
+        let _watcher = local_addrs::watch(maps.clone())?;
+        let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
+        if let Some(listener) = metrics {
+            let addr = metrics::spawn(listener, control_tx.clone(), pins.clone())?;
+            tracing::info!("metrics at http://{addr}/metrics");
+        }
+        control.listener.set_nonblocking(true)?;
+        let listener = tokio::net::UnixListener::from_std(control.listener.try_clone()?)?;
+        tokio::spawn(control::serve(listener, control_tx));
+        let clock: Box<dyn Clock> = if args.no_clock_adjust {
+            Box::new(ObserveOnly::default())
+        } else {
+            Box::new(SystemClock::new()?)
+        };
+        tracing::info!(
+            clock = clock.describe(),
+            "running; SIGTERM or Ctrl-C stops the agent and leaves the filter enforcing"
+        );
+        agent::run(
+            settings,
+            clock,
+            !args.no_clock_adjust,
+            Some(maps),
+            control_rx,
+            async {
+                if let Err(e) = wait_for_stop().await {
+                    tracing::error!("signal handling failed: {e:#}");
+                }
+            },
+            notify,
+        )
+        .await?;
+        tracing::info!(
+            "stopping; the filter stays attached with the last policy (fail closed). `ntp-agent detach --pin-dir {}` removes it",
+            args.pins.pin_dir.display()
+        );
+        drop(control);
+        Ok(())
+    })
+}
+
+async fn wait_for_stop() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}
+
+fn start_bpf_log(ebpf: &mut aya::Ebpf) -> Result<()> {
+    let logger = aya_log::EbpfLogger::init(ebpf).context("starting the XDP program's log")?;
+    // SAFETY: the AsyncFd owns the logger, which owns the ring buffer fd, so
+    // the fd stays open for as long as it is registered.
+    let mut logger = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)?
+    };
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = logger.readable_mut().await else {
+                return;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::cli::{Cli, Command};
+
+    fn check_of(argv: &[&str]) -> anyhow::Result<()> {
+        let cli = Cli::try_parse_from(["ntp-agent", "run", "--iface", "lo"].iter().chain(argv))?;
+        let Command::Run(args) = cli.command else {
+            unreachable!("parsed as run")
+        };
+        super::check(&args).map(|_| ())
+    }
+
+    #[test]
+    fn a_source_given_twice_is_refused_before_anything_runs() {
+        check_of(&["--server", "192.0.2.10", "--server", "192.0.2.11,minpoll=4"]).unwrap();
+        let e = format!(
+            "{:#}",
+            check_of(&["--server", "192.0.2.10", "--server", "192.0.2.10,minpoll=4"]).unwrap_err()
+        );
+        assert_eq!(
+            e,
+            "192.0.2.10 is given twice (--server 192.0.2.10 and --server 192.0.2.10,minpoll=4): give each source once"
+        );
+        let e = format!(
+            "{:#}",
+            check_of(&["--server", "time.example.net", "--peer", "time.example.net"]).unwrap_err()
+        );
+        assert!(e.contains("time.example.net is given twice"), "{e}");
+    }
+}

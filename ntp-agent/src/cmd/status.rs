@@ -1,0 +1,330 @@
+//! `ntp-agent status`: the running agent's time sync (over the control
+//! socket) in the router note's layout, then the filter, read straight from
+//! the pins so it shows whether or not the agent is running.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use anyhow::Result;
+use ntp_filter_common::SourceClass;
+use ntp_proto::{SourceStatus, SystemStatus};
+use serde::Serialize;
+
+use crate::{
+    cli::StatusArgs,
+    control,
+    filter::{
+        inspect::{self, FilterStatus},
+        stats::FilterStats,
+        PinDir,
+    },
+    model::{policy::Modes, Role},
+    protocol::{AgentReport, ServerCounters},
+};
+
+pub fn render_text(s: &FilterStatus) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "filter info:");
+    let _ = writeln!(out, "        pin dir:    {}", s.pin_dir);
+    let _ = writeln!(out, "        ntp port:   {}", s.ntp_port);
+    for i in &s.interfaces {
+        let slot = match i.counter_slot {
+            Some(n) => format!("counter slot {n}"),
+            None => "counted under other".into(),
+        };
+        let _ = writeln!(
+            out,
+            "        interface:  {} (xdp {}, {slot})",
+            i.name, i.xdp_mode
+        );
+    }
+    if s.interfaces.is_empty() {
+        let _ = writeln!(out, "        interface:  none attached");
+    }
+    for class in SourceClass::ALL {
+        let mask = s.policy[class.name()].iter().fold(0u8, |m, b| m | 1 << b);
+        let _ = writeln!(
+            out,
+            "        allow {:<7} modes {}",
+            class.name(),
+            Modes(mask)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "        sources:    {} server, {} peer; {} local addresses",
+        s.servers.len(),
+        s.peers.len(),
+        s.local_addresses
+    );
+    if s.local_addresses_unprotected > 0 {
+        let _ = writeln!(
+            out,
+            "        WARNING:    {} more local addresses than the filter holds ({}): NTP to them is treated as transit",
+            s.local_addresses_unprotected,
+            ntp_filter_common::MAX_LOCAL_ADDRS
+        );
+    }
+    if !s.out_of_scope_counted {
+        let _ = writeln!(
+            out,
+            "        out-of-scope passes: not counted (not_ip, not_udp, not_ntp_port, not_local stay 0; --count-out-of-scope counts them)"
+        );
+    }
+    if !s.acl.is_empty() {
+        let _ = writeln!(
+            out,
+            "        clients:    {}; others {}",
+            s.acl.join(", "),
+            s.acl_default
+        );
+    }
+    let c = &s.counters;
+    let _ = writeln!(out, "filter drops:");
+    let _ = writeln!(out, "     class   mode    passed   dropped");
+    class_mode_rows(&mut out, c, "     ");
+    let reasons: Vec<String> = c.drops.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    let _ = writeln!(
+        out,
+        "     dropped {} by reason: {}",
+        c.total_dropped,
+        reasons.join(", ")
+    );
+    let passes: Vec<String> = c.passes.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    let _ = writeln!(
+        out,
+        "     passed {} by reason: {}",
+        c.total_passed,
+        passes.join(", ")
+    );
+    if !s.counters_by_interface.is_empty() {
+        let _ = writeln!(out, "filter counters by interface:");
+        let _ = writeln!(out, "       class   mode    passed   dropped");
+    }
+    for (iface, c) in &s.counters_by_interface {
+        let _ = writeln!(
+            out,
+            "     {iface}: dropped {}{}, passed {}{}",
+            c.total_dropped,
+            nonzero(&c.drops),
+            c.total_passed,
+            nonzero(&c.passes)
+        );
+        class_mode_rows(&mut out, c, "       ");
+    }
+    out
+}
+
+/// One `class mode passed dropped` row per cell that counted anything.
+fn class_mode_rows(out: &mut String, c: &FilterStats, indent: &str) {
+    for (class, modes) in &c.by_class_mode {
+        for (mode, pd) in modes {
+            let _ = writeln!(
+                out,
+                "{indent}{class:<7} {mode:>4} {:>9} {:>9}",
+                pd.passed, pd.dropped
+            );
+        }
+    }
+}
+
+/// ` (reason n, ...)` for the reasons that counted anything.
+fn nonzero(reasons: &BTreeMap<&'static str, u64>) -> String {
+    let hit: Vec<String> = reasons
+        .iter()
+        .filter(|(_, n)| **n != 0)
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    if hit.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", hit.join(", "))
+    }
+}
+
+/// The router's `show status ntp` layout for the agent's part.
+pub fn render_agent(agent: &AgentReport) -> String {
+    let mut out = String::new();
+    let host = &agent.system;
+    let _ = writeln!(out, "function info:");
+    let _ = writeln!(out, "        mode:  {}", agent.role);
+    let _ = writeln!(out, "host info:");
+    if host.synchronized {
+        let _ = writeln!(out, "        status:   synchronized");
+    } else {
+        let reason = host.reason.as_deref().unwrap_or("unknown reason");
+        let _ = writeln!(out, "        status:   unsynchronized ({reason})");
+    }
+    let _ = writeln!(out, "        stratum:  {}", host.stratum);
+    let _ = writeln!(out, "        offset:   {:.3}ms", host.offset_ms);
+    let _ = writeln!(out, "        jitter:   {:.3}ms", host.jitter_ms);
+    if agent.role == Role::Server {
+        let srv = &agent.server;
+        let _ = writeln!(
+            out,
+            "        clients:  {} answered, {} KoD RATE, {} ignored (rate limit)",
+            srv.answered, srv.rate_kod, srv.rate_ignored
+        );
+    }
+    let _ = writeln!(out, "peer info:");
+    let _ = writeln!(
+        out,
+        "     remote           refid      st t when poll reach   delay   offset  jitter"
+    );
+    let _ = writeln!(out, "{}", "=".repeat(78));
+    for p in &agent.sources {
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.3}"));
+        let when = p.when.map_or_else(|| "-".into(), |w| w.to_string());
+        let _ = writeln!(
+            out,
+            "{}{:<15} {:<15} {:>2} {} {:>4} {:>4} {:>4o} {:>8} {:>8} {:>7}",
+            p.tally,
+            p.remote,
+            p.refid,
+            p.stratum,
+            p.kind,
+            when,
+            p.poll,
+            p.reach,
+            ms(p.delay_ms),
+            ms(p.offset_ms),
+            ms(p.jitter_ms),
+        );
+        if p.state.contains("KoD") {
+            let _ = writeln!(out, "      {} {}", p.remote, p.state);
+        }
+    }
+    out
+}
+
+/// `status --json`: the agent's part under the names the README
+/// documents, then the filter's; each part, when it cannot be read, is
+/// replaced by its error.
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    #[serde(flatten)]
+    agent: Option<AgentJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filter: Option<&'a FilterStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filter_error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct AgentJson<'a> {
+    mode: Role,
+    clock: &'a str,
+    clock_correction_ms: Option<f64>,
+    host: &'a SystemStatus,
+    peers: &'a [SourceStatus],
+    server: &'a ServerCounters,
+}
+
+impl<'a> StatusJson<'a> {
+    fn new(agent: &'a Result<AgentReport>, filter: &'a Result<FilterStatus>) -> Self {
+        Self {
+            agent: agent.as_ref().ok().map(|a| AgentJson {
+                mode: a.role,
+                clock: &a.clock,
+                clock_correction_ms: a.clock_correction_ms,
+                host: &a.system,
+                peers: &a.sources,
+                server: &a.server,
+            }),
+            agent_error: agent.as_ref().err().map(|e| format!("{e:#}")),
+            filter: filter.as_ref().ok(),
+            filter_error: filter.as_ref().err().map(|e| format!("{e:#}")),
+        }
+    }
+
+    /// Pretty-printed, keys sorted at every level (as through a
+    /// `serde_json::Value`), so the output is stable.
+    fn render(&self) -> Result<String> {
+        Ok(serde_json::to_string_pretty(&serde_json::to_value(self)?)?)
+    }
+}
+
+pub fn status(args: StatusArgs) -> Result<()> {
+    let agent = control::status(&args.control_socket);
+    let filter = inspect::collect(&PinDir::new(&args.pins.pin_dir));
+    if args.json {
+        println!("{}", StatusJson::new(&agent, &filter).render()?);
+    } else {
+        match &agent {
+            Ok(a) => print!("{}", render_agent(a)),
+            Err(e) => println!("agent: {e:#}"),
+        }
+        match &filter {
+            Ok(f) => print!("{}", render_text(f)),
+            Err(e) => println!("filter: {e:#}"),
+        }
+    }
+    match (agent, filter) {
+        (Err(a), Err(_)) => Err(a),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::tests::full_report;
+
+    #[test]
+    fn the_agent_part_is_the_router_notes_layout() {
+        let text = render_agent(&full_report());
+        for line in [
+            "        mode:  server\n",
+            "        status:   unsynchronized (source refuses service (KoD DENY))\n",
+            "        stratum:  16\n",
+            "        offset:   0.500ms\n",
+            "        clients:  10 answered, 2 KoD RATE, 30 ignored (rate limit)\n",
+            "*192.0.2.10      127.127.1.1      3 u   12   64  377    0.208   -0.142   0.139\n",
+            "x192.0.2.10      127.127.1.1      3 s    -   64  377        -   -0.142   0.139\n",
+            "      192.0.2.10 unreachable: KoD DENY\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in:\n{text}");
+        }
+        let mut client = full_report();
+        client.role = Role::Client;
+        assert!(!render_agent(&client).contains("clients:"));
+    }
+
+    #[test]
+    fn json_has_the_documented_keys_and_errors_in_place_of_parts() {
+        let report = full_report();
+        let keys = |agent: Result<AgentReport>, filter: Result<FilterStatus>| {
+            let v: serde_json::Value =
+                serde_json::from_str(&StatusJson::new(&agent, &filter).render().unwrap()).unwrap();
+            (
+                v.as_object().unwrap().keys().cloned().collect::<Vec<_>>(),
+                v,
+            )
+        };
+        let (k, v) = keys(Ok(report.clone()), Err(anyhow::anyhow!("no pins")));
+        assert_eq!(
+            k,
+            [
+                "clock",
+                "clock_correction_ms",
+                "filter_error",
+                "host",
+                "mode",
+                "peers",
+                "server"
+            ]
+        );
+        assert_eq!(v["mode"], "server");
+        assert_eq!(v["host"], serde_json::to_value(&report.system).unwrap());
+        assert_eq!(v["peers"], serde_json::to_value(&report.sources).unwrap());
+        assert_eq!(v["server"]["rate_ignored"], 30);
+        assert_eq!(v["filter_error"], "no pins");
+        let (k, v) = keys(
+            Err(anyhow::anyhow!("the agent is not running")),
+            Err(anyhow::anyhow!("no pins")),
+        );
+        assert_eq!(k, ["agent_error", "filter_error"]);
+        assert_eq!(v["agent_error"], "the agent is not running");
+    }
+}

@@ -1,0 +1,264 @@
+//! Sockets for the NTP client and server.
+//!
+//! Each request to a server leaves from a fresh, randomly chosen ephemeral
+//! port (RFC 9109). The port is written into the filter's sources map
+//! *before* the request is sent, so the NIC drops replies to any other port:
+//! an off-path attacker has to guess the port as well as the transmit
+//! timestamp. Symmetric peers and server mode use the NTP port itself; that
+//! socket exists only while something needs it, so a plain client never
+//! listens on 123 (the router note's complaint: "port 123 still answers").
+
+pub mod resolve;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use anyhow::{Context as _, Result};
+use ntp_filter_common::{AddrKey, SourceClass, SourceEntry};
+use ntp_proto::{NtpTimestamp, SourceId};
+use tokio::{net::UdpSocket, sync::mpsc, task::JoinHandle};
+
+use crate::{clock::realtime_now, filter::FilterMaps};
+
+/// A datagram for the agent, timestamped as it came off the socket.
+pub struct Received {
+    /// Sender, with IPv4-mapped addresses turned back into IPv4.
+    pub from: SocketAddr,
+    /// Known when it came in on a socket used for one server only.
+    pub source: Option<SourceId>,
+    /// Came in on the NTP port (peers, clients) rather than a request port.
+    pub on_ntp_port: bool,
+    pub data: Vec<u8>,
+    pub at: NtpTimestamp,
+    pub mono: Instant,
+}
+
+struct Bound {
+    socket: Arc<UdpSocket>,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+pub struct Transport {
+    ntp_port: u16,
+    /// `--source-port`: every request leaves from this port.
+    source_port: Option<u16>,
+    maps: Option<Arc<Mutex<FilterMaps>>>,
+    to_agent: mpsc::Sender<Received>,
+    /// The reader of the socket of each server's outstanding request.
+    per_server: HashMap<SourceId, JoinHandle<()>>,
+    /// Dual-stack socket on the NTP port.
+    ntp_socket: Option<Bound>,
+    /// Dual-stack socket on `source_port` when that is not the NTP port.
+    fixed_socket: Option<Bound>,
+}
+
+fn bind_dual_stack(port: u16) -> Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_only_v6(false)?;
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port).into())
+        .map_err(|e| {
+            let why = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                "the agent lacks CAP_NET_BIND_SERVICE"
+            } else {
+                "is another NTP daemon running?"
+            };
+            anyhow::anyhow!("binding UDP port {port} ({why}): {e}")
+        })?;
+    Ok(UdpSocket::from_std(socket.into())?)
+}
+
+fn spawn_reader(
+    socket: Arc<UdpSocket>,
+    source: Option<SourceId>,
+    on_ntp_port: bool,
+    to_agent: mpsc::Sender<Received>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let Ok((len, from)) = socket.recv_from(&mut buf).await else {
+                return;
+            };
+            let received = Received {
+                at: realtime_now(),
+                mono: Instant::now(),
+                from: SocketAddr::new(from.ip().to_canonical(), from.port()),
+                source,
+                on_ntp_port,
+                data: buf[..len].to_vec(),
+            };
+            if to_agent.send(received).await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+impl Transport {
+    /// `maps` is `None` only in tests that run without a filter.
+    pub fn new(
+        ntp_port: u16,
+        source_port: Option<u16>,
+        maps: Option<Arc<Mutex<FilterMaps>>>,
+        to_agent: mpsc::Sender<Received>,
+    ) -> Result<Self> {
+        let mut t = Self {
+            ntp_port,
+            source_port,
+            maps,
+            to_agent,
+            per_server: HashMap::new(),
+            ntp_socket: None,
+            fixed_socket: None,
+        };
+        match source_port {
+            Some(p) if p == ntp_port => t.open_ntp_port()?,
+            Some(p) => t.fixed_socket = Some(t.bind(p, false)?),
+            None => {}
+        }
+        Ok(t)
+    }
+
+    fn bind(&self, port: u16, on_ntp_port: bool) -> Result<Bound> {
+        let socket = Arc::new(bind_dual_stack(port)?);
+        let reader = spawn_reader(socket.clone(), None, on_ntp_port, self.to_agent.clone());
+        Ok(Bound { socket, reader })
+    }
+
+    /// Opens the NTP-port socket (peers, server mode) if it is not open.
+    pub fn open_ntp_port(&mut self) -> Result<()> {
+        if self.ntp_socket.is_none() {
+            self.ntp_socket = Some(self.bind(self.ntp_port, true)?);
+            tracing::info!(port = self.ntp_port, "listening on the NTP port");
+        }
+        Ok(())
+    }
+
+    /// Closes the NTP-port socket unless requests leave from it.
+    pub fn close_ntp_port(&mut self) {
+        if self.source_port != Some(self.ntp_port) && self.ntp_socket.take().is_some() {
+            tracing::info!(port = self.ntp_port, "NTP port closed");
+        }
+    }
+
+    fn fixed(&self) -> Option<&Arc<UdpSocket>> {
+        match self.source_port {
+            Some(p) if p == self.ntp_port => self.ntp_socket.as_ref().map(|b| &b.socket),
+            Some(_) => self.fixed_socket.as_ref().map(|b| &b.socket),
+            None => None,
+        }
+    }
+
+    /// The reply port a server's entry starts with: the fixed source port,
+    /// or 0 (nothing accepted) until its first request picks one.
+    pub fn initial_reply_port(&self) -> u16 {
+        self.source_port.unwrap_or(0)
+    }
+
+    fn put_entry(&self, ip: IpAddr, class: SourceClass, reply_port: u16) -> Result<()> {
+        let Some(maps) = &self.maps else {
+            return Ok(());
+        };
+        let entry = SourceEntry {
+            class: class as u8,
+            _pad: 0,
+            reply_port,
+        };
+        maps.lock()
+            .expect("maps lock poisoned")
+            .put_source(AddrKey::from_ip(ip), entry)
+            .with_context(|| format!("updating {ip} in the filter"))
+    }
+
+    /// Adds a source that joined at run time to the filter.
+    pub fn admit(&self, ip: IpAddr, class: SourceClass) -> Result<()> {
+        let reply_port = match class {
+            SourceClass::Server => self.initial_reply_port(),
+            _ => 0,
+        };
+        self.put_entry(ip, class, reply_port)
+    }
+
+    /// Removes a source that left from the filter.
+    pub fn forget(&mut self, id: SourceId, ip: IpAddr) -> Result<()> {
+        if let Some(reader) = self.per_server.remove(&id) {
+            reader.abort();
+        }
+        let Some(maps) = &self.maps else {
+            return Ok(());
+        };
+        maps.lock()
+            .expect("maps lock poisoned")
+            .remove_source(&AddrKey::from_ip(ip))
+            .with_context(|| format!("removing {ip} from the filter"))
+    }
+
+    /// Sends a client request to a server from a new ephemeral port (or the
+    /// fixed one), registering the port with the filter first.
+    pub async fn send_to_server(
+        &mut self,
+        id: SourceId,
+        server: IpAddr,
+        packet: &[u8],
+    ) -> Result<()> {
+        let dst = SocketAddr::new(server, self.ntp_port);
+        if let Some(fixed) = self.fixed() {
+            let fixed = fixed.clone();
+            self.put_entry(server, SourceClass::Server, fixed.local_addr()?.port())?;
+            fixed.send_to(packet, dst).await?;
+            return Ok(());
+        }
+        let local: SocketAddr = match server {
+            IpAddr::V4(_) => "0.0.0.0:0".parse().expect("literal"),
+            IpAddr::V6(_) => "[::]:0".parse().expect("literal"),
+        };
+        let socket = UdpSocket::bind(local).await?;
+        // connect() makes the kernel drop datagrams from anyone else too.
+        socket.connect(dst).await?;
+        self.put_entry(server, SourceClass::Server, socket.local_addr()?.port())?;
+        socket.send(packet).await?;
+        let reader = spawn_reader(Arc::new(socket), Some(id), false, self.to_agent.clone());
+        // The previous request's socket closes here: a late reply to it is
+        // stale, and the NIC already drops it.
+        if let Some(old) = self.per_server.insert(id, reader) {
+            old.abort();
+        }
+        Ok(())
+    }
+
+    /// Sends from the NTP port: symmetric-mode messages to peers, replies
+    /// to clients.
+    pub async fn send_from_ntp_port(&self, to: SocketAddr, packet: &[u8]) -> Result<()> {
+        let bound = self
+            .ntp_socket
+            .as_ref()
+            .context("the NTP port is not open")?;
+        bound.socket.send_to(packet, to).await?;
+        Ok(())
+    }
+
+    pub fn ntp_port(&self) -> u16 {
+        self.ntp_port
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        for (_, reader) in self.per_server.drain() {
+            reader.abort();
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The control protocol: what `ntp-agent status|server|peer|mode|allow|
+//! deny` ask the running agent over the control socket and what it
+//! answers — one JSON line each way, both ends (de)serializing these very
+//! types, so the two cannot drift apart. Values inside (addresses, ranges,
+//! sources with poll options) are checked by the command line's own
+//! parsers when they are read, on either end.
+
+use std::fmt;
+
+use ntp_proto::{SourceId, SourceKind, SourceStatus, SystemStatus};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{source::kind_name, AclRule, Role, SourceArg, SourceSpec};
+
+/// Longest request the agent reads; the longest real one (a 253-byte host
+/// name with poll options) is far shorter.
+pub const MAX_REQUEST: usize = 4096;
+
+/// One request line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Change(Command),
+}
+
+/// A change to the running agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    Add(SourceKind, SourceArg),
+    /// Only the address or name: poll options go with `Add`.
+    Del(SourceKind, SourceSpec),
+    Mode(Role),
+    /// Adds (or, with `del`, removes) an allow or deny rule.
+    Acl {
+        rule: AclRule,
+        del: bool,
+    },
+}
+
+/// As an operator would have typed it (`server add 192.0.2.10`), for the
+/// agent's log.
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Add(k, s) => write!(f, "{} add {s}", kind_name(*k)),
+            Self::Del(k, s) => write!(f, "{} del {s}", kind_name(*k)),
+            Self::Mode(role) => write!(f, "mode {role}"),
+            Self::Acl { rule, del: false } => write!(f, "{rule}"),
+            Self::Acl { rule, del: true } => write!(f, "{} del {}", rule.verb(), rule.cidr),
+        }
+    }
+}
+
+/// One answer line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Status(Box<AgentReport>),
+    /// A change was made; what it did (`server 192.0.2.20 added`).
+    Ok(String),
+    /// Nothing changed, and why.
+    Error(String),
+}
+
+/// The running agent's state: `status`'s first part and the agent's
+/// metrics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentReport {
+    #[serde(rename = "mode")]
+    pub role: Role,
+    pub clock: String,
+    /// With `--no-clock-adjust`: the correction the agent would have made
+    /// to the system clock so far, ms (chronyc's "System time"); add it to
+    /// the system time to get the agent's estimate of true time.
+    pub clock_correction_ms: Option<f64>,
+    pub system: SystemStatus,
+    /// Seconds since the clock was last updated (None before the first
+    /// update).
+    pub last_update_age_s: Option<f64>,
+    pub sources: Vec<SourceStatus>,
+    /// The host name a source's address came from, for sources given by name.
+    pub source_names: Vec<SourceName>,
+    pub server: ServerCounters,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceName {
+    pub id: SourceId,
+    pub name: String,
+}
+
+/// What server mode did with client requests.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerCounters {
+    pub answered: u64,
+    pub rate_kod: u64,
+    pub rate_ignored: u64,
+    /// Requests that arrived while in client mode (the filter normally
+    /// stops them at the NIC; seen only on unfiltered interfaces).
+    pub not_serving: u64,
+}
+
+impl Request {
+    /// The line the client sends.
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).expect("a request always serializes")
+    }
+
+    /// A line as the agent reads it; whatever it is, the answer is a
+    /// request or one clear error.
+    pub fn from_line(line: &str) -> Result<Self, String> {
+        serde_json::from_str(line.trim()).map_err(|e| {
+            format!("malformed request ({e}): is the client an ntp-agent of another version?")
+        })
+    }
+}
+
+impl Reply {
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).expect("a reply always serializes")
+    }
+
+    pub fn from_line(line: &str) -> Result<Self, String> {
+        serde_json::from_str(line.trim()).map_err(|e| {
+            format!("malformed answer from the agent ({e}): is it an ntp-agent of another version?")
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use ntp_proto::{KissCode, KodState, LeapIndicator, RejectCounters, Tally, UnsyncReason};
+
+    use super::*;
+    use crate::model::Cidr;
+
+    fn every_command() -> Vec<Command> {
+        let arg = |s: &str| s.parse::<SourceArg>().unwrap();
+        let cidr = |s: &str| s.parse::<Cidr>().unwrap();
+        vec![
+            Command::Add(SourceKind::Server, arg("192.0.2.10")),
+            Command::Add(
+                SourceKind::Server,
+                arg("time.example.net,minpoll=4,maxpoll=8,noiburst"),
+            ),
+            Command::Add(SourceKind::Peer, arg("2001:db8::20,iburst")),
+            Command::Del(SourceKind::Server, "2001:db8::10".parse().unwrap()),
+            Command::Del(SourceKind::Peer, "ntp.example.net".parse().unwrap()),
+            Command::Mode(Role::Client),
+            Command::Mode(Role::Server),
+            Command::Acl {
+                rule: AclRule::allow(cidr("192.0.2.0/24")),
+                del: false,
+            },
+            Command::Acl {
+                rule: AclRule::deny(cidr("2001:db8::99/128")),
+                del: true,
+            },
+        ]
+    }
+
+    /// Every field filled, none at its default, so a field one end drops
+    /// or renames fails the comparison.
+    pub(crate) fn full_report() -> AgentReport {
+        let source = SourceStatus {
+            id: SourceId::new(3, 3),
+            remote: "192.0.2.10".into(),
+            refid: "127.127.1.1".into(),
+            stratum: 3,
+            kind: 'u',
+            when: Some(12),
+            poll: 64,
+            reach: 0o377,
+            delay_ms: Some(0.208),
+            offset_ms: Some(-0.142),
+            jitter_ms: Some(0.139),
+            tally: '*',
+            tally_kind: Tally::SystemPeer,
+            rejects: RejectCounters {
+                malformed: 1,
+                bad_version: 2,
+                bad_mode: 3,
+                duplicate: 4,
+                unsolicited: 5,
+                bogus_origin: 6,
+                zero_timestamp: 7,
+                kod: 8,
+                unsynchronized: 9,
+                bad_stratum: 10,
+                root_distance: 11,
+                loop_detected: 12,
+                leap_window: 13,
+            },
+            kod: KodState::RateLimited {
+                count: 2,
+                min_poll: 7,
+            },
+            state: "reachable".into(),
+        };
+        let denied = SourceStatus {
+            id: SourceId::new(4, 4),
+            kind: 's',
+            when: None,
+            delay_ms: None,
+            tally: 'x',
+            tally_kind: Tally::Falseticker,
+            kod: KodState::Denied(KissCode::Other(*b"XYZW")),
+            state: "unreachable: KoD DENY".into(),
+            ..source.clone()
+        };
+        AgentReport {
+            role: Role::Server,
+            clock: "observe only (--no-clock-adjust)".into(),
+            clock_correction_ms: Some(-1.25),
+            system: SystemStatus {
+                synchronized: false,
+                reason: Some("source refuses service (KoD DENY)".into()),
+                reason_kind: Some(UnsyncReason::SourcesRefuseService(KissCode::Deny)),
+                stratum: 16,
+                system_peer: Some(SourceId::new(3, 3)),
+                refid: "192.0.2.10".into(),
+                offset_ms: 0.5,
+                jitter_ms: 0.25,
+                root_delay_ms: 1.5,
+                root_dispersion_ms: 2.5,
+                leap: LeapIndicator::Unsynchronized,
+                frequency_ppm: -12.5,
+                applied_frequency_ppm: -12.75,
+                clock_updates: 40,
+                clock_steps: 1,
+            },
+            last_update_age_s: Some(31.5),
+            sources: vec![source, denied],
+            source_names: vec![SourceName {
+                id: SourceId::new(4, 4),
+                name: "ntp.example.net".into(),
+            }],
+            server: ServerCounters {
+                answered: 10,
+                rate_kod: 2,
+                rate_ignored: 30,
+                not_serving: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn every_request_and_reply_round_trips() {
+        let mut requests = vec![Request::Status];
+        requests.extend(every_command().into_iter().map(Request::Change));
+        for r in requests {
+            let line = r.to_line();
+            assert!(!line.contains('\n'), "{line}");
+            assert_eq!(Request::from_line(&line), Ok(r), "{line}");
+        }
+        for r in [
+            Reply::Status(Box::new(full_report())),
+            Reply::Ok("server 192.0.2.20 added".into()),
+            Reply::Error("no server 192.0.2.77 is configured".into()),
+        ] {
+            let line = r.to_line();
+            assert!(!line.contains('\n'), "{line}");
+            assert_eq!(Reply::from_line(&line), Ok(r), "{line}");
+        }
+    }
+
+    #[test]
+    fn the_report_keeps_the_names_status_json_documents() {
+        let v = serde_json::to_value(full_report()).unwrap();
+        assert_eq!(v["mode"], "server");
+        for key in [
+            "clock",
+            "clock_correction_ms",
+            "system",
+            "sources",
+            "server",
+        ] {
+            assert!(v.get(key).is_some(), "{key} missing: {v:#}");
+        }
+    }
+
+    #[test]
+    fn bad_lines_get_an_error_not_a_panic() {
+        for line in [
+            "",
+            "status",
+            "server add 192.0.2.10",
+            "{}",
+            r#""reboot""#,
+            r#"{"change":{"add":["Server","192.0.2.300"]}}"#,
+            r#"{"change":{"add":["Server","192.0.2.10,minpoll=40"]}}"#,
+            r#"{"change":{"acl":{"rule":{"cidr":"192.0.2.99/24","allow":true},"del":false}}}"#,
+            r#"{"change":{"mode":"sideways"}}"#,
+            "\u{0}\u{ffff}",
+        ] {
+            let e = Request::from_line(line).unwrap_err();
+            assert!(e.starts_with("malformed request"), "{line:?}: {e}");
+        }
+        let e = Request::from_line(r#"{"change":{"add":["Server","192.0.2.300"]}}"#).unwrap_err();
+        assert!(e.contains("neither an IP address nor a host name"), "{e}");
+        assert!(Reply::from_line("{\"ok\":").is_err());
+    }
+
+    #[test]
+    fn commands_show_as_typed_in_the_log() {
+        let shown: Vec<String> = every_command().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "server add 192.0.2.10",
+                "server add time.example.net,minpoll=4,maxpoll=8,noiburst",
+                "peer add 2001:db8::20,iburst",
+                "server del 2001:db8::10",
+                "peer del ntp.example.net",
+                "mode client",
+                "mode server",
+                "allow 192.0.2.0/24",
+                "deny del 2001:db8::99/128",
+            ]
+        );
+    }
+}
