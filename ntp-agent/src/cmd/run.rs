@@ -10,7 +10,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use ntp_filter_common::{config_flags, AddrKey, FilterConfig, SourceClass, SourceEntry};
 
-use ntp_proto::{DisciplineConfig, RefId, SystemConfig};
+use ntp_proto::{DisciplineConfig, NtpDuration, RefId, SystemConfig};
 
 use crate::{
     agent, caps,
@@ -334,9 +334,10 @@ fn settings(args: &RunArgs) -> Result<Settings> {
         .map(|k| RefId::from_ip(k.to_ip()))
         .collect();
     let discipline = DisciplineConfig {
-        step_threshold: args.step_threshold,
+        step_threshold: NtpDuration::from_seconds(args.step_threshold),
         step_limit: args.step_limit,
-        panic_threshold: (args.panic_threshold > 0.0).then_some(args.panic_threshold),
+        panic_threshold: (args.panic_threshold > 0.0)
+            .then(|| NtpDuration::from_seconds(args.panic_threshold)),
         allow_panic_step_at_start: args.allow_panic_step,
         ..DisciplineConfig::default()
     };
