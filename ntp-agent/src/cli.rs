@@ -14,7 +14,7 @@ use crate::{
     metrics::ListenAddr,
     model::{
         source::Poll,
-        text::{number, some_number, value_enum},
+        text::{integer, parse_integer, some_integer, value_enum},
         Cidr, ModeOverride, Role, SourceArg,
     },
 };
@@ -171,16 +171,16 @@ pub struct RunArgs {
     pub no_iburst: bool,
     /// Send every request from this local port (e.g. 123 for strict
     /// upstream firewalls) instead of a random port per request.
-    #[arg(long, value_name = "PORT")]
-    #[serde(deserialize_with = "some_number")]
+    #[arg(long, value_name = "PORT", value_parser = parse_integer::<NonZeroU16>)]
+    #[serde(deserialize_with = "some_integer")]
     pub source_port: Option<NonZeroU16>,
     /// Step instead of slewing when the offset exceeds this (seconds).
     #[arg(long, default_value_t = 0.128, value_name = "SECONDS")]
     pub step_threshold: f64,
     /// Allow steps only during the first N clock updates (like chrony's
     /// makestep); without it, steps are allowed at any time.
-    #[arg(long, value_name = "N")]
-    #[serde(deserialize_with = "some_number")]
+    #[arg(long, value_name = "N", value_parser = parse_integer::<u32>)]
+    #[serde(deserialize_with = "some_integer")]
     pub step_limit: Option<u32>,
     /// Refuse to set the clock when the offset exceeds this (seconds).
     #[arg(long, default_value_t = 1000.0, value_name = "SECONDS")]
@@ -190,8 +190,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub allow_panic_step: bool,
     /// Server mode: requests a client may send back to back.
-    #[arg(long, default_value = "8")]
-    #[serde(deserialize_with = "number")]
+    #[arg(long, default_value = "8", value_parser = parse_integer::<NonZeroU32>)]
+    #[serde(deserialize_with = "integer")]
     pub ratelimit_burst: NonZeroU32,
     /// Server mode: a client earns one more request per this many seconds;
     /// over its limit it gets one KoD RATE, then no answer.
@@ -220,8 +220,8 @@ pub struct RunArgs {
     #[arg(long = "deny", value_name = "CIDR")]
     pub deny: Vec<Cidr>,
     /// UDP port NTP uses on this network.
-    #[arg(long, default_value = "123")]
-    #[serde(deserialize_with = "number")]
+    #[arg(long, default_value = "123", value_parser = parse_integer::<NonZeroU16>)]
+    #[serde(deserialize_with = "integer")]
     pub ntp_port: NonZeroU16,
     /// Pass non-first UDP fragments addressed to the box (dropped by default).
     #[arg(long)]

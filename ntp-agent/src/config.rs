@@ -139,6 +139,37 @@ mod tests {
         assert!(e.contains("line 1"), "{e}");
     }
 
+    /// Issue #14 item 15, the file part: at 6ba3db4 a negative number
+    /// came back as clap's "unexpected argument '-1' found".
+    #[test]
+    fn bad_numbers_name_the_key_and_the_range() {
+        for (text, want) in [
+            (
+                "ntp-port = -1",
+                "line 1: ntp-port = …: expected an integer in 1..=65535, not -1",
+            ),
+            (
+                "source-port = 70000",
+                "line 1: source-port = …: expected an integer in 1..=65535, not 70000",
+            ),
+            (
+                "step-limit = -3",
+                "line 1: step-limit = …: expected an integer in 0..=4294967295, not -3",
+            ),
+            (
+                "ratelimit-burst = 0",
+                "line 1: ratelimit-burst = …: expected an integer in 1..=4294967295, not 0",
+            ),
+            (
+                "minpoll = -1",
+                "line 1: minpoll = …: expected a log2 interval in 3..=17, not -1",
+            ),
+        ] {
+            let e = format!("{:#}", parse(&format!("{text}\n")).unwrap_err());
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
     /// The same value is refused by the flag and by the key, for the same
     /// reason.
     #[test]

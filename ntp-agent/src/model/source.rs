@@ -9,6 +9,8 @@ use std::{fmt, net::IpAddr, ops::RangeInclusive, str::FromStr};
 
 use ntp_proto::SourceKind;
 
+use super::text::{integer, parse_integer, Integer};
+
 /// An address or a host name, as given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceSpec {
@@ -75,41 +77,36 @@ pub fn kind_name(kind: SourceKind) -> &'static str {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Poll(i8);
 
-/// A poll interval outside [`Poll::RANGE`]; names the value.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("expected a log2 interval in 3..=17, not {0}")]
-pub struct PollError(String);
-
 impl Poll {
     pub const RANGE: RangeInclusive<i8> = 3..=17;
-
-    pub fn new(n: i64) -> Result<Self, PollError> {
-        i8::try_from(n)
-            .ok()
-            .filter(|n| Self::RANGE.contains(n))
-            .map(Self)
-            .ok_or_else(|| PollError(n.to_string()))
-    }
 
     pub fn get(self) -> i8 {
         self.0
     }
 }
 
-impl FromStr for Poll {
-    type Err = PollError;
+/// `--minpoll`, `minpoll = N` and `minpoll=N` all check this range.
+impl Integer for Poll {
+    const RANGE: RangeInclusive<i64> = *Poll::RANGE.start() as i64..=*Poll::RANGE.end() as i64;
+    const WHAT: &'static str = "a log2 interval";
 
-    fn from_str(s: &str) -> Result<Self, PollError> {
-        s.parse()
-            .map_err(|_| PollError(format!("{s:?}")))
-            .and_then(Self::new)
+    fn from_checked(n: i64) -> Self {
+        Self(n as i8)
+    }
+}
+
+impl FromStr for Poll {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_integer(s)
     }
 }
 
 /// From a config file's integer, through the check the flag uses.
 impl<'de> serde::Deserialize<'de> for Poll {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Self::new(i64::deserialize(d)?).map_err(serde::de::Error::custom)
+        integer(d)
     }
 }
 
@@ -166,8 +163,8 @@ struct SourceOption {
 }
 
 const POLL_OPTION: Takes = Takes::Number {
-    range: *Poll::RANGE.start() as i64..=*Poll::RANGE.end() as i64,
-    what: "a log2 interval",
+    range: <Poll as Integer>::RANGE,
+    what: <Poll as Integer>::WHAT,
 };
 
 fn number(v: OptionValue) -> i64 {
