@@ -140,7 +140,7 @@ pub fn decide(cur: &mut Cursor, l4: &L4) -> Verdict {
     };
     let outcome = if allowed & mode_bit(mode) == 0 {
         if class == SourceClass::Other as u8 {
-            cell::UNKNOWN_SOURCE
+            cell::OTHER_SOURCE
         } else {
             cell::MODE_NOT_ALLOWED
         }

@@ -116,7 +116,7 @@ fn spec_decision(mode: Role, class: SourceClass, ntp_mode: u8) -> Expect {
     let drop = if spec_allows(mode, class, ntp_mode) {
         None
     } else if class == SourceClass::Other {
-        Some(DropReason::UnknownSource)
+        Some(DropReason::OtherSource)
     } else {
         Some(DropReason::ModeNotAllowed)
     };
@@ -307,7 +307,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "client-restored/v4/other/mode3",
         ntp_frame(OTHER4, LOCAL4, EPHEMERAL, NTP, 4, 3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
 
     acl_fixtures(&mut t);
@@ -325,7 +325,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "vlan/802.1Q/v6/other/mode3",
         udp_vlan(Vlan::Single, OTHER6, LOCAL6, NTP, NTP, &n3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "vlan/802.1ad-single/v4/other/mode3",
@@ -333,12 +333,12 @@ fn table() -> Vec<Fixture> {
             udp_vlan(Vlan::Single, OTHER4, LOCAL4, NTP, NTP, &n3),
             &[TPID_8021AD],
         ),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "vlan/88a8+8100/v4/other/mode3",
         udp_vlan(Vlan::Double, OTHER4, LOCAL4, NTP, NTP, &n3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "vlan/88a8+8100/v6/peer/mode1",
@@ -359,7 +359,7 @@ fn table() -> Vec<Fixture> {
             udp_vlan(Vlan::Double, OTHER4, LOCAL4, NTP, NTP, &n3),
             &[TPID_8021Q, TPID_8021AD],
         ),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "vlan/88a8+88a8/v6/other/mode3",
@@ -367,7 +367,7 @@ fn table() -> Vec<Fixture> {
             udp_vlan(Vlan::Double, OTHER6, LOCAL6, NTP, NTP, &n3),
             &[TPID_8021AD, TPID_8021AD],
         ),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "vlan/88a8+8100/v4/transit/other/mode3",
@@ -406,7 +406,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "ipv4/ihl6/other/mode3",
         udp4_with_options(OTHER4, LOCAL4, NTP, NTP, &n3, 4),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "ipv4/ihl6/server/mode4",
@@ -416,7 +416,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "ipv4/ihl15/other/mode3",
         udp4_with_options(OTHER4, LOCAL4, NTP, NTP, &n3, 40),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "ipv4/ihl15/server/mode4",
@@ -585,7 +585,7 @@ fn table() -> Vec<Fixture> {
         frag_pass,
         "pass-non-first/v4/other/mode3",
         ntp_frame(OTHER4, LOCAL4, NTP, NTP, 4, 3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "pass-non-first-restored/ipv4-frag/last/to-box",
@@ -597,7 +597,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "ipv6-ext/1-hop-by-hop/other/mode3",
         udp6_hop_by_hop(OTHER6, LOCAL6, NTP, NTP, &n3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "ipv6-ext/1-hop-by-hop/server/mode4",
@@ -609,7 +609,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "ipv6-ext/1-AH/other/mode3",
         udp6_auth(OTHER6, LOCAL6, NTP, NTP, &n3, 12),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "ipv6-ext/1-AH/server/mode4",
@@ -627,7 +627,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "ipv6-ext/6/other/mode3",
         insert_ipv6_exts(ntp_frame(OTHER6, LOCAL6, NTP, NTP, 4, 3), &SIX_EXTS),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "ipv6-ext/6/peer/mode2",
@@ -847,7 +847,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "version/1/v6/other/mode3",
         ntp_frame(OTHER6, LOCAL6, NTP, NTP, 1, 3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
 
     // Transit: NTP to a host behind the router, from every class.
@@ -875,7 +875,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "group/255.255.255.255/other/mode3",
         ntp_frame(OTHER4, LIMITED_BCAST4, NTP, NTP, 4, 3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "group/255.255.255.255/server/mode5",
@@ -885,7 +885,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "group/192.0.2.255/other/mode5",
         ntp_frame(OTHER4, SUBNET_BCAST4, NTP, NTP, 4, 5),
-        refused(Other, 5, D::UnknownSource),
+        refused(Other, 5, D::OtherSource),
     );
     t.add(
         "group/192.0.2.255/peer/mode1",
@@ -895,7 +895,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "group/224.0.1.1/other/mode5",
         ntp_frame(OTHER4, MCAST4, NTP, NTP, 4, 5),
-        refused(Other, 5, D::UnknownSource),
+        refused(Other, 5, D::OtherSource),
     );
     t.add(
         "group/224.0.1.1/server/mode4",
@@ -905,7 +905,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "group/ff02::101/other/mode5",
         ntp_frame(OTHER6, MCAST6, NTP, NTP, 4, 5),
-        refused(Other, 5, D::UnknownSource),
+        refused(Other, 5, D::OtherSource),
     );
     t.add(
         "group/ff02::101/peer/mode2",
@@ -1032,17 +1032,17 @@ fn table() -> Vec<Fixture> {
     t.add(
         "src-port-only/v4/other/mode4/dst-50000",
         ntp_frame(OTHER4, LOCAL4, NTP, EPHEMERAL, 4, 4),
-        refused(Other, 4, D::UnknownSource),
+        refused(Other, 4, D::OtherSource),
     );
     t.add(
         "src-port-only/v6/other/mode4/dst-50000",
         ntp_frame(OTHER6, LOCAL6, NTP, EPHEMERAL, 4, 4),
-        refused(Other, 4, D::UnknownSource),
+        refused(Other, 4, D::OtherSource),
     );
     t.add(
         "dst-port-only/v4/other/mode3/src-50000",
         ntp_frame(OTHER4, LOCAL4, EPHEMERAL, NTP, 4, 3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
 
     // NTP on a custom port (--ntp-port 1123 --source-port 1123: server
@@ -1055,13 +1055,13 @@ fn table() -> Vec<Fixture> {
         custom,
         "port-1123/v4/other/mode3/dst-1123",
         ntp_frame(OTHER4, LOCAL4, EPHEMERAL, CUSTOM_PORT, 4, 3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.with(
         custom,
         "port-1123/v6/other/mode3/src-1123",
         ntp_frame(OTHER6, LOCAL6, CUSTOM_PORT, EPHEMERAL, 4, 3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.with(
         custom,
@@ -1161,13 +1161,13 @@ fn acl_fixtures(t: &mut Table) {
         deny_one,
         "acl/deny-one/v4/other(.99)/mode4",
         ntp_frame(OTHER4, LOCAL4, NTP, NTP, 4, 4),
-        refused(Other, 4, D::UnknownSource),
+        refused(Other, 4, D::OtherSource),
     );
     t.with(
         deny_one,
         "acl/deny-one/v4/other(.99)/mode7",
         ntp_frame(OTHER4, LOCAL4, EPHEMERAL, NTP, 2, 7),
-        refused(Other, 7, D::UnknownSource),
+        refused(Other, 7, D::OtherSource),
     );
     // Scope and parsing come first too.
     t.with(
@@ -1190,7 +1190,7 @@ fn acl_fixtures(t: &mut Table) {
         },
         "acl/deny-one/client-mode/v4/other(.99)/mode3",
         req(OTHER4),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
 
     // (b) An allow rule: everything it does not cover is denied.
@@ -1516,7 +1516,7 @@ fn embedded_ipv4_source_fixtures(t: &mut Table) {
         t.add(
             format!("not-v4-mapped/{src}/mode1"),
             ntp_frame(v6(src), LOCAL6, NTP, NTP, 4, 1),
-            refused(Other, 1, D::UnknownSource),
+            refused(Other, 1, D::OtherSource),
         );
     }
     // The IPv4 peer itself is still the peer.
@@ -1534,7 +1534,7 @@ fn unslotted_fixtures(t: &mut Table) {
         Env::CLIENT,
         "unslotted/v4/other/mode3",
         ntp_frame(OTHER4, LOCAL4, EPHEMERAL, NTP, 4, 3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.unslotted(
         Env::CLIENT,
@@ -1824,7 +1824,7 @@ fn counters_follow_the_ingress_interface() {
     };
 
     let frame = ntp_frame(OTHER4, LOCAL4, EPHEMERAL, NTP, 4, 3);
-    let expect = refused(Other, 3, D::UnknownSource);
+    let expect = refused(Other, 3, D::OtherSource);
     let run_all = |h: &mut Harness, cases: &[(u32, u32)]| -> Vec<String> {
         // On a thread of the namespace's: the test run looks the ingress
         // device up there.
