@@ -67,11 +67,72 @@ fn malformed_request_does_not_spend_the_kod() {
     assert!(text.contains("1 malformed"), "{text}");
 }
 
+/// `--control-socket` naming a regular file: the agent refuses to start,
+/// says why, and the file is untouched.
+fn control_socket_path_that_is_a_file_is_kept() {
+    let lab = RouterLab::new("ctlfile").unwrap();
+    let env = AgentEnv::new("ctlfile").unwrap();
+    let file = env.dir().join("notes.txt");
+    std::fs::write(&file, "the operator's notes").unwrap();
+    let file_arg = file.display().to_string();
+    let args = [
+        "run",
+        "--iface",
+        WAN_IF,
+        "--pin-dir",
+        env.pin_dir(),
+        "--control-socket",
+        &file_arg,
+        "--no-clock-adjust",
+    ];
+    let out = run_agent_once(lab.router(), &args, Duration::from_secs(10)).unwrap();
+    assert!(!out.status.success(), "{}", out.log);
+    assert!(
+        out.log.contains("is a regular file, not a socket"),
+        "{}",
+        out.log
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "the operator's notes"
+    );
+}
+
+/// SIGHUP (a closed terminal, a habitual `systemctl reload`) never stops
+/// the agent: it logs that it ignores it and keeps answering.
+fn sighup_is_logged_and_ignored() {
+    let lab = RouterLab::new("sighup").unwrap();
+    let env = AgentEnv::new("sighup").unwrap();
+    let mut agent = env
+        .start(lab.router(), &["--iface", WAN_IF, "--server", "192.0.2.10"])
+        .unwrap();
+    for _ in 0..3 {
+        agent.signal(libc::SIGHUP);
+    }
+    agent
+        .wait_for_line("SIGHUP received and ignored", Duration::from_secs(5))
+        .unwrap();
+    assert!(matches!(agent.try_wait(), Ok(None)), "{}", agent.log());
+    let st = env.status(lab.router()).unwrap();
+    assert!(st["peers"].is_array(), "{st:#}");
+    assert!(matches!(agent.try_wait(), Ok(None)), "{}", agent.log());
+    assert!(std::path::Path::new(&env.control_socket()).exists());
+}
+
 fn main() -> std::process::ExitCode {
-    ntp_filter_tests::runner::run(vec![trial!(
-        malformed_request_does_not_spend_the_kod,
-        Netns,
-        Bpffs,
-        Agent
-    )])
+    ntp_filter_tests::runner::run(vec![
+        trial!(
+            malformed_request_does_not_spend_the_kod,
+            Netns,
+            Bpffs,
+            Agent
+        ),
+        trial!(
+            control_socket_path_that_is_a_file_is_kept,
+            Netns,
+            Bpffs,
+            Agent
+        ),
+        trial!(sighup_is_logged_and_ignored, Netns, Bpffs, Agent),
+    ])
 }
