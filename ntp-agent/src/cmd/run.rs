@@ -141,6 +141,14 @@ fn no_source_twice(args: &RunArgs) -> Result<()> {
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
+    // SIGHUP's default is to die, leaving a stale control socket; the
+    // agent re-reads nothing on it. Ignored until the loop's handler (which
+    // says so in the log) takes over.
+    // SAFETY: setting a signal disposition to SIG_IGN before any thread
+    // is started; no handler code runs.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
     // Checked first, so a bad argument leaves nothing behind.
     let (desired, settings) = check(&args)?;
     caps::require(caps::Needs {
@@ -426,9 +434,15 @@ async fn wait_for_stop() -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break tracing::info!("SIGTERM received"),
+            _ = int.recv() => break tracing::info!("SIGINT received"),
+            _ = hup.recv() => tracing::info!(
+                "SIGHUP received and ignored: the agent re-reads nothing; change a running agent with its control commands (server, peer, mode, allow, deny) or restart it to apply a changed config file"
+            ),
+        }
     }
     Ok(())
 }
