@@ -82,20 +82,8 @@ pub fn render_text(s: &FilterStatus) -> String {
     let _ = writeln!(out, "filter drops:");
     let _ = writeln!(out, "     class   mode    passed   dropped");
     class_mode_rows(&mut out, c, "     ");
-    let reasons: Vec<String> = c.drops.iter().map(|(r, n)| format!("{r} {n}")).collect();
-    let _ = writeln!(
-        out,
-        "     dropped {} by reason: {}",
-        c.total_dropped,
-        reasons.join(", ")
-    );
-    let passes: Vec<String> = c.passes.iter().map(|(r, n)| format!("{r} {n}")).collect();
-    let _ = writeln!(
-        out,
-        "     passed {} by reason: {}",
-        c.total_passed,
-        passes.join(", ")
-    );
+    by_reason(&mut out, "dropped", c.total_dropped, &c.drops);
+    by_reason(&mut out, "passed", c.total_passed, &c.passes);
     if !s.counters_by_interface.is_empty() {
         let _ = writeln!(out, "filter counters by interface:");
         let _ = writeln!(out, "       class   mode    passed   dropped");
@@ -112,6 +100,12 @@ pub fn render_text(s: &FilterStatus) -> String {
         class_mode_rows(&mut out, c, "       ");
     }
     out
+}
+
+/// `     dropped 7 by reason: fragment 2, unknown_source 5`.
+fn by_reason(out: &mut String, what: &str, total: u64, reasons: &BTreeMap<&'static str, u64>) {
+    let list: Vec<String> = reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    let _ = writeln!(out, "     {what} {total} by reason: {}", list.join(", "));
 }
 
 /// One `class mode passed dropped` row per cell that counted anything.
