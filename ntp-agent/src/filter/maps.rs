@@ -112,13 +112,13 @@ impl FilterMaps {
         };
         self.sources
             .put(&key, value)
-            .with_context(|| format!("adding {} to the sources", key_ip(&key)))
+            .with_context(|| format!("adding {} to the sources", key.to_ip()))
     }
 
     pub fn remove_source(&mut self, key: &AddrKey) -> Result<()> {
         self.sources
             .remove(key)
-            .with_context(|| format!("removing {} from the sources", key_ip(key)))
+            .with_context(|| format!("removing {} from the sources", key.to_ip()))
     }
 
     pub fn local_addrs(&self) -> Result<BTreeMap<AddrKey, u8>> {
@@ -138,13 +138,13 @@ impl FilterMaps {
         };
         self.local
             .put(&key, value)
-            .with_context(|| format!("adding {} to the local addresses", key_ip(&key)))
+            .with_context(|| format!("adding {} to the local addresses", key.to_ip()))
     }
 
     pub fn remove_local(&mut self, key: &AddrKey) -> Result<()> {
         self.local
             .remove(key)
-            .with_context(|| format!("removing {} from the local addresses", key_ip(key)))
+            .with_context(|| format!("removing {} from the local addresses", key.to_ip()))
     }
 
     /// The access list, sorted (IPv4 first, then by address and length).
@@ -304,12 +304,4 @@ impl FilterMaps {
         }
         Ok(out)
     }
-}
-
-/// A key as an address, for messages.
-pub fn key_ip(key: &AddrKey) -> std::net::IpAddr {
-    let v6 = std::net::Ipv6Addr::from(key.addr);
-    v6.to_ipv4_mapped()
-        .map(std::net::IpAddr::V4)
-        .unwrap_or(std::net::IpAddr::V6(v6))
 }

@@ -144,13 +144,15 @@ impl Cidr {
     /// `AddrKey` (IPv4 as `::ffff:a.b.c.d`) and its prefix length (96 + n
     /// for an IPv4 /n), so IPv4 and IPv6 rules compare in one trie.
     pub fn mapped(&self) -> (AddrKey, u32) {
-        match self.addr {
-            IpAddr::V4(a) => (
-                AddrKey::from_v4(a.octets()),
-                V4_MAPPED_PREFIX_LEN + u32::from(self.prefix_len),
-            ),
-            IpAddr::V6(a) => (AddrKey::from_v6(a.octets()), u32::from(self.prefix_len)),
-        }
+        let offset = if self.addr.is_ipv4() {
+            V4_MAPPED_PREFIX_LEN
+        } else {
+            0
+        };
+        (
+            AddrKey::from_ip(self.addr),
+            offset + u32::from(self.prefix_len),
+        )
     }
 
     /// The range a mapped address and prefix length stand for. Bits after
