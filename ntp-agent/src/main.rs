@@ -1,10 +1,10 @@
 use clap::Parser as _;
+use ntp_agent::model::SourceRole;
 use ntp_agent::{
     cli::{Cli, Command},
     cmd,
     model::AclRule,
 };
-use ntp_proto::SourceKind;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
@@ -37,8 +37,8 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => cmd::run::run(*args),
         Command::Detach(args) => cmd::detach::detach(args),
         Command::Status(args) => cmd::status::status(args),
-        Command::Server(c) => cmd::change::source(SourceKind::Server, c),
-        Command::Peer(c) => cmd::change::source(SourceKind::Peer, c),
+        Command::Server(c) => cmd::change::source(SourceRole::Server, c),
+        Command::Peer(c) => cmd::change::source(SourceRole::Peer, c),
         Command::Mode(c) => cmd::change::role(c),
         Command::Allow(c) => cmd::change::acl(AclRule::allow(c.cidr), c),
         Command::Deny(c) => cmd::change::acl(AclRule::deny(c.cidr), c),

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use ntp_filter_common::{config_flags, AddrKey, FilterConfig, SourceClass, SourceEntry};
+use ntp_filter_common::{config_flags, AddrKey, FilterConfig, SourceEntry};
 
 use ntp_proto::{DisciplineConfig, RefId, SystemConfig};
 
@@ -21,7 +21,7 @@ use crate::{
     metrics,
     model::{
         acl::{self, AclRule},
-        policy, PollSettings, RateLimit, Role, Settings, SourceArg, SourceSpec,
+        policy, PollSettings, RateLimit, Role, Settings, SourceArg, SourceRole, SourceSpec,
     },
     notify::{self, Notifier, ReadyWhen},
 };
@@ -33,8 +33,12 @@ fn initial_reply_port(args: &RunArgs) -> u16 {
     args.sync.source_port.unwrap_or(0)
 }
 
+/// The sources known by address at start. An NTS source's address is
+/// that of its key establishment server: the NTP server it names joins the
+/// sources map once the key establishment is done.
 fn addresses(args: &[SourceArg]) -> Vec<IpAddr> {
     args.iter()
+        .filter(|a| a.nts_ke_port.is_none())
         .filter_map(|a| match &a.spec {
             SourceSpec::Addr(ip) => Some(*ip),
             SourceSpec::Name(_) => None,
@@ -62,25 +66,14 @@ pub fn desired(args: &RunArgs) -> Result<Desired> {
     for &ip in &servers {
         sources.insert(
             AddrKey::from_ip(ip),
-            SourceEntry {
-                class: SourceClass::Server as u8,
-                _pad: 0,
-                reply_port: initial_reply_port(args),
-            },
+            SourceEntry::server(initial_reply_port(args), args.ntp_port),
         );
     }
     for ip in addresses(&args.peers) {
         if servers.contains(&ip) {
             bail!("{ip} is given both as --server and as --peer: an address is one or the other");
         }
-        sources.insert(
-            AddrKey::from_ip(ip),
-            SourceEntry {
-                class: SourceClass::Peer as u8,
-                _pad: 0,
-                reply_port: 0,
-            },
-        );
+        sources.insert(AddrKey::from_ip(ip), SourceEntry::peer());
     }
     let mut flags = 0;
     if args.bpf_log {
@@ -319,14 +312,15 @@ fn settings(args: &RunArgs) -> Result<Settings> {
         maxpoll: args.sync.maxpoll,
         iburst: !args.sync.no_iburst,
     };
-    for (flag, source) in args
+    for (flag, role, source) in args
         .servers
         .iter()
-        .map(|s| ("--server", s))
-        .chain(args.peers.iter().map(|p| ("--peer", p)))
+        .map(|s| ("--server", SourceRole::Server, s))
+        .chain(args.peers.iter().map(|p| ("--peer", SourceRole::Peer, p)))
     {
         source
             .poll_settings(&poll)
+            .and_then(|_| source.check_role(role))
             .map_err(|e| anyhow::anyhow!("{flag} {source}: {e}"))?;
     }
     let own_refids = local_addrs::current()?
@@ -343,6 +337,8 @@ fn settings(args: &RunArgs) -> Result<Settings> {
     Ok(Settings {
         servers: args.servers.clone(),
         peers: args.peers.clone(),
+        pools: Vec::new(),
+        nts_ca: Vec::new(),
         poll,
         system: SystemConfig {
             discipline,

@@ -1,9 +1,11 @@
 //! A configured source: an address or a name, with poll settings of its
-//! own where they differ from the global ones. On the command line and the
-//! control socket it is `ADDR[,minpoll=N][,maxpoll=N][,iburst|,noiburst]`
-//! (`--server 192.0.2.10,minpoll=4,noiburst`); in the config file a table
-//! (`{ address = "192.0.2.10", minpoll = 4, iburst = false }`) that is
-//! turned into that form, so both are checked by this one parser.
+//! own where they differ from the global ones, NTS, and for a pool how many
+//! addresses it gives. On the command line and the control socket it is
+//! `ADDR[,minpoll=N][,maxpoll=N][,iburst|,noiburst][,nts[,nts-port=N]][,maxsources=N]`
+//! (`--server 192.0.2.10,minpoll=4,noiburst`, `--server time.example,nts`);
+//! in the config file a table (`{ address = "192.0.2.10", minpoll = 4,
+//! iburst = false }`) that is turned into that form, so both are checked by
+//! this one parser.
 
 use std::{fmt, net::IpAddr, str::FromStr};
 
@@ -89,10 +91,45 @@ pub struct PollOverride {
     pub iburst: Option<bool>,
 }
 
+/// The NTS-KE port when `nts-port` is not given (RFC 8915).
+pub const NTS_KE_PORT: u16 = 4460;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceArg {
     pub spec: SourceSpec,
     pub poll: PollOverride,
+    /// `nts` (with `nts-port=N`): authenticate with NTS, key establishment
+    /// on this TCP port. `None`: plain NTP.
+    pub nts_ke_port: Option<u16>,
+    /// `maxsources=N`: how many addresses a pool takes from its name.
+    pub max_sources: Option<usize>,
+}
+
+/// What a [`SourceArg`] is given as: `--server`, `--peer` or `--pool`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SourceRole {
+    Server,
+    Peer,
+    Pool,
+}
+
+impl SourceRole {
+    /// As in the commands that add them (`server add`, `pool add`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Peer => "peer",
+            Self::Pool => "pool",
+        }
+    }
+
+    /// How the core talks to what it gives: a pool gives servers.
+    pub fn kind(self) -> SourceKind {
+        match self {
+            Self::Server | Self::Pool => SourceKind::Server,
+            Self::Peer => SourceKind::Peer,
+        }
+    }
 }
 
 impl SourceArg {
@@ -118,6 +155,29 @@ impl SourceArg {
         }
         Ok(p)
     }
+
+    /// The options that only some kinds of source take: `nts` not on a
+    /// peer (NTS has no symmetric mode), `maxsources` only on a pool, and
+    /// a pool is a name.
+    pub fn check_role(&self, role: SourceRole) -> Result<(), String> {
+        let spec = &self.spec;
+        if role == SourceRole::Peer && self.nts_ke_port.is_some() {
+            return Err(format!(
+                "{spec}: nts on a peer: NTS has no symmetric mode (use --server {spec},nts)"
+            ));
+        }
+        if role != SourceRole::Pool && self.max_sources.is_some() {
+            return Err(format!("{spec}: maxsources=N is for --pool only"));
+        }
+        if role == SourceRole::Pool {
+            if let SourceSpec::Addr(a) = spec {
+                return Err(format!(
+                    "{a}: a pool is a host name (use --server {a} for one address)"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl From<SourceSpec> for SourceArg {
@@ -125,6 +185,8 @@ impl From<SourceSpec> for SourceArg {
         Self {
             spec,
             poll: PollOverride::default(),
+            nts_ke_port: None,
+            max_sources: None,
         }
     }
 }
@@ -139,12 +201,24 @@ impl fmt::Display for SourceArg {
             write!(f, ",maxpoll={n}")?;
         }
         match self.poll.iburst {
-            Some(true) => f.write_str(",iburst"),
-            Some(false) => f.write_str(",noiburst"),
-            None => Ok(()),
+            Some(true) => f.write_str(",iburst")?,
+            Some(false) => f.write_str(",noiburst")?,
+            None => {}
         }
+        match self.nts_ke_port {
+            Some(NTS_KE_PORT) => f.write_str(",nts")?,
+            Some(p) => write!(f, ",nts,nts-port={p}")?,
+            None => {}
+        }
+        if let Some(n) = self.max_sources {
+            write!(f, ",maxsources={n}")?;
+        }
+        Ok(())
     }
 }
+
+/// `maxsources` a pool may ask for (chrony's bound).
+pub const MAX_SOURCES_RANGE: std::ops::RangeInclusive<usize> = 1..=16;
 
 fn poll_value(key: &str, value: &str) -> Result<i8, String> {
     value
@@ -168,6 +242,7 @@ impl FromStr for SourceArg {
         let target = parts.next().unwrap_or_default().trim();
         let spec: SourceSpec = target.parse().map_err(|e| format!("{target:?}: {e}"))?;
         let mut poll = PollOverride::default();
+        let (mut nts, mut nts_port, mut max_sources) = (false, None, None);
         for option in parts.map(str::trim) {
             let (key, value) = option.split_once('=').unwrap_or((option, ""));
             let seen = match key {
@@ -176,15 +251,41 @@ impl FromStr for SourceArg {
                 "iburst" | "noiburst" if value.is_empty() => {
                     poll.iburst.replace(key == "iburst").is_some()
                 }
+                "nts" if value.is_empty() => std::mem::replace(&mut nts, true),
+                "nts-port" => {
+                    let port = value
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|p| *p != 0)
+                        .ok_or_else(|| format!("nts-port={value}: expected a TCP port 1..=65535"))?;
+                    nts_port.replace(port).is_some()
+                }
+                "maxsources" => {
+                    let n = value
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| MAX_SOURCES_RANGE.contains(n))
+                        .ok_or_else(|| {
+                            format!(
+                                "maxsources={value}: expected a number in {}..={}",
+                                MAX_SOURCES_RANGE.start(),
+                                MAX_SOURCES_RANGE.end()
+                            )
+                        })?;
+                    max_sources.replace(n).is_some()
+                }
                 _ => {
                     return Err(format!(
-                        "unknown source option {option:?}: expected minpoll=N, maxpoll=N, iburst or noiburst"
+                        "unknown source option {option:?}: expected minpoll=N, maxpoll=N, iburst, noiburst, nts, nts-port=N or maxsources=N"
                     ))
                 }
             };
             if seen {
                 return Err(format!("{key} is given twice for {spec}"));
             }
+        }
+        if nts_port.is_some() && !nts {
+            return Err(format!("{spec}: nts-port=N needs nts"));
         }
         if let (Some(min), Some(max)) = (poll.minpoll, poll.maxpoll) {
             if min > max {
@@ -193,7 +294,12 @@ impl FromStr for SourceArg {
                 ));
             }
         }
-        Ok(Self { spec, poll })
+        Ok(Self {
+            spec,
+            poll,
+            nts_ke_port: nts.then(|| nts_port.unwrap_or(NTS_KE_PORT)),
+            max_sources,
+        })
     }
 }
 
@@ -240,6 +346,9 @@ mod tests {
             "2001:db8::10,minpoll=4",
             "time.example.net,minpoll=4,maxpoll=8,noiburst",
             "192.0.2.10,iburst",
+            "time.example.net,maxpoll=8,nts",
+            "192.0.2.10,nts,nts-port=4461",
+            "pool.example.net,iburst,maxsources=6",
         ] {
             let a: SourceArg = s.parse().unwrap();
             assert_eq!(a.to_string(), s);
@@ -268,6 +377,31 @@ mod tests {
         assert!(
             err("192.0.2.10,minpoll=9,maxpoll=8").contains("minpoll 9 is larger than maxpoll 8")
         );
+        assert!(err("192.0.2.10,nts-port=4461").contains("nts-port=N needs nts"));
+        assert!(err("192.0.2.10,nts,nts-port=0").contains("nts-port=0: expected a TCP port"));
+        assert!(err("192.0.2.10,nts,nts").contains("nts is given twice"));
+        assert!(
+            err("p.example,maxsources=17").contains("maxsources=17: expected a number in 1..=16")
+        );
+        let arg = |s: &str| s.parse::<SourceArg>().unwrap();
+        assert_eq!(
+            arg("192.0.2.20,nts")
+                .check_role(SourceRole::Peer)
+                .unwrap_err(),
+            "192.0.2.20: nts on a peer: NTS has no symmetric mode (use --server 192.0.2.20,nts)"
+        );
+        assert!(arg("t.example,maxsources=2")
+            .check_role(SourceRole::Server)
+            .unwrap_err()
+            .contains("maxsources=N is for --pool only"));
+        assert!(arg("192.0.2.1")
+            .check_role(SourceRole::Pool)
+            .unwrap_err()
+            .contains("a pool is a host name"));
+        arg("p.example,nts,maxsources=2")
+            .check_role(SourceRole::Pool)
+            .unwrap();
+        assert_eq!(arg("192.0.2.10,nts").nts_ke_port, Some(NTS_KE_PORT));
         let crossing: SourceArg = "192.0.2.10,minpoll=12".parse().unwrap();
         assert_eq!(
             crossing.poll_settings(&GLOBAL).unwrap_err(),
