@@ -31,6 +31,8 @@ pub struct FileConfig {
     iface: Option<Spanned<Vec<String>>>,
     server: Option<Spanned<Vec<Spanned<toml::Value>>>>,
     peer: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+    pool: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+    nts_ca: Option<Spanned<Vec<PathBuf>>>,
     mode: Option<Spanned<String>>,
     xdp_mode: Option<Spanned<String>>,
     pin_dir: Option<Spanned<PathBuf>>,
@@ -127,7 +129,15 @@ fn switch(
 }
 
 /// The keys of a source table, in the order of the command-line form.
-const SOURCE_KEYS: [&str; 4] = ["address", "minpoll", "maxpoll", "iburst"];
+const SOURCE_KEYS: [&str; 7] = [
+    "address",
+    "minpoll",
+    "maxpoll",
+    "iburst",
+    "nts",
+    "nts-port",
+    "maxsources",
+];
 
 /// One `server`/`peer` entry as the command line writes it
 /// (`ADDR,minpoll=4,noiburst`); `--server`'s own parser then checks it.
@@ -141,7 +151,7 @@ fn source_entry(v: &toml::Value) -> Result<String> {
         ),
     };
     if let Some(k) = t.keys().find(|k| !SOURCE_KEYS.contains(&k.as_str())) {
-        bail!("unknown key `{k}` in a source table, expected one of `address`, `minpoll`, `maxpoll`, `iburst`");
+        bail!("unknown key `{k}` in a source table, expected one of `address`, `minpoll`, `maxpoll`, `iburst`, `nts`, `nts-port`, `maxsources`");
     }
     let mut out = match t.get("address") {
         Some(toml::Value::String(a)) => a.clone(),
@@ -160,6 +170,18 @@ fn source_entry(v: &toml::Value) -> Result<String> {
         Some(toml::Value::Boolean(false)) => out.push_str(",noiburst"),
         Some(other) => bail!("`iburst` must be true or false, not {other}"),
         None => {}
+    }
+    match t.get("nts") {
+        Some(toml::Value::Boolean(true)) => out.push_str(",nts"),
+        Some(toml::Value::Boolean(false)) | None => {}
+        Some(other) => bail!("`nts` must be true or false, not {other}"),
+    }
+    for key in ["nts-port", "maxsources"] {
+        match t.get(key) {
+            Some(toml::Value::Integer(n)) => out.push_str(&format!(",{key}={n}")),
+            Some(other) => bail!("`{key}` must be an integer, not {other}"),
+            None => {}
+        }
     }
     Ok(out)
 }
@@ -201,6 +223,19 @@ impl FileConfig {
         list("iface", "--iface", &self.iface, &mut s);
         sources("server", "--server", &self.server, &mut s)?;
         sources("peer", "--peer", &self.peer, &mut s)?;
+        sources("pool", "--pool", &self.pool, &mut s)?;
+        if let Some(v) = &self.nts_ca {
+            s.push(Setting {
+                key: "nts-ca",
+                flag: "--nts-ca",
+                args: v
+                    .get_ref()
+                    .iter()
+                    .flat_map(|p| ["--nts-ca".to_string(), p.display().to_string()])
+                    .collect(),
+                offset: v.span().start,
+            });
+        }
         value("mode", "--mode", &self.mode, &mut s);
         value("xdp-mode", "--xdp-mode", &self.xdp_mode, &mut s);
         if let Some(p) = &self.pin_dir {

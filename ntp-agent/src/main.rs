@@ -39,6 +39,7 @@ fn main() -> std::process::ExitCode {
         Command::Status(args) => cmd::status::status(args),
         Command::Server(c) => cmd::change::source(SourceRole::Server, c),
         Command::Peer(c) => cmd::change::source(SourceRole::Peer, c),
+        Command::Pool(c) => cmd::change::source(SourceRole::Pool, c),
         Command::Mode(c) => cmd::change::role(c),
         Command::Allow(c) => cmd::change::acl(AclRule::allow(c.cidr), c),
         Command::Deny(c) => cmd::change::acl(AclRule::deny(c.cidr), c),

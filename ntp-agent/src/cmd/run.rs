@@ -102,11 +102,16 @@ pub fn check(args: &RunArgs) -> Result<(Desired, Settings)> {
     if args.ifaces.is_empty() {
         bail!("no interface to filter: give --iface IF (or `iface = [\"IF\"]` in the config file)");
     }
-    if args.ready_after_sync && args.servers.is_empty() && args.peers.is_empty() {
+    if args.ready_after_sync
+        && args.servers.is_empty()
+        && args.peers.is_empty()
+        && args.pools.is_empty()
+    {
         bail!("--ready-after-sync (ready-after-sync = true) needs a --server or --peer: without a source the clock never synchronizes and systemd would time the start out");
     }
     let desired = desired(args)?;
     no_source_twice(args)?;
+    crate::nts::trust::check_ca_files(&args.nts_ca)?;
     for iface in &args.ifaces {
         filter::ifindex(iface)?;
     }
@@ -121,6 +126,7 @@ fn no_source_twice(args: &RunArgs) -> Result<()> {
         .iter()
         .map(|s| ("--server", s))
         .chain(args.peers.iter().map(|p| ("--peer", p)))
+        .chain(args.pools.iter().map(|p| ("--pool", p)))
         .collect();
     for (i, (flag, arg)) in all.iter().enumerate() {
         if let Some((first_flag, first)) = all[..i].iter().find(|(_, a)| a.spec == arg.spec) {
@@ -317,6 +323,7 @@ fn settings(args: &RunArgs) -> Result<Settings> {
         .iter()
         .map(|s| ("--server", SourceRole::Server, s))
         .chain(args.peers.iter().map(|p| ("--peer", SourceRole::Peer, p)))
+        .chain(args.pools.iter().map(|p| ("--pool", SourceRole::Pool, p)))
     {
         source
             .poll_settings(&poll)
@@ -337,8 +344,8 @@ fn settings(args: &RunArgs) -> Result<Settings> {
     Ok(Settings {
         servers: args.servers.clone(),
         peers: args.peers.clone(),
-        pools: Vec::new(),
-        nts_ca: Vec::new(),
+        pools: args.pools.clone(),
+        nts_ca: args.nts_ca.clone(),
         poll,
         system: SystemConfig {
             discipline,

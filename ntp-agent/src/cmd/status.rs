@@ -26,6 +26,14 @@ pub fn render_text(s: &FilterStatus) -> String {
     let _ = writeln!(out, "filter info:");
     let _ = writeln!(out, "        pin dir:    {}", s.pin_dir);
     let _ = writeln!(out, "        ntp port:   {}", s.ntp_port);
+    if !s.server_ports.is_empty() {
+        let ports: Vec<String> = s.server_ports.iter().map(u16::to_string).collect();
+        let _ = writeln!(
+            out,
+            "        server ports: {} (negotiated by NTS)",
+            ports.join(", ")
+        );
+    }
     for i in &s.interfaces {
         let slot = match i.counter_slot {
             Some(n) => format!("counter slot {n}"),
