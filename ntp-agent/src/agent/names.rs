@@ -7,7 +7,7 @@ use std::{
 };
 
 use ntp_filter_common::SourceClass;
-use ntp_proto::{SourceId, SourceKind, SourceStatus, System};
+use ntp_proto::{NtpInstant, SourceId, SourceKind, SourceStatus, System};
 
 use super::source_config;
 use crate::{model::PollSettings, net::Transport};
@@ -69,7 +69,7 @@ impl NamedSource {
         system: &mut System,
         kinds: &mut HashMap<SourceId, SourceKind>,
         transport: &mut Transport,
-        now: Duration,
+        now: NtpInstant,
     ) {
         let class = class_of(self.kind);
         let mut kept = Vec::new();
