@@ -135,11 +135,12 @@ fn ke_and_authenticated_exchange_with_chronyd() {
     );
 }
 
-/// The agent with `--server 192.0.2.10,nts` against chronyd, whose KE
-/// negotiates NTP port 10123: synchronized through NTS only (every request
-/// sealed, chronyd counts every packet authenticated), and the filter holds
-/// the negotiated port: a reply from it is in scope (a stray one to a port
-/// we did not ask from is dropped at the NIC, not passed as "not NTP").
+/// The agent, given `server add 192.0.2.10,nts` live, against chronyd
+/// whose KE negotiates NTP port 10123: synchronized through NTS only
+/// (every request sealed, chronyd counts every packet authenticated), and
+/// the filter holds the negotiated port: a reply from it is in scope (a
+/// stray one to a port we did not ask from is dropped at the NIC, not
+/// passed as "not NTP").
 fn syncs_through_nts_on_the_negotiated_port() {
     const PORT: u16 = 10123;
     let lab = RouterLab::new("ntssync").unwrap();
@@ -149,8 +150,12 @@ fn syncs_through_nts_on_the_negotiated_port() {
     let env = AgentEnv::new("ntssync").unwrap();
     let ca_file = ca.ca_file().display().to_string();
     let agent = env
-        .start(lab.router(), &agent_args("192.0.2.10,nts", &ca_file))
+        .start(lab.router(), &["--iface", WAN_IF, "--nts-ca", &ca_file])
         .unwrap();
+    let added = env
+        .control(lab.router(), &["server", "add", "192.0.2.10,nts"])
+        .unwrap();
+    assert!(added.status.success(), "{}", added.log);
     let st = env
         .wait_status(
             lab.router(),
@@ -263,7 +268,9 @@ fn wrong_ca_never_synchronizes_and_sends_no_ntp() {
     );
     assert_eq!(st["filter"]["servers"], serde_json::json!([]), "{st:#}");
     assert_eq!(stat(&chrony, "NTP packets received"), 0);
-    assert_eq!(stat(&chrony, "NTS-KE connections accepted"), 0);
+    // chronyd counts the TCP accept before the handshake fails: one per
+    // KE attempt, and not one of them went on to NTP.
+    assert!(stat(&chrony, "NTS-KE connections accepted") >= 2);
     let sent = udp_from_router_to(&ext, SERVER_V4.into());
     assert!(sent.is_empty(), "UDP sent without NTS: {sent:?}");
     let text = env.status_text(lab.router()).unwrap();
@@ -339,6 +346,94 @@ fn on_path_forgeries_are_refused() {
     );
 }
 
+/// `--pool pool.test,maxsources=2` against dnsmasq in the outside
+/// namespace, whose name has three addresses: 192.0.2.10 and 192.0.2.20
+/// (chronyd each) and 192.0.2.15, where nothing answers. The agent takes
+/// the first two (sorted), the dead one among them; after 8 polls without
+/// an answer it is replaced by 192.0.2.20, which the filter holds before
+/// the dead one leaves it; `pool del` then removes the pool and its
+/// members from the core and the filter.
+fn pool_fills_and_replaces_a_dead_member() {
+    const DEAD: [u8; 4] = [192, 0, 2, 15];
+    let lab = RouterLab::new("pool").unwrap();
+    let _a = Chronyd::start(lab.outside(), &ChronyConfig::server(SERVER_V4.into())).unwrap();
+    let _b = Chronyd::start(lab.outside(), &ChronyConfig::server(PEER_V4.into())).unwrap();
+    let dead = IpAddr::from(DEAD);
+    let dns = Dnsmasq::start(
+        lab.outside(),
+        OUTSIDER_V4.into(),
+        &[
+            ("pool.test", SERVER_V4.into()),
+            ("pool.test", dead),
+            ("pool.test", PEER_V4.into()),
+        ],
+    )
+    .unwrap();
+    let env = AgentEnv::new("pool").unwrap();
+    let prefix = dns.resolver_prefix();
+    let prefix: Vec<&str> = prefix.iter().map(String::as_str).collect();
+    let mut agent = env
+        .spawn_with(
+            lab.router(),
+            &prefix,
+            &[],
+            &[
+                "--iface",
+                WAN_IF,
+                "--pool",
+                "pool.test,maxsources=2,minpoll=3,maxpoll=3",
+            ],
+        )
+        .unwrap();
+    agent.wait_for_line("running;", EVENT_TIMEOUT).unwrap();
+    let servers = |v: &Value| v["filter"]["servers"].clone();
+    let st = env
+        .wait_status(lab.router(), EVENT_TIMEOUT, "the pool full", |v| {
+            v["pools"][0]["members"].as_array().map(Vec::len) == Some(2)
+        })
+        .unwrap();
+    assert_eq!(st["pools"][0]["name"], "pool.test", "{st:#}");
+    assert_eq!(st["pools"][0]["max_sources"], 2, "{st:#}");
+    assert_eq!(
+        servers(&st),
+        serde_json::json!(["192.0.2.10", "192.0.2.15"]),
+        "{st:#}"
+    );
+    // 8 polls of 8 s, then one resolution.
+    let st = env
+        .wait_status(
+            lab.router(),
+            Duration::from_secs(120),
+            "the dead member replaced",
+            |v| v["pools"][0]["replacements"] == 1 && synchronized(v),
+        )
+        .unwrap();
+    assert_eq!(
+        servers(&st),
+        serde_json::json!(["192.0.2.10", "192.0.2.20"]),
+        "{st:#}"
+    );
+    assert!(peer(&st, "192.0.2.15").is_none(), "{st:#}");
+    assert!(peer(&st, "192.0.2.20").is_some(), "{st:#}");
+    let log = agent.log();
+    let added = log
+        .find("pool member added pool=pool.test addr=192.0.2.20")
+        .unwrap_or_else(|| panic!("{log}"));
+    let replaced = log.find("pool member replaced").unwrap();
+    assert!(
+        added < replaced,
+        "not added before the old one left:\n{log}"
+    );
+
+    let del = env
+        .control(lab.router(), &["pool", "del", "pool.test"])
+        .unwrap();
+    assert!(del.status.success(), "{}", del.log);
+    let st = env.status(lab.router()).unwrap();
+    assert_eq!(servers(&st), serde_json::json!([]), "{st:#}");
+    assert_eq!(st["pools"], serde_json::json!([]), "{st:#}");
+}
+
 /// The Unique Identifier extension field (type 0x0104) of a request.
 fn unique_id_field(packet: &[u8]) -> Option<&[u8]> {
     let mut at = 48;
@@ -394,5 +489,13 @@ fn main() -> std::process::ExitCode {
             Chronyd
         ),
         trial!(on_path_forgeries_are_refused, Netns, Bpffs, Agent, Chronyd),
+        trial!(
+            pool_fills_and_replaces_a_dead_member,
+            Netns,
+            Bpffs,
+            Agent,
+            Chronyd,
+            Dnsmasq
+        ),
     ])
 }

@@ -82,11 +82,6 @@ impl Agent {
         let SourceSpec::Name(name) = &arg.spec else {
             bail!("{}: a pool is a host name", arg.spec);
         };
-        if arg.nts_ke_port.is_some() {
-            bail!(
-                "{name}: nts on a pool is not supported yet: give its servers as --server HOST,nts"
-            );
-        }
         if self.pools.iter().any(|p| p.name() == name) || self.names.iter().any(|n| &n.name == name)
         {
             bail!("{name} is already a source");
@@ -203,9 +198,8 @@ impl Agent {
             match p.pool.replace(old, addrs, taken, now) {
                 Some(new) => {
                     joining.push(new);
-                    leaving = p.id_of(old).map(|id| (old, id));
+                    leaving = p.id_of(old).map(|id| (old, id, new));
                     p.replacements += 1;
-                    tracing::info!(pool = %p.pool.name, %old, %new, "pool member replaced (unreachable or a falseticker)");
                 }
                 None => {
                     tracing::info!(pool = %p.pool.name, %old, "pool member unreachable or a falseticker, but the name offers no other address; kept")
@@ -216,11 +210,13 @@ impl Agent {
         for addr in joining {
             self.add_pool_member(i, addr);
         }
-        if let Some((addr, id)) = leaving {
+        // The old member leaves only now, after its replacement is in.
+        if let Some((old, id, new)) = leaving {
             self.pools[i].sources.retain(|s| s.1 != id);
-            if let Err(e) = self.retire(id, addr) {
+            if let Err(e) = self.retire(id, old) {
                 tracing::error!("{e:#}");
             }
+            tracing::info!(pool = %self.pools[i].pool.name, %old, %new, "pool member replaced (unreachable or a falseticker)");
         }
     }
 

@@ -157,8 +157,9 @@ impl SourceArg {
     }
 
     /// The options that only some kinds of source take: `nts` not on a
-    /// peer (NTS has no symmetric mode), `maxsources` only on a pool, and
-    /// a pool is a name.
+    /// peer (NTS has no symmetric mode) nor a pool (each member would need
+    /// a KE of its own, not done), `maxsources` only on a pool, and a pool
+    /// is a name.
     pub fn check_role(&self, role: SourceRole) -> Result<(), String> {
         let spec = &self.spec;
         if role == SourceRole::Peer && self.nts_ke_port.is_some() {
@@ -173,6 +174,11 @@ impl SourceArg {
             if let SourceSpec::Addr(a) = spec {
                 return Err(format!(
                     "{a}: a pool is a host name (use --server {a} for one address)"
+                ));
+            }
+            if self.nts_ke_port.is_some() {
+                return Err(format!(
+                    "{spec}: nts on a pool is not supported: give its servers as --server HOST,nts"
                 ));
             }
         }
@@ -398,7 +404,11 @@ mod tests {
             .check_role(SourceRole::Pool)
             .unwrap_err()
             .contains("a pool is a host name"));
-        arg("p.example,nts,maxsources=2")
+        assert!(arg("p.example,nts,maxsources=2")
+            .check_role(SourceRole::Pool)
+            .unwrap_err()
+            .contains("nts on a pool is not supported"));
+        arg("p.example,maxsources=2")
             .check_role(SourceRole::Pool)
             .unwrap();
         assert_eq!(arg("192.0.2.10,nts").nts_ke_port, Some(NTS_KE_PORT));
