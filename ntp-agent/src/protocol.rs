@@ -345,7 +345,7 @@ pub(crate) mod tests {
             nts: vec![
                 NtsReport {
                     host: "nts.example.net".into(),
-                    source: Some(SourceId(3)),
+                    source: Some(SourceId::new(3, 3)),
                     reason: None,
                     nts: NtsStatus {
                         ke_server: "nts.example.net:4460".into(),
@@ -387,7 +387,7 @@ pub(crate) mod tests {
             pools: vec![PoolReport {
                 name: "pool.example.net".into(),
                 max_sources: 4,
-                members: vec![SourceId(4)],
+                members: vec![SourceId::new(4, 4)],
                 replacements: 9,
             }],
         }

@@ -81,7 +81,7 @@ fn report() -> AgentReport {
         nts: vec![
             NtsReport {
                 host: "nts.example.net".into(),
-                source: Some(SourceId(0)),
+                source: Some(SourceId::new(0, 0)),
                 reason: None,
                 nts: NtsStatus {
                     ke_server: "nts.example.net:4460".into(),
