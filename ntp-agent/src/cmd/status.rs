@@ -214,6 +214,16 @@ pub fn render_agent(agent: &AgentReport) -> String {
         );
         let _ = writeln!(out, "      {} {}", n.host, nts_line(n));
     }
+    for p in &agent.pools {
+        let _ = writeln!(
+            out,
+            "pool {}: {} of {} members, {} replaced",
+            p.name,
+            p.members.len(),
+            p.max_sources,
+            p.replacements
+        );
+    }
     out
 }
 
@@ -355,6 +365,7 @@ mod tests {
             "      192.0.2.10 unreachable: KoD DENY\n",
             " 192.0.2.30      .NTS.           16 N    -    -    0        -        -       -\n",
             "      192.0.2.30 NTS-KE with 192.0.2.30:4460 failed: no answer within 10s; nothing is sent until it succeeds\n",
+            "pool pool.example.net: 1 of 4 members, 9 replaced\n",
         ] {
             assert!(text.contains(line), "no {line:?} in:\n{text}");
         }

@@ -166,6 +166,7 @@ pub fn render(
         sync_metrics(&mut x, a);
         source_metrics(&mut x, a);
         nts_metrics(&mut x, a);
+        pool_metrics(&mut x, a);
         server_metrics(&mut x, a);
     }
     x.ints(
@@ -446,6 +447,30 @@ fn nts_metrics(x: &mut Exposition, a: &AgentReport) {
         seconds(),
         rows.iter()
             .filter_map(|(l, n)| n.last_ke.map(|t| (l.clone(), t as f64))),
+    );
+}
+
+/// Per `--pool`, labelled by its name.
+fn pool_metrics(x: &mut Exposition, a: &AgentReport) {
+    let pool = |name: &str| labels([("pool", name)]);
+    x.ints(
+        "pool_members",
+        "Servers the pool has now (up to its maxsources)",
+        a.pools
+            .iter()
+            .map(|p| (pool(&p.name), p.members.len() as i64)),
+    );
+    x.ints(
+        "pool_max_sources",
+        "The pool's maxsources",
+        a.pools
+            .iter()
+            .map(|p| (pool(&p.name), p.max_sources as i64)),
+    );
+    x.counters(
+        "pool_replacements",
+        "Pool members replaced (unreachable or falsetickers for 8 polls)",
+        a.pools.iter().map(|p| (pool(&p.name), p.replacements)),
     );
 }
 

@@ -6,7 +6,7 @@ use ntp_proto::{KodState, RejectCounters, SourceId, SystemStatus};
 use super::*;
 use crate::{
     model::Role,
-    protocol::{KeFailureKind, NtsRejects, NtsReport, ServerCounters, SourceName},
+    protocol::{KeFailureKind, NtsRejects, NtsReport, PoolReport, ServerCounters, SourceName},
 };
 
 fn source(id: usize, remote: &str, kind: char, tally: Tally) -> SourceStatus {
@@ -117,7 +117,12 @@ fn report() -> AgentReport {
                 },
             },
         ],
-        pools: Vec::new(),
+        pools: vec![PoolReport {
+            name: "pool.example.net".into(),
+            max_sources: 4,
+            members: vec![SourceId::new(1, 1), SourceId::new(2, 2)],
+            replacements: 3,
+        }],
     }
 }
 
@@ -356,6 +361,9 @@ fn every_family_is_named_typed_and_documented() {
         "ntp_filter_nts_cookies",
         "ntp_filter_nts_key_establishments_total",
         "ntp_filter_nts_last_key_establishment_timestamp_seconds",
+        "ntp_filter_pool_members",
+        "ntp_filter_pool_max_sources",
+        "ntp_filter_pool_replacements_total",
         "ntp_filter_server_requests_total",
         "ntp_filter_packets_total",
         "ntp_filter_drops_total",
@@ -534,6 +542,15 @@ fn nts_sources_by_key_establishment_server() {
         "ntp_filter_nts_last_key_establishment_timestamp_seconds",
         &down
     ));
+}
+
+#[test]
+fn pools_by_name() {
+    let (_, p) = full(Format::Text);
+    let pool = [("pool", "pool.example.net")];
+    assert_eq!(p.value("ntp_filter_pool_members", &pool), 2.0);
+    assert_eq!(p.value("ntp_filter_pool_max_sources", &pool), 4.0);
+    assert_eq!(p.value("ntp_filter_pool_replacements_total", &pool), 3.0);
 }
 
 #[test]
