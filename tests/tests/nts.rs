@@ -424,6 +424,11 @@ fn pool_fills_and_replaces_a_dead_member() {
         added < replaced,
         "not added before the old one left:\n{log}"
     );
+    let text = env.status_text(lab.router()).unwrap();
+    assert!(
+        text.contains("pool pool.test: 2 of 2 members, 1 replaced"),
+        "{text}"
+    );
 
     let del = env
         .control(lab.router(), &["pool", "del", "pool.test"])
