@@ -29,7 +29,7 @@ pub enum Request {
 #[serde(rename_all = "snake_case")]
 pub enum Command {
     Add(SourceRole, SourceArg),
-    /// Only the address or name: poll options go with `Add`.
+    /// Only the address or name: source options go with `Add`.
     Del(SourceRole, SourceSpec),
     Mode(Role),
     /// Adds (or, with `del`, removes) an allow or deny rule.
@@ -103,6 +103,10 @@ pub struct ServerCounters {
     /// Requests that arrived while in client mode (the filter normally
     /// stops them at the NIC; seen only on unfiltered interfaces).
     pub not_serving: u64,
+    /// Mode-3 datagrams that are no NTP request (too short, a broken
+    /// trailer): never answered, never charged to the rate limit.
+    #[serde(default)]
+    pub malformed: u64,
 }
 
 /// Replies from an NTS source refused before the RFC 5905 checks, by
@@ -341,6 +345,7 @@ pub(crate) mod tests {
                 rate_kod: 2,
                 rate_ignored: 30,
                 not_serving: 1,
+                malformed: 3,
             },
             nts: vec![
                 NtsReport {

@@ -247,7 +247,7 @@ impl Agent {
         if role == SourceRole::Pool {
             return self.add_pool(&arg, poll);
         }
-        if let Some(ke_port) = arg.nts_ke_port {
+        if let Some(ke_port) = arg.nts_ke_port() {
             return self.add_nts(arg.spec.to_string(), ke_port, poll);
         }
         match arg.spec {
@@ -381,9 +381,15 @@ impl Agent {
             self.served.not_serving += 1;
             return;
         }
+        // Decode before charging the limiter: garbage must not spend the
+        // client's tokens or its one KoD RATE.
+        let Some(req) = server::client_request(&r.data) else {
+            self.served.malformed += 1;
+            return;
+        };
         let decision = self.limiter.check(r.from.ip(), r.mono);
         let state = self.system.server_state(self.clock.now());
-        let Some(reply) = server::answer(&r.data, decision, &state, r.at, self.clock.now()) else {
+        let Some(reply) = server::answer(&req, decision, &state, r.at, self.clock.now()) else {
             if decision == server::Decision::Ignore {
                 self.served.rate_ignored += 1;
             }

@@ -87,7 +87,10 @@ impl Agent {
             bail!("{name} is already a source");
         }
         self.pools.push(PoolSource {
-            pool: Pool::new(name.clone(), arg.max_sources.unwrap_or(DEFAULT_MAX_SOURCES)),
+            pool: Pool::new(
+                name.clone(),
+                arg.options.max_sources.unwrap_or(DEFAULT_MAX_SOURCES),
+            ),
             poll,
             sources: Vec::new(),
             next_fill: Instant::now(),

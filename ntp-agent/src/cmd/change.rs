@@ -8,7 +8,7 @@ use anyhow::Result;
 use crate::{
     cli::{AclCommand, ModeCommand, Op, SourceCommand},
     control,
-    model::{AclRule, SourceArg, SourceRole},
+    model::{AclRule, SourceRole},
     protocol::Command,
 };
 
@@ -19,7 +19,7 @@ pub fn source(role: SourceRole, c: SourceCommand) -> Result<()> {
             c.target.check_role(role).map_err(anyhow::Error::msg)?;
             Command::Add(role, c.target)
         }
-        Op::Del if c.target != SourceArg::from(c.target.spec.clone()) => anyhow::bail!(
+        Op::Del if c.target.options != Default::default() => anyhow::bail!(
             "{}: source options go with `add`; `del` takes only the address or name",
             c.target
         ),
