@@ -138,7 +138,9 @@ pub struct Slot {
     pub kind: u8,
     /// Sources: as [`SourceEntry::reply_port`](crate::SourceEntry).
     pub reply_port: u16,
-    pub _pad: u32,
+    /// Sources: as [`SourceEntry::server_port`](crate::SourceEntry).
+    pub server_port: u16,
+    pub _pad: u16,
 }
 
 const _: () = assert!(core::mem::size_of::<Slot>() == 24);

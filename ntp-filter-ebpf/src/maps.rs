@@ -65,13 +65,10 @@ pub fn is_local(w: Words) -> bool {
     find(&NF_LOCAL_DIR, &NF_LOCAL, table::LOCAL, w).is_some_and(|s| s.kind != 0)
 }
 
-/// `(class, reply_port)` of a source; `(0, 0)` (other) if not configured.
+/// The slot of a configured source (its class and ports), if any.
 #[inline(always)]
-pub fn source(w: Words) -> (u8, u16) {
-    match find(&NF_SOURCES_DIR, &NF_SOURCES, table::SOURCES, w) {
-        Some(s) => (s.class, s.reply_port),
-        None => (0, 0),
-    }
+pub fn source(w: Words) -> Option<&'static Slot> {
+    find(&NF_SOURCES_DIR, &NF_SOURCES, table::SOURCES, w)
 }
 
 /// Counts one packet in `cell` of the ingress interface's block: one

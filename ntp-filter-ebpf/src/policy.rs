@@ -5,7 +5,7 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use ntp_filter_common::{
     acl, cell, config_flags, mode_bit, table, AddrKey, ConfigRecord, DropReason, PassReason,
-    SourceClass, NTP_PORT,
+    SourceClass, MAX_SERVER_PORTS, NTP_PORT,
 };
 
 use crate::{
@@ -51,6 +51,7 @@ const DEFAULT_CONFIG: ConfigRecord = ConfigRecord {
     flags: 0,
     policy: [0; SourceClass::COUNT],
     _pad: 0,
+    server_ports: [NTP_PORT.swap_bytes(); MAX_SERVER_PORTS],
 };
 
 /// The config entry, read in place (a copy of the record costs a load per
@@ -117,7 +118,13 @@ pub fn decide(cur: &mut Cursor, l4: &L4) -> Verdict {
     } else {
         cfg.ntp_port
     };
-    if !udp.has_port(port) {
+    // A server that an NTS key establishment sent to another port answers
+    // from that port: in scope too, checked against its slot below. The
+    // agent fills the lanes from the first, so a first lane holding the
+    // NTP port means there are none: one compare for most routers.
+    if !udp.has_port(port)
+        && (cfg.server_ports[0] == port.swap_bytes() || !udp.src_port_in(&cfg.server_ports))
+    {
         return pass(PassReason::NotNtpPort);
     }
     if !for_us(l4) {
@@ -138,7 +145,10 @@ pub fn decide(cur: &mut Cursor, l4: &L4) -> Verdict {
     }
     let mode = first & 7;
 
-    let (class, reply_port) = maps::source(l4.src);
+    let (class, reply_port, server_port) = match maps::source(l4.src) {
+        Some(s) => (s.class, s.reply_port, s.server_port),
+        None => (SourceClass::Other as u8, 0, 0),
+    };
     let allowed = match cfg.policy.get(class as usize) {
         Some(&m) => m,
         None => 0,
@@ -149,7 +159,11 @@ pub fn decide(cur: &mut Cursor, l4: &L4) -> Verdict {
         } else {
             cell::MODE_NOT_ALLOWED
         }
-    } else if class == SourceClass::Server as u8 && mode == 4 && udp.dst_port() != reply_port {
+    } else if class == SourceClass::Server as u8
+        && mode == 4
+        && (udp.dst_port() != reply_port || udp.src_port() != server_port)
+    {
+        // A reply travels between the ports of our request, no others.
         cell::WRONG_REPLY_PORT
     } else if mode == 3 && !acl_allows(l4.src, cfg) {
         // Client requests the class table lets through still need the

@@ -5,11 +5,12 @@
 //!
 //! * in scope = UDP to one of the box's addresses (NF_LOCAL), a multicast
 //!   group or 255.255.255.255, with source or destination port = the NTP
-//!   port; everything else passes with the reason it is out of scope;
+//!   port, or source port = a server port (one an NTS key establishment
+//!   negotiated); everything else passes with the reason it is out of scope;
 //! * in scope and a fragment, too many IPv6 extension headers, a payload
 //!   under 48 bytes, an NTP version outside 1..=4, a mode the source's class
-//!   may not send, or a server reply to another port than its reply port:
-//!   dropped;
+//!   may not send, or a server reply to another port than its reply port or
+//!   from another port than its server port: dropped;
 //! * client mode: server → {4}, peer → {1, 2}, other → {}; server mode adds
 //!   mode 3 for every class;
 //! * a mode-3 request the table passes is then checked against the access
@@ -831,6 +832,63 @@ fn table() -> Vec<Fixture> {
             udp(SERVER6, LOCAL6, NTP, NTP, &nts),
             allowed(Server, 4),
         );
+        // An NTS server on the port its key establishment negotiated
+        // (4123, a server port of the config record): in scope, and its
+        // replies must travel between that port and the request's.
+        for v6 in [false, true] {
+            let (srv, f) = (if v6 { NTS6 } else { NTS4 }, fam(v6));
+            t.add(
+                format!("nts-port/{f}/412-byte-reply/4123-to-40124"),
+                udp(srv, local(v6), NTS_SERVER_PORT, NTS_REPLY_PORT, &nts),
+                allowed(Server, 4),
+            );
+            t.add(
+                format!("nts-port/{f}/412-byte-reply/4123-to-40999"),
+                udp(srv, local(v6), NTS_SERVER_PORT, 40999, &nts),
+                refused(Server, 4, D::WrongReplyPort),
+            );
+            t.add(
+                format!("nts-port/{f}/412-byte-reply/123-to-40124"),
+                udp(srv, local(v6), NTP, NTS_REPLY_PORT, &nts),
+                refused(Server, 4, D::WrongReplyPort),
+            );
+        }
+        t.add(
+            "nts-port/v4/other/mode4/4123-to-40124",
+            udp(OTHER4, LOCAL4, NTS_SERVER_PORT, NTS_REPLY_PORT, &nts),
+            refused(Other, 4, D::UnknownSource),
+        );
+        t.add(
+            "nts-port/v6/other/mode3/4123-to-123",
+            ntp_frame(OTHER6, LOCAL6, NTS_SERVER_PORT, NTP, 4, 3),
+            refused(Other, 3, D::UnknownSource),
+        );
+        t.add(
+            "nts-port/v4/plain-server(port 123)/mode4/4123-to-40123",
+            udp(
+                EPHEMERAL4,
+                LOCAL4,
+                NTS_SERVER_PORT,
+                EPHEMERAL_REPLY_PORT,
+                &nts,
+            ),
+            refused(Server, 4, D::WrongReplyPort),
+        );
+        t.add(
+            "nts-port/v4/nts-server/mode4/4124-to-40124(not a server port)",
+            udp(NTS4, LOCAL4, 4124, NTS_REPLY_PORT, &nts),
+            Expect::Pass(P::NotNtpPort),
+        );
+        t.add(
+            "nts-port/v4/transit/4123",
+            udp(OTHER4, TRANSIT4, NTS_SERVER_PORT, NTS_REPLY_PORT, &nts),
+            Expect::Pass(P::NotLocal),
+        );
+        t.add(
+            "nts-port/v4/dst-4123-only/other/mode3",
+            ntp_frame(OTHER4, LOCAL4, EPHEMERAL, NTS_SERVER_PORT, 4, 3),
+            Expect::Pass(P::NotNtpPort),
+        );
     }
 
     // NTP versions: 1..=4 reach the table, the rest are dropped first.
@@ -1010,6 +1068,11 @@ fn table() -> Vec<Fixture> {
         t.add(
             format!("reply-port/{f}/server(reply 40123)/mode4/dst-123"),
             ntp_frame(eph, local(v6), NTP, NTP, 4, 4),
+            refused(Server, 4, D::WrongReplyPort),
+        );
+        t.add(
+            format!("reply-port/{f}/server(reply 123)/mode4/src-50000"),
+            ntp_frame(server, local(v6), EPHEMERAL, NTP, 4, 4),
             refused(Server, 4, D::WrongReplyPort),
         );
     }

@@ -21,6 +21,9 @@ pub struct FilterStatus {
     pub policy: BTreeMap<&'static str, Vec<u8>>,
     pub servers: Vec<IpAddr>,
     pub peers: Vec<IpAddr>,
+    /// Ports servers answer from besides `ntp_port` (negotiated by NTS
+    /// key establishments): replies from them are in scope too.
+    pub server_ports: Vec<u16>,
     pub local_addresses: usize,
     /// The box's addresses (in this network namespace) that are not in the
     /// filter's local-address map because it is full: NTP to them is
@@ -89,6 +92,7 @@ pub fn collect(pins: &PinDir) -> Result<FilterStatus> {
             .collect(),
         servers,
         peers,
+        server_ports: maps.server_ports()?,
         local_addresses: local.len(),
         local_addresses_unprotected: crate::filter::local_addrs::current()
             .map(|box_addrs| box_addrs.keys().filter(|k| !local.contains_key(k)).count())

@@ -9,6 +9,7 @@ use aya::maps::{lpm_trie::LpmTrie, Array, Map, MapData, MapError, PerCpuArray, P
 use ntp_filter_common::{
     cell, cell_base, config_flags, counters, names, table, AclKey, AddrKey, ConfigRecord,
     FilterConfig, ModeMask, SourceClass, SourceEntry, COUNTER_SLOTS, IFACE_OTHER, MAX_IFACE_SLOTS,
+    MAX_SERVER_PORTS,
 };
 
 use super::{
@@ -26,6 +27,48 @@ pub struct FilterMaps {
     counters: PerCpuArray<MapData, u64>,
     acl: LpmTrie<MapData, AclKey, u8>,
     ifaces: Array<MapData, u32>,
+}
+
+/// The NTP port a config record means (0: the default).
+fn effective_port(ntp_port: u16) -> u16 {
+    if ntp_port == 0 {
+        ntp_filter_common::NTP_PORT
+    } else {
+        ntp_port
+    }
+}
+
+/// The record's server ports in host order, without the unused lanes (the
+/// NTP port, or 0 in a map never written).
+fn server_ports_of(rec: &ConfigRecord) -> Vec<u16> {
+    let ntp = effective_port(rec.ntp_port);
+    let mut ports: Vec<u16> = rec
+        .server_ports
+        .iter()
+        .map(|p| u16::from_be(*p))
+        .filter(|p| *p != 0 && *p != ntp)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// `ports` as the record's lanes (network order, unused ones the NTP
+/// port), and the ports that did not fit.
+fn lanes(ports: &[u16], ntp: u16) -> ([u16; MAX_SERVER_PORTS], Vec<u16>) {
+    let mut wanted: Vec<u16> = ports
+        .iter()
+        .copied()
+        .filter(|p| *p != ntp && *p != 0)
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut out = [ntp.to_be(); MAX_SERVER_PORTS];
+    for (lane, p) in out.iter_mut().zip(&wanted) {
+        *lane = p.to_be();
+    }
+    let left_out = wanted.get(MAX_SERVER_PORTS..).unwrap_or_default().to_vec();
+    (out, left_out)
 }
 
 fn open(pins: &PinDir, name: &str) -> Result<MapData> {
@@ -67,15 +110,37 @@ impl FilterMaps {
         Ok(self.record()?.settings())
     }
 
-    /// Writes the settings, leaving the policy as it is (one write of the
-    /// whole record, so the program never sees half of it).
+    /// Writes the settings, leaving the policy and the server ports as
+    /// they are (one write of the whole record, so the program never sees
+    /// half of it).
     pub fn set_config(&mut self, cfg: FilterConfig) -> Result<()> {
-        let rec = ConfigRecord {
+        let old = self.record()?;
+        let ports = server_ports_of(&old);
+        let mut rec = ConfigRecord {
             ntp_port: cfg.ntp_port,
             flags: cfg.flags,
-            ..self.record()?
+            ..old
         };
+        rec.server_ports = lanes(&ports, effective_port(cfg.ntp_port)).0;
         Ok(self.config.set(0, rec, 0)?)
+    }
+
+    /// The ports servers answer from besides the NTP port (host order).
+    pub fn server_ports(&self) -> Result<Vec<u16>> {
+        Ok(server_ports_of(&self.record()?))
+    }
+
+    /// Sets the ports servers answer from besides the NTP port; returns
+    /// those that did not fit ([`MAX_SERVER_PORTS`]), whose replies stay
+    /// out of the filter's scope.
+    pub fn set_server_ports(&mut self, ports: &[u16]) -> Result<Vec<u16>> {
+        let mut rec = self.record()?;
+        let (lanes, left_out) = lanes(ports, effective_port(rec.ntp_port));
+        if rec.server_ports != lanes {
+            rec.server_ports = lanes;
+            self.config.set(0, rec, 0)?;
+        }
+        Ok(left_out)
     }
 
     pub fn policy(&self) -> Result<[ModeMask; SourceClass::COUNT]> {
@@ -98,6 +163,8 @@ impl FilterMaps {
                     class: v.class,
                     _pad: 0,
                     reply_port: v.reply_port,
+                    server_port: v.server_port,
+                    _pad2: 0,
                 };
                 (k, entry)
             })
@@ -109,6 +176,7 @@ impl FilterMaps {
             class: entry.class,
             kind: 0,
             reply_port: entry.reply_port,
+            server_port: entry.server_port,
         };
         self.sources
             .put(&key, value)
@@ -135,6 +203,7 @@ impl FilterMaps {
             class: 0,
             kind,
             reply_port: 0,
+            server_port: 0,
         };
         self.local
             .put(&key, value)

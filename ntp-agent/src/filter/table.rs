@@ -30,6 +30,7 @@ pub struct Value {
     pub class: u8,
     pub kind: u8,
     pub reply_port: u16,
+    pub server_port: u16,
 }
 
 impl Value {
@@ -38,6 +39,7 @@ impl Value {
             class: s.class,
             kind: s.kind,
             reply_port: s.reply_port,
+            server_port: s.server_port,
         }
     }
 
@@ -47,6 +49,7 @@ impl Value {
             class: self.class,
             kind: self.kind,
             reply_port: self.reply_port,
+            server_port: self.server_port,
             _pad: 0,
         }
     }
@@ -362,6 +365,7 @@ mod tests {
         class: 1,
         kind: 0,
         reply_port: 123,
+        server_port: 123,
     };
 
     /// What the XDP program would find for `key` in `img`.
