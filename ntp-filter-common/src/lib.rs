@@ -198,6 +198,12 @@ pub struct ConfigRecord {
     /// Allowed NTP modes, indexed by [`SourceClass`].
     pub policy: [ModeMask; SourceClass::COUNT],
     pub _pad: u8,
+    /// The key of the address tables' hash ([`table::hash`]), drawn at
+    /// random by the agent when it creates the maps and kept for their
+    /// life: without it anyone who can get an address into the configured
+    /// set (a pool's DNS answer) could pick one that collides with a
+    /// configured source and keep that source out of the table.
+    pub table_seed: u64,
 }
 
 impl ConfigRecord {
@@ -287,7 +293,7 @@ const _: () = {
     assert!(core::mem::size_of::<AddrKey>() == 16);
     assert!(core::mem::size_of::<SourceEntry>() == 4);
     assert!(core::mem::size_of::<FilterConfig>() == 4);
-    assert!(core::mem::size_of::<ConfigRecord>() == 8);
+    assert!(core::mem::size_of::<ConfigRecord>() == 16);
 };
 
 #[cfg(test)]

@@ -183,6 +183,7 @@ impl Harness {
         // pinned on its next start.
         pins.check_layout()?;
         let mut maps = FilterMaps::open(&pins)?;
+        maps.seed_tables()?;
         reconcile::apply(&mut maps, &desired(Env::CLIENT)?)?;
         reconcile::apply_local(&mut maps, &local_addrs())?;
         let lo = Iface {
