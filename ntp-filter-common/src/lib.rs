@@ -240,6 +240,12 @@ pub struct ConfigRecord {
     /// unused ones hold the NTP port, which adds nothing (so a first lane
     /// holding it means there are none).
     pub server_ports: [u16; MAX_SERVER_PORTS],
+    /// The key of the address tables' hash ([`table::hash`]), drawn at
+    /// random by the agent when it creates the maps and kept for their
+    /// life: without it anyone who can get an address into the configured
+    /// set (a pool's DNS answer) could pick one that collides with a
+    /// configured source and keep that source out of the table.
+    pub table_seed: u64,
 }
 
 impl ConfigRecord {
@@ -329,7 +335,7 @@ const _: () = {
     assert!(core::mem::size_of::<AddrKey>() == 16);
     assert!(core::mem::size_of::<SourceEntry>() == 8);
     assert!(core::mem::size_of::<FilterConfig>() == 4);
-    assert!(core::mem::size_of::<ConfigRecord>() == 16);
+    assert!(core::mem::size_of::<ConfigRecord>() == 24);
 };
 
 #[cfg(test)]

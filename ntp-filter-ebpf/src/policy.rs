@@ -52,6 +52,7 @@ const DEFAULT_CONFIG: ConfigRecord = ConfigRecord {
     policy: [0; SourceClass::COUNT],
     _pad: 0,
     server_ports: [NTP_PORT.swap_bytes(); MAX_SERVER_PORTS],
+    table_seed: 0,
 };
 
 /// The config entry, read in place (a copy of the record costs a load per
@@ -63,8 +64,8 @@ fn config() -> &'static ConfigRecord {
 
 /// Transit traffic to hosts behind the router is not ours to filter.
 #[inline(always)]
-fn for_us(l4: &L4) -> bool {
-    l4.dst_kind == DstKind::Group || maps::is_local(l4.dst)
+fn for_us(l4: &L4, cfg: &ConfigRecord) -> bool {
+    l4.dst_kind == DstKind::Group || maps::is_local(l4.dst, cfg.table_seed)
 }
 
 /// The access list's verdict on a client request from `src`: the longest
@@ -86,15 +87,17 @@ fn acl_allows(src: table::Words, cfg: &ConfigRecord) -> bool {
 
 #[inline(always)]
 pub fn decide(cur: &mut Cursor, l4: &L4) -> Verdict {
+    // The first lookup a UDP packet pays (an inlined array lookup): the
+    // port and the tables' seed are configuration.
+    let cfg = config();
     if let Some(reason) = l4.hidden {
         // Ports unknown: anything for the box might be NTP.
-        if !for_us(l4) {
+        if !for_us(l4, cfg) {
             return pass(PassReason::NotLocal);
         }
         // The exemption for non-first fragments is for real IPv6 hosts: a
         // source embedding IPv4 is never one (RFC 4291), fragment or not.
-        if reason == DropReason::Fragment
-            && config().flags & config_flags::PASS_NON_FIRST_FRAGMENTS != 0
+        if reason == DropReason::Fragment && cfg.flags & config_flags::PASS_NON_FIRST_FRAGMENTS != 0
         {
             if l4.embedded_v4_src {
                 return drop(DropReason::MappedSource);
@@ -106,13 +109,11 @@ pub fn decide(cur: &mut Cursor, l4: &L4) -> Verdict {
     let Some(udp) = udp::parse(cur) else {
         // A first fragment too short to hold the ports is the classic tiny-
         // fragment trick to slip past port filters.
-        if l4.fragment == Fragment::First && for_us(l4) {
+        if l4.fragment == Fragment::First && for_us(l4, cfg) {
             return drop(DropReason::Fragment);
         }
         return pass(PassReason::Truncated);
     };
-    // The first lookup a UDP packet pays: the port is configuration.
-    let cfg = config();
     let port = if cfg.ntp_port == 0 {
         NTP_PORT
     } else {
@@ -127,7 +128,7 @@ pub fn decide(cur: &mut Cursor, l4: &L4) -> Verdict {
     {
         return pass(PassReason::NotNtpPort);
     }
-    if !for_us(l4) {
+    if !for_us(l4, cfg) {
         return pass(PassReason::NotLocal);
     }
     if l4.embedded_v4_src {
@@ -145,7 +146,7 @@ pub fn decide(cur: &mut Cursor, l4: &L4) -> Verdict {
     }
     let mode = first & 7;
 
-    let (class, reply_port, server_port) = match maps::source(l4.src) {
+    let (class, reply_port, server_port) = match maps::source(l4.src, cfg.table_seed) {
         Some(s) => (s.class, s.reply_port, s.server_port),
         None => (SourceClass::Other as u8, 0, 0),
     };

@@ -211,6 +211,7 @@ fn setup(
         },
     )?;
     let mut maps = FilterMaps::open(pins)?;
+    maps.seed_tables()?;
     let changes = reconcile::apply(&mut maps, desired)?;
     tracing::info!(?changes, "filter maps reconciled");
     reconcile::apply_local(&mut maps, &local_addrs::current()?)?;

@@ -84,15 +84,19 @@ fn open(pins: &PinDir, name: &str) -> Result<MapData> {
 impl FilterMaps {
     pub fn open(pins: &PinDir) -> Result<Self> {
         let array = |name| -> Result<Map> { Ok(Map::Array(open(pins, name)?)) };
+        let config: Array<MapData, ConfigRecord> = Array::try_from(array(names::CONFIG)?)?;
+        let seed = config.get(&0, 0)?.table_seed;
         Ok(Self {
-            config: Array::try_from(array(names::CONFIG)?)?,
+            config,
             sources: AddrTable::new(
                 table::SOURCES,
+                seed,
                 Array::try_from(array(names::SOURCES_DIR)?)?,
                 Array::try_from(array(names::SOURCES)?)?,
             ),
             local: AddrTable::new(
                 table::LOCAL,
+                seed,
                 Array::try_from(array(names::LOCAL_DIR)?)?,
                 Array::try_from(array(names::LOCAL_ADDRS)?)?,
             ),
@@ -100,6 +104,35 @@ impl FilterMaps {
             acl: LpmTrie::try_from(Map::LpmTrie(open(pins, names::ACL)?))?,
             ifaces: Array::try_from(Map::Array(open(pins, names::IFACES)?))?,
         })
+    }
+
+    /// Gives freshly created tables their secret hash key: only while both
+    /// are empty and unkeyed, so a table is always read with the key it was
+    /// laid out with (a restarted agent, `status` and the program all take
+    /// it from the config record). Called once by the agent that loads the
+    /// program, before anything is put in the tables.
+    pub fn seed_tables(&mut self) -> Result<()> {
+        let rec = self.record()?;
+        if rec.table_seed != 0 || self.sources.count()? != 0 || self.local.count()? != 0 {
+            return Ok(());
+        }
+        let seed = loop {
+            let s: u64 = rand::random();
+            if s != 0 {
+                break s;
+            }
+        };
+        self.config.set(
+            0,
+            ConfigRecord {
+                table_seed: seed,
+                ..rec
+            },
+            0,
+        )?;
+        self.sources.set_seed(seed);
+        self.local.set_seed(seed);
+        Ok(())
     }
 
     fn record(&self) -> Result<ConfigRecord> {

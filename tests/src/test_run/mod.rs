@@ -179,6 +179,7 @@ impl Harness {
         // pinned on its next start.
         pins.check_layout()?;
         let mut maps = FilterMaps::open(&pins)?;
+        maps.seed_tables()?;
         reconcile::apply(&mut maps, &desired(Env::CLIENT)?)?;
         // What the sync loop writes when a key establishment negotiated
         // another port (before the server's entry).
