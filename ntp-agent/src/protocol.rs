@@ -10,7 +10,7 @@ use std::fmt;
 use ntp_proto::{SourceId, SourceKind, SourceStatus, SystemStatus};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{source::kind_name, AclRule, Role, SourceArg, SourceSpec};
+use crate::model::{source::kind_name, AclRule, Role, SourceArg, SourceSpec, SourceStamps};
 
 /// Longest request the agent reads; the longest real one (a 253-byte host
 /// name with poll options) is far shorter.
@@ -83,6 +83,15 @@ pub struct AgentReport {
     /// The host name a source's address came from, for sources given by name.
     pub source_names: Vec<SourceName>,
     pub server: ServerCounters,
+    /// Kernel or user timestamps per source.
+    pub timestamps: Vec<SourceTimestamps>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceTimestamps {
+    pub id: SourceId,
+    #[serde(flatten)]
+    pub stamps: SourceStamps,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,7 +143,7 @@ pub(crate) mod tests {
     use ntp_proto::{KissCode, KodState, LeapIndicator, RejectCounters, Tally, UnsyncReason};
 
     use super::*;
-    use crate::model::Cidr;
+    use crate::model::{timestamps::StampCounts, Cidr, StampKind};
 
     fn every_command() -> Vec<Command> {
         let arg = |s: &str| s.parse::<SourceArg>().unwrap();
@@ -243,6 +252,23 @@ pub(crate) mod tests {
                 rate_ignored: 30,
                 not_serving: 1,
             },
+            timestamps: vec![SourceTimestamps {
+                id: SourceId::new(3, 3),
+                stamps: SourceStamps {
+                    rx: StampCounts {
+                        in_use: Some(StampKind::Kernel),
+                        kernel: 20,
+                        user: 1,
+                        fallbacks: 1,
+                    },
+                    tx: StampCounts {
+                        in_use: Some(StampKind::User),
+                        kernel: 3,
+                        user: 18,
+                        fallbacks: 0,
+                    },
+                },
+            }],
         }
     }
 

@@ -18,7 +18,9 @@ use std::{
 };
 
 use anyhow::Result;
-use ntp_proto::{Action, Frequency, NtpDuration, NtpInstant, SourceConfig, SourceId, SourceKind, System};
+use ntp_proto::{
+    Action, Frequency, NtpDuration, NtpInstant, SourceConfig, SourceId, SourceKind, System,
+};
 use rand::SeedableRng as _;
 use tokio::sync::mpsc;
 
@@ -27,10 +29,10 @@ use crate::{
     clock::Clock,
     control,
     filter::FilterMaps,
-    model::{PollSettings, Role, Settings, SourceArg, SourceSpec},
-    net::{resolve::resolve, Received, Transport},
+    model::{PollSettings, Role, Settings, SourceArg, SourceSpec, SourceStamps},
+    net::{resolve::resolve, Received, Sent, Transport},
     notify::Notifier,
-    protocol::{AgentReport, ServerCounters, SourceName},
+    protocol::{AgentReport, ServerCounters, SourceName, SourceTimestamps},
     server::{self, RateLimiter},
 };
 
@@ -54,6 +56,8 @@ struct Agent {
     start: Instant,
     system: System,
     kinds: HashMap<SourceId, SourceKind>,
+    /// Kernel or user timestamps, per source (kept while it is in `kinds`).
+    stamps: HashMap<SourceId, SourceStamps>,
     names: Vec<NamedSource>,
     transport: Transport,
     maps: Option<Arc<Mutex<FilterMaps>>>,
@@ -98,6 +102,7 @@ pub async fn run(
         start: Instant::now(),
         system: System::new(settings.system.clone()),
         kinds: HashMap::new(),
+        stamps: HashMap::new(),
         names: Vec::new(),
         transport,
         maps,
@@ -269,7 +274,7 @@ impl Agent {
                     let sent = match self.kinds.get(&source) {
                         Some(SourceKind::Peer) => {
                             let to = std::net::SocketAddr::new(address, self.transport.ntp_port());
-                            self.transport.send_from_ntp_port(to, &packet).await
+                            self.transport.send_from_ntp_port(to, &packet, None).await
                         }
                         _ => {
                             self.transport
@@ -277,8 +282,9 @@ impl Agent {
                                 .await
                         }
                     };
-                    if let Err(e) = sent {
-                        tracing::warn!(%address, "sending to source failed: {e:#}");
+                    match sent {
+                        Ok(sent) => self.transmitted(source, sent),
+                        Err(e) => tracing::warn!(%address, "sending to source failed: {e:#}"),
                     }
                 }
                 Action::Clock(c) => {
@@ -290,10 +296,22 @@ impl Agent {
         }
     }
 
+    /// T1 of the request to `source` is the moment it left, in the
+    /// disciplined clock's time (the virtual one under `--no-clock-adjust`).
+    fn transmitted(&mut self, source: SourceId, sent: Sent) {
+        let t1 = sent.at.at + self.clock.correction_at(sent.mono);
+        self.system.transmitted(source, t1);
+        if self.stamps.len() > self.kinds.len() {
+            let kinds = &self.kinds;
+            self.stamps.retain(|id, _| kinds.contains_key(id));
+        }
+        self.stamps.entry(source).or_default().tx.record(&sent.at);
+    }
+
     async fn on_datagram(&mut self, mut r: Received) {
         // Sockets timestamp with system time; the core works in the
         // disciplined clock's time.
-        r.at = r.at + self.clock.correction_at(r.mono);
+        r.at.at = r.at.at + self.clock.correction_at(r.mono);
         let mode = r.data.first().map(|b| b & 7);
         if r.on_ntp_port && mode == Some(3) {
             self.serve_client(r).await;
@@ -304,9 +322,12 @@ impl Agent {
             .or_else(|| self.system.source_by_address(r.from.ip()))
         {
             Some(id) => {
+                if self.kinds.contains_key(&id) {
+                    self.stamps.entry(id).or_default().rx.record(&r.at);
+                }
                 let actions = self
                     .system
-                    .handle_packet(id, &r.data, r.at, self.mono(r.mono));
+                    .handle_packet(id, &r.data, r.at.at, self.mono(r.mono));
                 self.execute(actions).await;
             }
             None => {
@@ -322,7 +343,8 @@ impl Agent {
         }
         let decision = self.limiter.check(r.from.ip(), r.mono);
         let state = self.system.server_state(self.clock.now());
-        let Some(reply) = server::answer(&r.data, decision, &state, r.at, self.clock.now()) else {
+        let Some(reply) = server::answer(&r.data, decision, &state, r.at.at, self.clock.now())
+        else {
             if decision == server::Decision::Ignore {
                 self.served.rate_ignored += 1;
             }
@@ -336,7 +358,16 @@ impl Agent {
             }
             server::Decision::Ignore => {}
         }
-        if let Err(e) = self.transport.send_from_ntp_port(r.from, &reply).await {
+        // T3 is taken again right before the send (a KoD keeps its own).
+        let correction = self.clock.correction_at(Instant::now());
+        let t3 = move |system_now| system_now + correction;
+        let late_t3: Option<&(dyn Fn(_) -> _ + Sync)> =
+            (decision == server::Decision::Answer).then_some(&t3);
+        if let Err(e) = self
+            .transport
+            .send_from_ntp_port(r.from, &reply, late_t3)
+            .await
+        {
             tracing::debug!(client = %r.from, "reply failed: {e:#}");
         }
     }
@@ -405,6 +436,12 @@ impl Agent {
                 })
                 .collect(),
             server: self.served.clone(),
+            timestamps: self
+                .stamps
+                .iter()
+                .filter(|(id, _)| self.kinds.contains_key(id))
+                .map(|(&id, &stamps)| SourceTimestamps { id, stamps })
+                .collect(),
         }
     }
 }

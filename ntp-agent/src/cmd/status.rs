@@ -17,7 +17,7 @@ use crate::{
         stats::FilterStats,
         PinDir,
     },
-    model::{policy::Modes, Role},
+    model::{policy::Modes, Role, SourceStamps},
     protocol::{AgentReport, ServerCounters},
 };
 
@@ -193,6 +193,20 @@ pub fn render_agent(agent: &AgentReport) -> String {
             let _ = writeln!(out, "      {} {}", p.remote, p.state);
         }
     }
+    for p in &agent.sources {
+        let Some(t) = agent.timestamps.iter().find(|t| t.id == p.id) else {
+            continue;
+        };
+        let (rx, tx) = t.stamps.in_use();
+        let _ = write!(out, "      {} timestamps: rx {rx}, tx {tx}", p.remote);
+        match t.stamps.fallbacks() {
+            0 => {}
+            n => {
+                let _ = write!(out, ", {n} kernel timestamps refused");
+            }
+        }
+        let _ = writeln!(out);
+    }
     out
 }
 
@@ -217,8 +231,17 @@ struct AgentJson<'a> {
     clock: &'a str,
     clock_correction_ms: Option<f64>,
     host: &'a SystemStatus,
-    peers: &'a [SourceStatus],
+    peers: Vec<PeerJson<'a>>,
     server: &'a ServerCounters,
+}
+
+/// A source's status and its timestamps' kinds (absent before the first).
+#[derive(Serialize)]
+struct PeerJson<'a> {
+    #[serde(flatten)]
+    status: &'a SourceStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    timestamps: Option<&'a SourceStamps>,
 }
 
 impl<'a> StatusJson<'a> {
@@ -229,7 +252,18 @@ impl<'a> StatusJson<'a> {
                 clock: &a.clock,
                 clock_correction_ms: a.clock_correction_ms,
                 host: &a.system,
-                peers: &a.sources,
+                peers: a
+                    .sources
+                    .iter()
+                    .map(|status| PeerJson {
+                        status,
+                        timestamps: a
+                            .timestamps
+                            .iter()
+                            .find(|t| t.id == status.id)
+                            .map(|t| &t.stamps),
+                    })
+                    .collect(),
                 server: &a.server,
             }),
             agent_error: agent.as_ref().err().map(|e| format!("{e:#}")),
@@ -283,6 +317,7 @@ mod tests {
             "*192.0.2.10      127.127.1.1      3 u   12   64  377    0.208   -0.142   0.139\n",
             "x192.0.2.10      127.127.1.1      3 s    -   64  377        -   -0.142   0.139\n",
             "      192.0.2.10 unreachable: KoD DENY\n",
+            "      192.0.2.10 timestamps: rx kernel, tx user, 1 kernel timestamps refused\n",
         ] {
             assert!(text.contains(line), "no {line:?} in:\n{text}");
         }
@@ -317,7 +352,11 @@ mod tests {
         );
         assert_eq!(v["mode"], "server");
         assert_eq!(v["host"], serde_json::to_value(&report.system).unwrap());
-        assert_eq!(v["peers"], serde_json::to_value(&report.sources).unwrap());
+        let mut peers = serde_json::to_value(&report.sources).unwrap();
+        peers[0]["timestamps"] = serde_json::to_value(report.timestamps[0].stamps).unwrap();
+        assert_eq!(v["peers"], peers);
+        assert_eq!(v["peers"][0]["timestamps"]["rx"]["in_use"], "kernel");
+        assert!(v["peers"][1].get("timestamps").is_none());
         assert_eq!(v["server"]["rate_ignored"], 30);
         assert_eq!(v["filter_error"], "no pins");
         let (k, v) = keys(

@@ -5,8 +5,8 @@ use ntp_proto::{KodState, RejectCounters, SourceId, SystemStatus};
 
 use super::*;
 use crate::{
-    model::Role,
-    protocol::{ServerCounters, SourceName},
+    model::{timestamps::StampCounts, Role, SourceStamps, StampKind},
+    protocol::{ServerCounters, SourceName, SourceTimestamps},
 };
 
 fn source(id: usize, remote: &str, kind: char, tally: Tally) -> SourceStatus {
@@ -78,6 +78,23 @@ fn report() -> AgentReport {
             rate_ignored: 4,
             not_serving: 0,
         },
+        timestamps: vec![SourceTimestamps {
+            id: SourceId::new(0, 0),
+            stamps: SourceStamps {
+                rx: StampCounts {
+                    in_use: Some(StampKind::Kernel),
+                    kernel: 6,
+                    user: 1,
+                    fallbacks: 1,
+                },
+                tx: StampCounts {
+                    in_use: Some(StampKind::Kernel),
+                    kernel: 7,
+                    user: 0,
+                    fallbacks: 0,
+                },
+            },
+        }],
     }
 }
 
