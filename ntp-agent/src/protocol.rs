@@ -83,7 +83,9 @@ pub struct AgentReport {
     /// The host name a source's address came from, for sources given by name.
     pub source_names: Vec<SourceName>,
     pub server: ServerCounters,
-    /// Kernel or user timestamps per source.
+    /// Kernel or user timestamps per source (empty from an agent that
+    /// predates them, so a newer `status` still reads an older agent).
+    #[serde(default)]
     pub timestamps: Vec<SourceTimestamps>,
 }
 
@@ -270,6 +272,15 @@ pub(crate) mod tests {
                 },
             }],
         }
+    }
+
+    #[test]
+    fn a_report_from_an_agent_without_timestamps_still_reads() {
+        let mut v = serde_json::to_value(full_report()).unwrap();
+        v.as_object_mut().unwrap().remove("timestamps");
+        let report: AgentReport = serde_json::from_value(v).unwrap();
+        assert!(report.timestamps.is_empty());
+        assert_eq!(report.sources, full_report().sources);
     }
 
     #[test]
