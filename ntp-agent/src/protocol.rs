@@ -111,6 +111,10 @@ pub struct ServerCounters {
     /// Requests that arrived while in client mode (the filter normally
     /// stops them at the NIC; seen only on unfiltered interfaces).
     pub not_serving: u64,
+    /// Mode-3 datagrams that are no NTP request (too short, a broken
+    /// trailer): never answered, never charged to the rate limit.
+    #[serde(default)]
+    pub malformed: u64,
 }
 
 impl Request {
@@ -253,6 +257,7 @@ pub(crate) mod tests {
                 rate_kod: 2,
                 rate_ignored: 30,
                 not_serving: 1,
+                malformed: 3,
             },
             timestamps: vec![SourceTimestamps {
                 id: SourceId::new(3, 3),

@@ -82,22 +82,28 @@ impl RateLimiter {
     }
 }
 
-/// The reply to a client's datagram, or `None` when it gets none (not a
-/// well-formed mode-3 request, or rate limited).
+/// A client's request: a well-formed mode-3 packet, or `None` for
+/// anything else. Decided before the rate limiter is charged, so garbage
+/// (which gets no reply anyway) cannot spend a client's tokens or its one
+/// KoD RATE.
+pub fn client_request(data: &[u8]) -> Option<NtpPacket> {
+    NtpPacket::decode(data)
+        .ok()
+        .filter(|req| req.mode == Mode::Client)
+}
+
+/// The reply to a client's request, or `None` when it gets none (rate
+/// limited, or the core has nothing to say).
 pub fn answer(
-    request: &[u8],
+    req: &NtpPacket,
     decision: Decision,
     state: &ServerState,
     received: NtpTimestamp,
     now: NtpTimestamp,
 ) -> Option<[u8; 48]> {
-    let req = NtpPacket::decode(request).ok()?;
-    if req.mode != Mode::Client {
-        return None;
-    }
     match decision {
-        Decision::Answer => build_reply(&req, state, received, now).map(|p| p.encode()),
-        Decision::KissOfDeath => Some(build_kod_rate(&req, state).encode()),
+        Decision::Answer => build_reply(req, state, received, now).map(|p| p.encode()),
+        Decision::KissOfDeath => Some(build_kod_rate(req, state).encode()),
         Decision::Ignore => None,
     }
 }
@@ -158,22 +164,24 @@ mod tests {
     }
 
     #[test]
-    fn only_client_requests_are_answered() {
+    fn only_well_formed_client_requests_are_answered() {
         let state = ServerState::unsynchronized(-20);
         let now = NtpTimestamp::from_seconds_fraction(3_950_000_000, 0);
         let mut req = NtpPacket::decode(&[0x23; 48]).unwrap(); // v4, mode 3
         req.transmit_timestamp = now;
-        let reply = answer(&req.encode(), Decision::Answer, &state, now, now).unwrap();
+        let req = client_request(&req.encode()).unwrap();
+        let reply = answer(&req, Decision::Answer, &state, now, now).unwrap();
         let reply = NtpPacket::decode(&reply).unwrap();
         assert_eq!(reply.mode, Mode::Server);
         assert_eq!(reply.origin_timestamp, now);
         assert_eq!(reply.stratum, 16, "unsynchronised servers say so");
         for mode in [0x26u8, 0x27] {
             // mode 6 (control) and 7 (private)
-            assert_eq!(
-                answer(&[mode; 48], Decision::Answer, &state, now, now),
-                None
-            );
+            assert_eq!(client_request(&[mode; 48]), None);
         }
+        // Too short, and a header followed by a trailer that is neither an
+        // extension field nor a MAC.
+        assert_eq!(client_request(&[0x23; 47]), None);
+        assert_eq!(client_request(&[0x23; 51]), None);
     }
 }

@@ -322,11 +322,6 @@ impl System {
         self.slots[self.index_of(id)?].as_ref()
     }
 
-    fn slot_mut(&mut self, id: SourceId) -> Option<&mut SourceSlot> {
-        let i = self.index_of(id)?;
-        self.slots[i].as_mut()
-    }
-
     /// Slot `i` as selection and the system peer refer to it: always
     /// occupied, because retiring a source clears every reference to its slot.
     fn at(&self, i: usize) -> &SourceSlot {
@@ -450,8 +445,8 @@ impl System {
     /// The request last sent to `id` left when the disciplined clock read
     /// `sent` (T1, taken right at the send; see [`Source::transmitted`]).
     pub fn transmitted(&mut self, id: SourceId, sent: NtpTimestamp) {
-        if let Some(slot) = self.slot_mut(id) {
-            slot.source.transmitted(sent);
+        if let Some(i) = self.index_of(id) {
+            self.at_mut(i).source.transmitted(sent);
         }
     }
 

@@ -341,10 +341,15 @@ impl Agent {
             self.served.not_serving += 1;
             return;
         }
+        // Decode before charging the limiter: garbage must not spend the
+        // client's tokens or its one KoD RATE.
+        let Some(req) = server::client_request(&r.data) else {
+            self.served.malformed += 1;
+            return;
+        };
         let decision = self.limiter.check(r.from.ip(), r.mono);
         let state = self.system.server_state(self.clock.now());
-        let Some(reply) = server::answer(&r.data, decision, &state, r.at.at, self.clock.now())
-        else {
+        let Some(reply) = server::answer(&req, decision, &state, r.at.at, self.clock.now()) else {
             if decision == server::Decision::Ignore {
                 self.served.rate_ignored += 1;
             }

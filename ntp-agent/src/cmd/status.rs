@@ -161,8 +161,8 @@ pub fn render_agent(agent: &AgentReport) -> String {
         let srv = &agent.server;
         let _ = writeln!(
             out,
-            "        clients:  {} answered, {} KoD RATE, {} ignored (rate limit)",
-            srv.answered, srv.rate_kod, srv.rate_ignored
+            "        clients:  {} answered, {} KoD RATE, {} ignored (rate limit), {} malformed",
+            srv.answered, srv.rate_kod, srv.rate_ignored, srv.malformed
         );
     }
     let _ = writeln!(out, "peer info:");
@@ -313,7 +313,7 @@ mod tests {
             "        status:   unsynchronized (source refuses service (KoD DENY))\n",
             "        stratum:  16\n",
             "        offset:   0.500ms\n",
-            "        clients:  10 answered, 2 KoD RATE, 30 ignored (rate limit)\n",
+            "        clients:  10 answered, 2 KoD RATE, 30 ignored (rate limit), 3 malformed\n",
             "*192.0.2.10      127.127.1.1      3 u   12   64  377    0.208   -0.142   0.139\n",
             "x192.0.2.10      127.127.1.1      3 s    -   64  377        -   -0.142   0.139\n",
             "      192.0.2.10 unreachable: KoD DENY\n",
@@ -358,6 +358,7 @@ mod tests {
         assert_eq!(v["peers"][0]["timestamps"]["rx"]["in_use"], "kernel");
         assert!(v["peers"][1].get("timestamps").is_none());
         assert_eq!(v["server"]["rate_ignored"], 30);
+        assert_eq!(v["server"]["malformed"], 3);
         assert_eq!(v["filter_error"], "no pins");
         let (k, v) = keys(
             Err(anyhow::anyhow!("the agent is not running")),

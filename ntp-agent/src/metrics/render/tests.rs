@@ -77,6 +77,7 @@ fn report() -> AgentReport {
             rate_kod: 1,
             rate_ignored: 4,
             not_serving: 0,
+            malformed: 2,
         },
         timestamps: vec![SourceTimestamps {
             id: SourceId::new(0, 0),
@@ -474,9 +475,10 @@ fn server_requests_by_result() {
             v("answered"),
             v("kod_rate"),
             v("ignored_rate"),
-            v("not_serving")
+            v("not_serving"),
+            v("malformed")
         ],
-        [10.0, 1.0, 4.0, 0.0]
+        [10.0, 1.0, 4.0, 0.0, 2.0]
     );
 }
 
