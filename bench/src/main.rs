@@ -45,6 +45,8 @@ pub enum Section {
     Attack,
     /// 4: sync quality (simulation, and real time next to chronyd).
     Quality,
+    /// Only the real-time half of 4 (agent and chronyd -x side by side).
+    Realtime,
     /// 5: the agent's RSS and CPU time (idle: during 4; flood: during 3).
     Footprint,
     /// 6: what NTS costs (key establishment, authenticated exchanges).
@@ -66,6 +68,11 @@ struct Args {
     /// Where results.md, results.json and the SVGs go.
     #[arg(long, default_value = "bench")]
     out: PathBuf,
+    /// Another agent binary to run next to the agent in the real-time
+    /// comparison (e.g. the build before a change), same responder and
+    /// polling, reported as "ntp-agent, before".
+    #[arg(long, value_name = "PATH")]
+    before_agent: Option<PathBuf>,
     /// Print the nftables ruleset of the flood comparison and exit.
     #[arg(long)]
     print_nft: bool,
@@ -290,7 +297,7 @@ fn run(args: &Args) -> Result<bool> {
     });
     let realtime = run_section(
         "realtime",
-        wanted(Section::Quality) || wanted(Section::Footprint),
+        wanted(Section::Quality) || wanted(Section::Realtime) || wanted(Section::Footprint),
         &mut times,
         || {
             quality::realtime(
@@ -299,6 +306,7 @@ fn run(args: &Args) -> Result<bool> {
                     sample_every: Duration::from_secs(2),
                     idle_settle: Duration::from_secs(if quick { 10 } else { 20 }),
                     idle_window: Duration::from_secs(if quick { 30 } else { 60 }),
+                    before_agent: args.before_agent.clone(),
                 },
                 wanted(Section::Footprint),
             )

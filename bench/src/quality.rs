@@ -215,6 +215,10 @@ pub struct RealtimeOpts {
     /// long after the idle agent came up, and lasts `idle_window`.
     pub idle_settle: Duration,
     pub idle_window: Duration,
+    /// Another agent binary run side by side, in its own namespace with
+    /// the same responder and polling (`--before-agent`): the "before" of a
+    /// change, measured in the same run.
+    pub before_agent: Option<std::path::PathBuf>,
 }
 
 /// One network condition of the real-time comparison.
@@ -286,6 +290,10 @@ pub struct ConditionRun {
     /// clock filter's and selection's offset alone.
     pub agent_observe: ClientRun,
     pub chronyd: ClientRun,
+    /// `--before-agent`'s run, like `agent`.
+    pub before: Option<ClientRun>,
+    /// Agent RMS error over the before agent's.
+    pub rms_ratio_agent_to_before: Option<f64>,
     /// Agent RMS error over chronyd's.
     pub rms_ratio_agent_to_chronyd: f64,
     /// Agent settle time minus chronyd's, seconds (≤ 0: no later).
@@ -313,10 +321,11 @@ const SRV_IDLE: [&str; 4] = [
     "203.0.113.36",
 ];
 const SRV_OBS: &str = "203.0.113.49";
+const SRV_BEF: &str = "203.0.113.65";
 
 fn lab() -> Result<Topology> {
     let mut t = Topology::new("brt");
-    for role in ["srv", "agt", "obs", "chr", "idl"] {
+    for role in ["srv", "agt", "obs", "chr", "idl", "bef"] {
         t.add_ns(role)?;
     }
     t.veth(("srv", "s-agt"), ("agt", "wan0"))?;
@@ -333,6 +342,9 @@ fn lab() -> Result<Topology> {
     t.veth(("srv", "s-obs"), ("obs", "wan0"))?;
     t.addr("srv", "s-obs", &format!("{SRV_OBS}/28"))?;
     t.addr("obs", "wan0", "203.0.113.50/28")?;
+    t.veth(("srv", "s-bef"), ("bef", "wan0"))?;
+    t.addr("srv", "s-bef", &format!("{SRV_BEF}/28"))?;
+    t.addr("bef", "wan0", "203.0.113.66/28")?;
     Ok(t)
 }
 
@@ -476,6 +488,17 @@ fn start_agent(
     server: &str,
     extra: &[&str],
 ) -> Result<(AgentEnv, Child, String)> {
+    start_agent_bin(t, role, server, extra, None)
+}
+
+/// `bin`: another agent binary than `NTP_AGENT_BIN`.
+fn start_agent_bin(
+    t: &Topology,
+    role: &str,
+    server: &str,
+    extra: &[&str],
+    bin: Option<&std::path::Path>,
+) -> Result<(AgentEnv, Child, String)> {
     let env = AgentEnv::new(&format!("brt{role}"))?;
     let poll = POLL_EXP.to_string();
     let mut args = vec![
@@ -490,7 +513,10 @@ fn start_agent(
     ];
     args.extend(extra);
     let config = format!("ntp-agent run --no-clock-adjust {}", args.join(" "));
-    let child = env.start(t.ns(role), &args)?;
+    let child = match bin {
+        Some(bin) => env.start_bin(t.ns(role), bin, &args)?,
+        None => env.start(t.ns(role), &args)?,
+    };
     Ok((env, child, config))
 }
 
@@ -533,7 +559,7 @@ fn realtime_condition(
     with_idle: bool,
 ) -> Result<(ConditionRun, Option<Window>)> {
     let t = lab()?;
-    let mut addrs: Vec<IpAddr> = [SRV_AGT, SRV_CHR, SRV_OBS]
+    let mut addrs: Vec<IpAddr> = [SRV_AGT, SRV_CHR, SRV_OBS, SRV_BEF]
         .iter()
         .chain(SRV_IDLE.iter())
         .map(|a| a.parse::<Ipv4Addr>().map(IpAddr::V4))
@@ -552,6 +578,10 @@ fn realtime_condition(
         start_agent(&t, "agt", SRV_AGT, &["--panic-threshold", "0.001"])?;
     let (obs_env, _obs, obs_config) = start_agent(&t, "obs", SRV_OBS, &[])?;
     let mut chrony = ChronyClient::start(t.ns("chr"), SRV_CHR)?;
+    let before = match &opts.before_agent {
+        Some(bin) => Some(start_agent_bin(&t, "bef", SRV_BEF, &[], Some(bin))?),
+        None => None,
+    };
 
     let idle = if with_idle {
         let env = AgentEnv::new("brtidl")?;
@@ -569,14 +599,19 @@ fn realtime_condition(
     let mut idle_window: Option<Window> = None;
 
     let start = Instant::now();
-    let (mut agt_s, mut obs_s, mut chr_s) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut agt_s, mut obs_s, mut chr_s, mut bef_s) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut last_print = Instant::now();
     while start.elapsed() < opts.duration {
         let ts = start.elapsed().as_secs_f64();
-        for (env, role, out, measurement_only) in [
+        let mut clients = vec![
             (&agt_env, "agt", &mut agt_s, true),
             (&obs_env, "obs", &mut obs_s, false),
-        ] {
+        ];
+        if let Some((env, _, _)) = &before {
+            clients.push((env, "bef", &mut bef_s, false));
+        }
+        for (env, role, out, measurement_only) in clients {
             match env.status(t.ns(role)) {
                 Ok(st) => {
                     let (o, c) = agent_sample(&st, measurement_only);
@@ -662,7 +697,20 @@ fn realtime_condition(
         chr_s,
         bound_ms,
     );
+    let before = before.map(|(_, _, config)| {
+        client_run(
+            "ntp-agent, before",
+            config,
+            "--before-agent: the same as ntp-agent, another build (the before of a change), side by side in the same run",
+            bef_s,
+            bound_ms,
+        )
+    });
     let run = ConditionRun {
+        rms_ratio_agent_to_before: before
+            .as_ref()
+            .map(|b| ratio(agent.error_rms_ms, b.error_rms_ms)),
+        before,
         condition,
         max_delay_ms: condition.max_delay_s * 1e3,
         settle_bound_ms: bound_ms,

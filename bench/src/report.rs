@@ -516,7 +516,10 @@ fn realtime_md(w: &mut String, rt: &RealtimeResult) {
             w,
             "| client | configuration | first estimate after s | settled after s | samples | mean error ms | RMS error ms | max abs error ms | before / after settling max ms |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         );
-        for cl in [&c.agent, &c.chronyd, &c.agent_observe] {
+        for cl in [&c.agent, &c.chronyd, &c.agent_observe]
+            .into_iter()
+            .chain(c.before.as_ref())
+        {
             let _ = writeln!(
                 w,
                 "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} / {} |",
@@ -545,9 +548,23 @@ fn realtime_md(w: &mut String, rt: &RealtimeResult) {
             c.responder.replies,
             c.responder.no_kernel_timestamp
         );
+        if let (Some(b), Some(r)) = (&c.before, c.rms_ratio_agent_to_before) {
+            let _ = writeln!(
+                w,
+                "Agent RMS error / the before agent's: **{}** ({} ms vs {} ms; mean {} vs {} ms).\n",
+                x(r),
+                f(c.agent.error_rms_ms, 3),
+                f(b.error_rms_ms, 3),
+                f(c.agent.error_mean_ms, 3),
+                f(b.error_mean_ms, 3),
+            );
+        }
     }
     if let Some(c) = rt.conditions.first() {
-        for cl in [&c.agent, &c.chronyd, &c.agent_observe] {
+        for cl in [&c.agent, &c.chronyd, &c.agent_observe]
+            .into_iter()
+            .chain(c.before.as_ref())
+        {
             let _ = writeln!(w, "- {}: {}.", cl.name, cl.note);
         }
     }
@@ -783,7 +800,15 @@ fn realtime_svg(rt: &RealtimeResult) -> String {
                     points: pts(&c.agent_observe),
                     dots: true,
                 },
-            ],
+            ]
+            .into_iter()
+            .chain(c.before.as_ref().map(|b| Series {
+                name: "ntp-agent, before".into(),
+                color: svg::GREEN,
+                points: pts(b),
+                dots: true,
+            }))
+            .collect(),
             shade: vec![],
             marks: c
                 .agent

@@ -10,7 +10,7 @@ use std::fmt;
 use ntp_proto::{SourceId, SourceStatus, SystemStatus};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AclRule, Role, SourceArg, SourceRole, SourceSpec};
+use crate::model::{AclRule, Role, SourceArg, SourceRole, SourceSpec, SourceStamps};
 
 /// Longest request the agent reads; the longest real one (a 253-byte host
 /// name with poll options) is far shorter.
@@ -86,6 +86,17 @@ pub struct AgentReport {
     /// The NTS sources, whether or not they have a core source yet.
     pub nts: Vec<NtsReport>,
     pub pools: Vec<PoolReport>,
+    /// Kernel or user timestamps per source (empty from an agent that
+    /// predates them, so a newer `status` still reads an older agent).
+    #[serde(default)]
+    pub timestamps: Vec<SourceTimestamps>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceTimestamps {
+    pub id: SourceId,
+    #[serde(flatten)]
+    pub stamps: SourceStamps,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -234,7 +245,7 @@ pub(crate) mod tests {
     use ntp_proto::{KissCode, KodState, LeapIndicator, RejectCounters, Tally, UnsyncReason};
 
     use super::*;
-    use crate::model::Cidr;
+    use crate::model::{timestamps::StampCounts, Cidr, StampKind};
 
     fn every_command() -> Vec<Command> {
         let arg = |s: &str| s.parse::<SourceArg>().unwrap();
@@ -395,7 +406,33 @@ pub(crate) mod tests {
                 members: vec![SourceId::new(4, 4)],
                 replacements: 9,
             }],
+            timestamps: vec![SourceTimestamps {
+                id: SourceId::new(3, 3),
+                stamps: SourceStamps {
+                    rx: StampCounts {
+                        in_use: Some(StampKind::Kernel),
+                        kernel: 20,
+                        user: 1,
+                        fallbacks: 1,
+                    },
+                    tx: StampCounts {
+                        in_use: Some(StampKind::User),
+                        kernel: 3,
+                        user: 18,
+                        fallbacks: 0,
+                    },
+                },
+            }],
         }
+    }
+
+    #[test]
+    fn a_report_from_an_agent_without_timestamps_still_reads() {
+        let mut v = serde_json::to_value(full_report()).unwrap();
+        v.as_object_mut().unwrap().remove("timestamps");
+        let report: AgentReport = serde_json::from_value(v).unwrap();
+        assert!(report.timestamps.is_empty());
+        assert_eq!(report.sources, full_report().sources);
     }
 
     #[test]

@@ -247,6 +247,16 @@ impl NtpPacket {
         b
     }
 
+    /// Overwrites the transmit timestamp of an encoded packet, so a server
+    /// can take T3 at the very last moment before the send. Only for
+    /// packets without a MAC or authenticated extension fields (they would
+    /// no longer verify); shorter buffers are left alone.
+    pub fn restamp_transmit(encoded: &mut [u8], transmit: NtpTimestamp) {
+        if let Some(field) = encoded.get_mut(40..48) {
+            field.copy_from_slice(&transmit.to_bits().to_be_bytes());
+        }
+    }
+
     /// Kiss code if this is a Kiss-o'-Death packet (stratum 0).
     pub fn kiss_code(&self) -> Option<KissCode> {
         (self.stratum == 0).then(|| KissCode::from_refid(self.reference_id))
@@ -329,6 +339,19 @@ mod tests {
         p.transmit_timestamp = NtpTimestamp::from_bits(0x8000_0000_0000_0001);
         assert_eq!(NtpPacket::decode(&p.encode()).unwrap(), p);
         assert_eq!(p.reference_id.display(1), "GPS");
+    }
+
+    #[test]
+    fn restamping_changes_only_the_transmit_field() {
+        let mut p = NtpPacket::new(Mode::Server);
+        p.receive_timestamp = NtpTimestamp::from_bits(5);
+        let mut bytes = p.encode();
+        NtpPacket::restamp_transmit(&mut bytes, NtpTimestamp::from_bits(9));
+        p.transmit_timestamp = NtpTimestamp::from_bits(9);
+        assert_eq!(NtpPacket::decode(&bytes).unwrap(), p);
+        let mut short = [0u8; 40];
+        NtpPacket::restamp_transmit(&mut short, NtpTimestamp::from_bits(9));
+        assert_eq!(short, [0u8; 40]);
     }
 
     #[test]

@@ -384,6 +384,18 @@ impl Source {
             .clamp(self.effective_minpoll(), self.effective_maxpoll());
     }
 
+    /// The request built by the last [`poll`](Self::poll) left at `sent`
+    /// (local clock): the moment it was really handed to the network, which
+    /// the caller knows better than the reading `poll` was given (that one
+    /// comes before the socket is bound and the filter told of its port).
+    /// The packet's transmit field is untouched: in client mode it is a
+    /// nonce, and a peer already has the value we sent.
+    pub fn transmitted(&mut self, sent: NtpTimestamp) {
+        if let Some(o) = &mut self.outstanding {
+            o.sent = sent;
+        }
+    }
+
     /// Our clock was stepped by `offset` seconds: keep pending local timestamps
     /// on the new timescale.
     pub fn clock_stepped(&mut self, d: NtpDuration) {
@@ -601,6 +613,23 @@ mod tests {
             o => panic!("{o:?}"),
         }
         assert_eq!(src.reach(), 1);
+        assert_eq!(src.counters().total(), 0);
+    }
+
+    #[test]
+    fn the_real_send_time_replaces_the_poll_reading() {
+        // The request really left 1 ms after the reading `poll` got (socket
+        // set-up, filter write): the offset must not carry half of that.
+        let (mut src, reply, _) = setup(SourceKind::Server);
+        src.transmitted(t(0.001));
+        match recv(&mut src, &reply) {
+            ReceiveOutcome::Accepted(m) => {
+                assert!((m.offset.to_seconds() - 0.0045).abs() < 1e-8, "{m:?}");
+                assert!((m.delay.to_seconds() - 0.001).abs() < 1e-8, "{m:?}");
+            }
+            o => panic!("{o:?}"),
+        }
+        // The origin check still uses the nonce the packet carried.
         assert_eq!(src.counters().total(), 0);
     }
 

@@ -442,6 +442,14 @@ impl System {
         actions
     }
 
+    /// The request last sent to `id` left when the disciplined clock read
+    /// `sent` (T1, taken right at the send; see [`Source::transmitted`]).
+    pub fn transmitted(&mut self, id: SourceId, sent: NtpTimestamp) {
+        if let Some(i) = self.index_of(id) {
+            self.at_mut(i).source.transmitted(sent);
+        }
+    }
+
     /// Processes a packet from source `id`, received when the disciplined clock
     /// read `recv` (monotonic `now`).
     pub fn handle_packet(

@@ -27,6 +27,20 @@ pub struct NetworkSpec {
     pub loss: f64,
 }
 
+/// Where the client's timestamps come from. The latencies happen either
+/// way; with kernel timestamps they stay out of T1 and T4.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StampingSpec {
+    /// From the core's T1 reading to the request leaving (socket bind and
+    /// connect, the filter write), seconds.
+    pub send_setup: f64,
+    /// Mean of the exponential time from a reply's arrival to the task
+    /// reading the clock (wake-up latency), seconds.
+    pub wakeup: f64,
+    /// T1 when the request really left, T4 when the reply arrived.
+    pub kernel: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum KodSpec {
     /// Answer DENY to every request from `from` on.
@@ -98,6 +112,8 @@ pub struct Scenario {
     /// Std dev of the per-second random walk of each clock's frequency (s/s).
     pub wander: f64,
     pub network: NetworkSpec,
+    /// The client's timestamping (default: exact, no latencies).
+    pub stamping: StampingSpec,
     pub servers: Vec<ServerSpec>,
     pub clients: Vec<ClientSpec>,
     /// True time of an inserted leap second (UTC midnight).
@@ -130,6 +146,7 @@ impl Scenario {
                 asymmetry: 0.0,
                 loss: 0.0,
             },
+            stamping: StampingSpec::default(),
             servers: vec![ServerSpec::default()],
             clients: vec![ClientSpec::default()],
             leap_at: None,
@@ -309,6 +326,17 @@ impl<'a> Sim<'a> {
                     address,
                     packet,
                 } => {
+                    // The request leaves after its set-up; with kernel
+                    // timestamps the core learns that moment as T1.
+                    let setup = self.sc.stamping.send_setup;
+                    let t = t + setup;
+                    if self.sc.stamping.kernel && setup > 0.0 {
+                        let cl = &mut self.clients[c];
+                        let now = cl.clock.advance(t - setup);
+                        let left = now + setup * (1.0 + cl.clock.frequency_error());
+                        let at = self.stamp(left);
+                        self.clients[c].sys.transmitted(source, at);
+                    }
                     let Some(d) = self.delay(true) else { continue };
                     let sidx = (0..self.sc.servers.len()).find(|&i| server_addr(i) == address);
                     if let Some(server) = sidx {
@@ -481,7 +509,13 @@ impl<'a> Sim<'a> {
                     }
                 }
                 EvKind::ToClient { client, source } => {
-                    let reading = self.clients[client].clock.advance(t);
+                    let mut reading = self.clients[client].clock.advance(t);
+                    let wakeup = self.sc.stamping.wakeup;
+                    if wakeup > 0.0 && !self.sc.stamping.kernel {
+                        // The user-space T4: read when the task got to it.
+                        let late = -wakeup * (1.0 - self.rng.gen::<f64>()).ln();
+                        reading += late * (1.0 + self.clients[client].clock.frequency_error());
+                    }
                     let stamp = self.stamp(reading);
                     let actions = self.clients[client].sys.handle_packet(
                         source,

@@ -70,9 +70,15 @@ impl AgentEnv {
 
     /// Starts `ntp-agent run …` in `ns` and waits until it is running.
     pub fn start(&self, ns: &Netns, extra: &[&str]) -> Result<Child> {
+        self.start_bin(ns, &agent_bin()?, extra)
+    }
+
+    /// [`start`](Self::start) with another agent binary (the benchmark's
+    /// before/after comparison).
+    pub fn start_bin(&self, ns: &Netns, bin: &std::path::Path, extra: &[&str]) -> Result<Child> {
         let args = self.run_args(extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut agent = Child::spawn_in_with(ns, "ntp-agent", agent_bin()?, &args, &self.lifetime)?;
+        let mut agent = Child::spawn_in_with(ns, "ntp-agent", bin, &args, &self.lifetime)?;
         agent
             .wait_for_line("running;", START_TIMEOUT)
             .context("the agent did not come up")?;

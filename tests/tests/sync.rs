@@ -52,6 +52,12 @@ fn source(v: &Value, remote: IpAddr) -> &Value {
         .unwrap_or_else(|| panic!("no source {remote} in status:\n{v:#}"))
 }
 
+/// Which timestamps the agent used for `src`'s packets in `direction`
+/// (`rx`, `tx`): `kernel` or `user`.
+fn timestamps<'a>(src: &'a Value, direction: &str) -> &'a Value {
+    &src["timestamps"][direction]["in_use"]
+}
+
 fn filter_passed(v: &Value, class: &str, mode: u8) -> u64 {
     v["filter"]["counters"]["by_class_mode"][class][mode.to_string()]["passed"]
         .as_u64()
@@ -138,6 +144,11 @@ fn check_syncs_to_server(tag: &str, server: IpAddr) {
     assert_eq!(src["stratum"], 3, "{st:#}");
     assert_ne!(src["reach"].as_u64(), Some(0), "{st:#}");
     assert!(src["reach"].is_u64(), "{st:#}");
+    // Replies stamped by the kernel as they came in, requests as the veth
+    // driver took them: no wake-up latency in the offsets.
+    assert_eq!(timestamps(src, "rx"), "kernel", "{st:#}");
+    assert_eq!(timestamps(src, "tx"), "kernel", "{st:#}");
+    assert_eq!(src["timestamps"]["rx"]["fallbacks"], 0, "{st:#}");
 
     let text = env.status_text(lab.router()).unwrap();
     assert!(text.contains("status:   synchronized"), "{text}");
@@ -147,6 +158,8 @@ fn check_syncs_to_server(tag: &str, server: IpAddr) {
         text.lines().any(|l| l.starts_with(&line)),
         "no line starting with {line:?}:\n{text}"
     );
+    let line = format!("      {server} timestamps: rx kernel, tx kernel\n");
+    assert!(text.contains(&line), "no {line:?} in:\n{text}");
 
     // RFC 9109: every request from a fresh port.
     let reqs = wait_requests(&ext, server, 4, EVENT_TIMEOUT);
@@ -210,6 +223,9 @@ fn syncs_to_chronyd_symmetric_peer() {
     assert_eq!(src["tally"], "*", "{st:#}");
     assert_eq!(src["stratum"], 3, "{st:#}");
     assert_ne!(src["reach"].as_u64(), Some(0), "{st:#}");
+    // The NTP-port socket is kernel-stamped too.
+    assert_eq!(timestamps(src, "rx"), "kernel", "{st:#}");
+    assert_eq!(timestamps(src, "tx"), "kernel", "{st:#}");
     // Symmetric modes from the peer passed the NIC.
     let passed = filter_passed(&st, "peer", mode::SYMMETRIC_ACTIVE)
         + filter_passed(&st, "peer", mode::SYMMETRIC_PASSIVE);

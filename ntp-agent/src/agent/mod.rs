@@ -36,10 +36,10 @@ use crate::{
     clock::Clock,
     control,
     filter::FilterMaps,
-    model::{PollSettings, Role, Settings, SourceArg, SourceRole, SourceSpec},
-    net::{resolve::resolve, Received, Transport},
+    model::{PollSettings, Role, Settings, SourceArg, SourceRole, SourceSpec, SourceStamps},
+    net::{resolve::resolve, Received, Sent, Transport},
     notify::Notifier,
-    protocol::{AgentReport, ServerCounters, SourceName},
+    protocol::{AgentReport, ServerCounters, SourceName, SourceTimestamps},
     server::{self, RateLimiter},
 };
 
@@ -70,6 +70,8 @@ struct Agent {
     start: Instant,
     system: System,
     kinds: HashMap<SourceId, SourceKind>,
+    /// Kernel or user timestamps, per source (kept while it is in `kinds`).
+    stamps: HashMap<SourceId, SourceStamps>,
     names: Vec<NamedSource>,
     transport: Transport,
     maps: Option<Arc<Mutex<FilterMaps>>>,
@@ -119,6 +121,7 @@ pub async fn run(
         start: Instant::now(),
         system: System::new(settings.system.clone()),
         kinds: HashMap::new(),
+        stamps: HashMap::new(),
         names: Vec::new(),
         transport,
         maps,
@@ -315,7 +318,7 @@ impl Agent {
                     let ntp = std::net::SocketAddr::new(address, self.transport.ntp_port());
                     let sent = match self.kinds.get(&source) {
                         Some(SourceKind::Peer) => {
-                            self.transport.send_from_ntp_port(ntp, &packet).await
+                            self.transport.send_from_ntp_port(ntp, &packet, None).await
                         }
                         _ => match self.seal_for(source, &packet) {
                             Outgoing::Plain => {
@@ -326,12 +329,13 @@ impl Agent {
                             }
                             Outgoing::Withheld => {
                                 tracing::debug!(%address, "NTS: no session; request not sent");
-                                Ok(())
+                                continue;
                             }
                         },
                     };
-                    if let Err(e) = sent {
-                        tracing::warn!(%address, "sending to source failed: {e:#}");
+                    match sent {
+                        Ok(sent) => self.transmitted(source, sent),
+                        Err(e) => tracing::warn!(%address, "sending to source failed: {e:#}"),
                     }
                 }
                 Action::Clock(c) => {
@@ -343,10 +347,22 @@ impl Agent {
         }
     }
 
+    /// T1 of the request to `source` is the moment it left, in the
+    /// disciplined clock's time (the virtual one under `--no-clock-adjust`).
+    fn transmitted(&mut self, source: SourceId, sent: Sent) {
+        let t1 = sent.at.at + self.clock.correction_at(sent.mono);
+        self.system.transmitted(source, t1);
+        if self.stamps.len() > self.kinds.len() {
+            let kinds = &self.kinds;
+            self.stamps.retain(|id, _| kinds.contains_key(id));
+        }
+        self.stamps.entry(source).or_default().tx.record(&sent.at);
+    }
+
     async fn on_datagram(&mut self, mut r: Received) {
         // Sockets timestamp with system time; the core works in the
         // disciplined clock's time.
-        r.at = r.at + self.clock.correction_at(r.mono);
+        r.at.at = r.at.at + self.clock.correction_at(r.mono);
         let mode = r.data.first().map(|b| b & 7);
         if r.on_ntp_port && mode == Some(3) {
             self.serve_client(r).await;
@@ -359,15 +375,18 @@ impl Agent {
             Some(id) => {
                 let now = self.mono(r.mono);
                 let actions = match self.open_for(id, &r.data) {
-                    Incoming::Plain => self.system.handle_packet(id, &r.data, r.at, now),
+                    Incoming::Plain => self.system.handle_packet(id, &r.data, r.at.at, now),
                     Incoming::Authentic(header) => {
-                        self.system.handle_packet(id, &header, r.at, now)
+                        self.system.handle_packet(id, &header, r.at.at, now)
                     }
                     Incoming::Refused => {
                         tracing::debug!(from = %r.from, "NTS: reply refused");
                         return;
                     }
                 };
+                if self.kinds.contains_key(&id) {
+                    self.stamps.entry(id).or_default().rx.record(&r.at);
+                }
                 self.execute(actions).await;
             }
             None => {
@@ -389,7 +408,7 @@ impl Agent {
         };
         let decision = self.limiter.check(r.from.ip(), r.mono);
         let state = self.system.server_state(self.clock.now());
-        let Some(reply) = server::answer(&req, decision, &state, r.at, self.clock.now()) else {
+        let Some(reply) = server::answer(&req, decision, &state, r.at.at, self.clock.now()) else {
             if decision == server::Decision::Ignore {
                 self.served.rate_ignored += 1;
             }
@@ -403,7 +422,16 @@ impl Agent {
             }
             server::Decision::Ignore => {}
         }
-        if let Err(e) = self.transport.send_from_ntp_port(r.from, &reply).await {
+        // T3 is taken again right before the send (a KoD keeps its own).
+        let correction = self.clock.correction_at(Instant::now());
+        let t3 = move |system_now| system_now + correction;
+        let late_t3: Option<&(dyn Fn(_) -> _ + Sync)> =
+            (decision == server::Decision::Answer).then_some(&t3);
+        if let Err(e) = self
+            .transport
+            .send_from_ntp_port(r.from, &reply, late_t3)
+            .await
+        {
             tracing::debug!(client = %r.from, "reply failed: {e:#}");
         }
     }
@@ -474,6 +502,12 @@ impl Agent {
             server: self.served.clone(),
             nts: self.nts_reports(),
             pools: self.pool_reports(),
+            timestamps: self
+                .stamps
+                .iter()
+                .filter(|(id, _)| self.kinds.contains_key(id))
+                .map(|(&id, &stamps)| SourceTimestamps { id, stamps })
+                .collect(),
         }
     }
 

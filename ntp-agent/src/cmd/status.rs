@@ -218,6 +218,20 @@ pub fn render_agent(agent: &AgentReport) -> String {
             p.replacements
         );
     }
+    for p in &agent.sources {
+        let Some(t) = agent.timestamps.iter().find(|t| t.id == p.id) else {
+            continue;
+        };
+        let (rx, tx) = t.stamps.in_use();
+        let _ = write!(out, "      {} timestamps: rx {rx}, tx {tx}", p.remote);
+        match t.stamps.fallbacks() {
+            0 => {}
+            n => {
+                let _ = write!(out, ", {n} kernel timestamps refused");
+            }
+        }
+        let _ = writeln!(out);
+    }
     out
 }
 
@@ -262,8 +276,9 @@ struct AgentJson<'a> {
     clock: &'a str,
     clock_correction_ms: Option<f64>,
     host: &'a SystemStatus,
-    /// The sources, an NTS one with its `nts` object; NTS sources without
-    /// a server yet at the end (`remote` the KE host, `state` why).
+    /// The sources, an NTS one with its `nts` object and each with its
+    /// `timestamps` (absent before the first); NTS sources without a server
+    /// yet at the end (`remote` the KE host, `state` why).
     peers: Vec<serde_json::Value>,
     pools: &'a [PoolReport],
     server: &'a ServerCounters,
@@ -271,13 +286,22 @@ struct AgentJson<'a> {
 
 fn peers_json(a: &AgentReport) -> Vec<serde_json::Value> {
     let nts_of = |id| a.nts.iter().find(|n| n.source == Some(id));
-    let with_nts = a.sources.iter().map(|s| {
+    let stamps_of = |id| a.timestamps.iter().find(|t| t.id == id).map(|t| &t.stamps);
+    let known = a.sources.iter().map(|s| {
         let mut v = serde_json::to_value(s).unwrap_or_default();
-        if let (Some(n), Some(m)) = (nts_of(s.id), v.as_object_mut()) {
-            m.insert(
-                "nts".into(),
-                serde_json::to_value(&n.nts).unwrap_or_default(),
-            );
+        if let Some(m) = v.as_object_mut() {
+            if let Some(n) = nts_of(s.id) {
+                m.insert(
+                    "nts".into(),
+                    serde_json::to_value(&n.nts).unwrap_or_default(),
+                );
+            }
+            if let Some(t) = stamps_of(s.id) {
+                m.insert(
+                    "timestamps".into(),
+                    serde_json::to_value(t).unwrap_or_default(),
+                );
+            }
         }
         v
     });
@@ -290,7 +314,7 @@ fn peers_json(a: &AgentReport) -> Vec<serde_json::Value> {
             "nts": n.nts,
         })
     });
-    with_nts.chain(pending).collect()
+    known.chain(pending).collect()
 }
 
 impl<'a> StatusJson<'a> {
@@ -360,6 +384,7 @@ mod tests {
             " 192.0.2.30      .NTS.           16 N    -    -    0        -        -       -\n",
             "      192.0.2.30 NTS-KE with 192.0.2.30:4460 failed: no answer within 10s; nothing is sent until it succeeds\n",
             "pool pool.example.net: 1 of 4 members, 9 replaced\n",
+            "      192.0.2.10 timestamps: rx kernel, tx user, 1 kernel timestamps refused\n",
         ] {
             assert!(text.contains(line), "no {line:?} in:\n{text}");
         }
@@ -396,15 +421,26 @@ mod tests {
         assert_eq!(v["mode"], "server");
         assert_eq!(v["host"], serde_json::to_value(&report.system).unwrap());
         // Each source as the core reports it, an NTS one with its `nts`
-        // object, then the NTS source still without a server.
+        // object, each with its `timestamps`, then the NTS source still
+        // without a server.
         let peers = v["peers"].as_array().unwrap();
         assert_eq!(peers.len(), report.sources.len() + 1);
         for (p, s) in peers.iter().zip(&report.sources) {
             let mut p = p.clone();
             let nts = p.as_object_mut().unwrap().remove("nts");
+            let stamps = p.as_object_mut().unwrap().remove("timestamps");
             assert_eq!(p, serde_json::to_value(s).unwrap());
             assert_eq!(nts.is_some(), s.id == report.nts[0].source.unwrap());
+            assert_eq!(
+                stamps.is_some(),
+                report.timestamps.iter().any(|t| t.id == s.id)
+            );
         }
+        let stamped = peers
+            .iter()
+            .find(|p| p.get("timestamps").is_some())
+            .unwrap();
+        assert_eq!(stamped["timestamps"]["rx"]["in_use"], "kernel");
         assert_eq!(peers[0]["nts"]["cookies"], 7);
         assert_eq!(peers[0]["nts"]["ke_server"], "nts.example.net:4460");
         assert_eq!(peers[0]["nts"]["aead"], "AEAD_AES_SIV_CMAC_256");

@@ -13,6 +13,7 @@ use prometheus_client::{
 
 use crate::{
     filter::stats::FilterStats,
+    model::{timestamps::StampCounts, StampKind},
     protocol::{AgentReport, NtsStatus},
 };
 
@@ -386,6 +387,49 @@ fn source_metrics(x: &mut Exposition, a: &AgentReport) {
                 (l, n)
             })
         }),
+    );
+    timestamp_metrics(x, a, &rows);
+}
+
+/// Per source and direction: which timestamps are in use, how many of
+/// each kind were taken and how many kernel ones were refused.
+fn timestamp_metrics(x: &mut Exposition, a: &AgentReport, rows: &[(Labels, &SourceStatus)]) {
+    let per_direction: Vec<(Labels, StampCounts)> = rows
+        .iter()
+        .filter_map(|(l, s)| {
+            let t = a.timestamps.iter().find(|t| t.id == s.id)?;
+            Some([("rx", t.stamps.rx), ("tx", t.stamps.tx)].map(|(dir, c)| {
+                let mut l = l.clone();
+                l.push(("direction".into(), dir.into()));
+                (l, c)
+            }))
+        })
+        .flatten()
+        .collect();
+    let by_kind = |l: &Labels, kind: StampKind| {
+        let mut l = l.clone();
+        l.push(("timestamp".into(), kind.to_string()));
+        l
+    };
+    x.ints(
+        "source_timestamps_in_use",
+        "Kind of the source's latest timestamp per direction (rx, tx): label timestamp: 1 for the kind in use (kernel, user), 0 for the other",
+        per_direction.iter().flat_map(|(l, c)| {
+            [StampKind::Kernel, StampKind::User]
+                .map(|k| (by_kind(l, k), i64::from(c.in_use == Some(k))))
+        }),
+    );
+    x.counters(
+        "source_timestamps",
+        "Timestamps of the source's packets per direction (rx, tx) and kind (label timestamp; kernel: the kernel's software timestamp, user: the agent's clock reading)",
+        per_direction.iter().flat_map(|(l, c)| {
+            [(StampKind::Kernel, c.kernel), (StampKind::User, c.user)].map(|(k, n)| (by_kind(l, k), n))
+        }),
+    );
+    x.counters(
+        "source_timestamp_fallbacks",
+        "Kernel timestamps of the source's packets refused (more than 1 s from the clock read next to them) and replaced by the agent's clock reading, per direction",
+        per_direction.iter().map(|(l, c)| (l.clone(), c.fallbacks)),
     );
 }
 

@@ -8,9 +8,11 @@ pub mod role;
 pub mod settings;
 pub mod source;
 pub mod text;
+pub mod timestamps;
 
 pub use acl::{AclRule, Cidr};
 pub use policy::ModeOverride;
 pub use role::Role;
 pub use settings::{RateLimit, Settings};
 pub use source::{PollSettings, SourceArg, SourceRole, SourceSpec};
+pub use timestamps::{SourceStamps, Stamp, StampKind};

@@ -9,6 +9,7 @@
 //! listens on 123 (the router note's complaint: "port 123 still answers").
 
 pub mod resolve;
+pub mod stamp;
 
 use std::{
     collections::HashMap,
@@ -20,11 +21,12 @@ use std::{
 use anyhow::{Context as _, Result};
 use ntp_filter_common::{AddrKey, SourceClass, SourceEntry};
 use ntp_proto::{NtpTimestamp, SourceId};
-use tokio::{net::UdpSocket, sync::mpsc, task::JoinHandle};
+use tokio::{io::Interest, net::UdpSocket, sync::mpsc, task::JoinHandle};
 
-use crate::{clock::realtime_now, filter::FilterMaps};
+use crate::{clock::realtime_now, filter::FilterMaps, model::Stamp};
 
-/// A datagram for the agent, timestamped as it came off the socket.
+/// A datagram for the agent, timestamped when the kernel received it (or,
+/// failing that, when the agent read it).
 pub struct Received {
     /// Sender, with IPv4-mapped addresses turned back into IPv4.
     pub from: SocketAddr,
@@ -33,7 +35,17 @@ pub struct Received {
     /// Came in on the NTP port (peers, clients) rather than a request port.
     pub on_ntp_port: bool,
     pub data: Vec<u8>,
-    pub at: NtpTimestamp,
+    /// System time (not yet the disciplined clock's).
+    pub at: Stamp<NtpTimestamp>,
+    /// Monotonic time of the read, next to `at`.
+    pub mono: Instant,
+}
+
+/// When a datagram left: the kernel's transmit stamp, or the clock read
+/// immediately before the send call.
+pub struct Sent {
+    /// System time (not yet the disciplined clock's).
+    pub at: Stamp<NtpTimestamp>,
     pub mono: Instant,
 }
 
@@ -67,6 +79,7 @@ fn bind_dual_stack(port: u16) -> Result<UdpSocket> {
     let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_only_v6(false)?;
     socket.set_nonblocking(true)?;
+    stamp::enable(&socket);
     socket
         .bind(&SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port).into())
         .map_err(|e| {
@@ -89,22 +102,61 @@ fn spawn_reader(
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];
         loop {
-            let Ok((len, from)) = socket.recv_from(&mut buf).await else {
+            let Ok(d) = socket
+                .async_io(Interest::READABLE, || stamp::recv(&*socket, &mut buf))
+                .await
+            else {
                 return;
             };
             let received = Received {
-                at: realtime_now(),
+                at: stamp::choose(d.kernel, realtime_now()),
                 mono: Instant::now(),
-                from: SocketAddr::new(from.ip().to_canonical(), from.port()),
+                from: SocketAddr::new(d.from.ip().to_canonical(), d.from.port()),
                 source,
                 on_ntp_port,
-                data: buf[..len].to_vec(),
+                data: buf[..d.len].to_vec(),
             };
             if to_agent.send(received).await.is_err() {
                 return;
             }
         }
     })
+}
+
+/// Sends `packet` (to `to`, or the connected peer), reading the clock
+/// immediately before the send call, then takes the kernel's transmit
+/// stamp if it already has one.
+async fn send_stamped(
+    socket: &UdpSocket,
+    packet: &[u8],
+    to: Option<SocketAddr>,
+    stamp_field: Option<&(dyn Fn(NtpTimestamp) -> NtpTimestamp + Sync)>,
+) -> Result<Sent> {
+    let mut packet = packet.to_vec();
+    loop {
+        socket.writable().await?;
+        let before = realtime_now();
+        let mono = Instant::now();
+        if let Some(stamp_field) = stamp_field {
+            // A server reply's T3: written last thing before it leaves.
+            let t3 = stamp_field(before);
+            ntp_proto::NtpPacket::restamp_transmit(&mut packet, t3);
+        }
+        let sent = match to {
+            Some(to) => socket.try_send_to(&packet, to),
+            None => socket.try_send(&packet),
+        };
+        match sent {
+            Ok(_) => {
+                return Ok(Sent {
+                    at: stamp::choose(stamp::sent_at(socket, before), before),
+                    mono,
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 impl Transport {
@@ -211,43 +263,49 @@ impl Transport {
         id: SourceId,
         dst: SocketAddr,
         packet: &[u8],
-    ) -> Result<()> {
+    ) -> Result<Sent> {
         let server = dst.ip();
         if let Some(fixed) = self.fixed() {
             let fixed = fixed.clone();
             let entry = SourceEntry::server(fixed.local_addr()?.port(), dst.port());
             self.put_entry(server, entry)?;
-            fixed.send_to(packet, dst).await?;
-            return Ok(());
+            return send_stamped(&fixed, packet, Some(dst), None).await;
         }
         let local: SocketAddr = match server {
             IpAddr::V4(_) => "0.0.0.0:0".parse().expect("literal"),
             IpAddr::V6(_) => "[::]:0".parse().expect("literal"),
         };
         let socket = UdpSocket::bind(local).await?;
+        stamp::enable(&socket);
         // connect() makes the kernel drop datagrams from anyone else too.
         socket.connect(dst).await?;
         let entry = SourceEntry::server(socket.local_addr()?.port(), dst.port());
         self.put_entry(server, entry)?;
-        socket.send(packet).await?;
+        // T1 is read in here, after the bind, connect and filter write.
+        let sent = send_stamped(&socket, packet, None, None).await?;
         let reader = spawn_reader(Arc::new(socket), Some(id), false, self.to_agent.clone());
         // The previous request's socket closes here: a late reply to it is
         // stale, and the NIC already drops it.
         if let Some(old) = self.per_server.insert(id, reader) {
             old.abort();
         }
-        Ok(())
+        Ok(sent)
     }
 
     /// Sends from the NTP port: symmetric-mode messages to peers, replies
-    /// to clients.
-    pub async fn send_from_ntp_port(&self, to: SocketAddr, packet: &[u8]) -> Result<()> {
+    /// to clients. `t3`, for a server reply, gives the transmit timestamp
+    /// from the system time read right before the send.
+    pub async fn send_from_ntp_port(
+        &self,
+        to: SocketAddr,
+        packet: &[u8],
+        t3: Option<&(dyn Fn(NtpTimestamp) -> NtpTimestamp + Sync)>,
+    ) -> Result<Sent> {
         let bound = self
             .ntp_socket
             .as_ref()
             .context("the NTP port is not open")?;
-        bound.socket.send_to(packet, to).await?;
-        Ok(())
+        send_stamped(&bound.socket, packet, Some(to), t3).await
     }
 
     pub fn ntp_port(&self) -> u16 {

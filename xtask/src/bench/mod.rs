@@ -18,9 +18,13 @@ pub struct BenchArgs {
     /// About 2-3 minutes instead of about 8: fewer rounds and seeds, shorter runs.
     #[arg(long)]
     quick: bool,
-    /// Only these sections, comma-separated: cost, flood, attack, quality, footprint, nts.
+    /// Only these sections, comma-separated: cost, flood, attack, quality, realtime (its real-time half), footprint, nts.
     #[arg(long, value_name = "SECTIONS")]
     only: Option<String>,
+    /// Another agent binary run next to this one in the real-time
+    /// comparison (the before of a change, e.g. built in a `git worktree`).
+    #[arg(long, value_name = "PATH")]
+    before_agent: Option<String>,
     /// Directory for the results (relative to the workspace).
     #[arg(long, default_value = "bench")]
     out: String,
@@ -33,6 +37,9 @@ fn rerun_line(args: &BenchArgs) -> String {
     }
     if let Some(o) = &args.only {
         line.push_str(&format!(" --only {}", cmd::shell_quote(o)));
+    }
+    if let Some(b) = &args.before_agent {
+        line.push_str(&format!(" --before-agent {}", cmd::shell_quote(b)));
     }
     line
 }
@@ -66,6 +73,9 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     }
     if let Some(o) = &args.only {
         run = run.args(["--only", o]);
+    }
+    if let Some(b) = &args.before_agent {
+        run = run.args(["--before-agent", b]);
     }
     println!("== [measure] $ {run}");
     let status = run

@@ -5,8 +5,11 @@ use ntp_proto::{KodState, RejectCounters, SourceId, SystemStatus};
 
 use super::*;
 use crate::{
-    model::Role,
-    protocol::{KeFailureKind, NtsRejects, NtsReport, PoolReport, ServerCounters, SourceName},
+    model::{timestamps::StampCounts, Role, SourceStamps, StampKind},
+    protocol::{
+        KeFailureKind, NtsRejects, NtsReport, PoolReport, ServerCounters, SourceName,
+        SourceTimestamps,
+    },
 };
 
 fn source(id: usize, remote: &str, kind: char, tally: Tally) -> SourceStatus {
@@ -123,6 +126,23 @@ fn report() -> AgentReport {
             max_sources: 4,
             members: vec![SourceId::new(1, 1), SourceId::new(2, 2)],
             replacements: 3,
+        }],
+        timestamps: vec![SourceTimestamps {
+            id: SourceId::new(0, 0),
+            stamps: SourceStamps {
+                rx: StampCounts {
+                    in_use: Some(StampKind::Kernel),
+                    kernel: 6,
+                    user: 1,
+                    fallbacks: 1,
+                },
+                tx: StampCounts {
+                    in_use: Some(StampKind::Kernel),
+                    kernel: 7,
+                    user: 0,
+                    fallbacks: 0,
+                },
+            },
         }],
     }
 }
