@@ -83,6 +83,7 @@ pub struct AgentReport {
     /// The host name a source's address came from, for sources given by name.
     pub source_names: Vec<SourceName>,
     pub server: ServerCounters,
+    pub ignored: IgnoredCounters,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -100,6 +101,17 @@ pub struct ServerCounters {
     /// Requests that arrived while in client mode (the filter normally
     /// stops them at the NIC; seen only on unfiltered interfaces).
     pub not_serving: u64,
+    /// Datagrams that looked like client requests (mode 3 on the NTP
+    /// port) but did not decode as one; dropped before the rate limit.
+    pub malformed: u64,
+}
+
+/// Datagrams the agent dropped before looking at them, by reason.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IgnoredCounters {
+    /// From an IPv6 address embedding an IPv4 one (`::ffff:0:0/96`,
+    /// `::/96`): never taken for the IPv4 host, never answered.
+    pub ipv4_mapped_source: u64,
 }
 
 impl Request {
@@ -242,6 +254,10 @@ pub(crate) mod tests {
                 rate_kod: 2,
                 rate_ignored: 30,
                 not_serving: 1,
+                malformed: 6,
+            },
+            ignored: IgnoredCounters {
+                ipv4_mapped_source: 5,
             },
         }
     }

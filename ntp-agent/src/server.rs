@@ -2,7 +2,11 @@
 //! client by a token bucket like chrony's `ratelimit`. Modes 6 and 7
 //! (control, private) are never answered, in any mode.
 
-use std::{collections::HashMap, net::IpAddr, time::Instant};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
 
 use ntp_proto::{build_kod_rate, build_reply, Mode, NtpPacket, NtpTimestamp, ServerState};
 
@@ -70,7 +74,11 @@ impl RateLimiter {
     /// Drops clients whose buckets are full again; if that frees nothing,
     /// the oldest half.
     fn forget_idle(&mut self, now: Instant) {
-        let full_after = self.limit.interval * self.limit.burst.max(1);
+        let full_after = self
+            .limit
+            .interval
+            .checked_mul(self.limit.burst.max(1))
+            .unwrap_or(Duration::MAX);
         self.clients
             .retain(|_, b| now.saturating_duration_since(b.last) < full_after);
         if self.clients.len() >= MAX_CLIENTS {
@@ -82,19 +90,24 @@ impl RateLimiter {
     }
 }
 
-/// The reply to a client's datagram, or `None` when it gets none (not a
-/// well-formed mode-3 request, or rate limited).
+/// A client's datagram decoded as a mode-3 request, or `None` when it is
+/// not one. Decoded before the rate limiter is charged, so garbage never
+/// spends a client's burst or its one KoD RATE.
+pub fn request(datagram: &[u8]) -> Option<NtpPacket> {
+    NtpPacket::decode(datagram)
+        .ok()
+        .filter(|req| req.mode == Mode::Client && (1..=4).contains(&req.version))
+}
+
+/// The reply to a client's request, or `None` when it gets none (rate
+/// limited).
 pub fn answer(
-    request: &[u8],
+    req: &NtpPacket,
     decision: Decision,
     state: &ServerState,
     received: NtpTimestamp,
     now: NtpTimestamp,
 ) -> Option<[u8; 48]> {
-    let req = NtpPacket::decode(request).ok()?;
-    if req.mode != Mode::Client {
-        return None;
-    }
     match decision {
         Decision::Answer => build_reply(&req, state, received, now).map(|p| p.encode()),
         Decision::KissOfDeath => Some(build_kod_rate(&req, state).encode()),
@@ -104,8 +117,6 @@ pub fn answer(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 99));
@@ -163,17 +174,31 @@ mod tests {
         let now = NtpTimestamp::from_seconds_fraction(3_950_000_000, 0);
         let mut req = NtpPacket::decode(&[0x23; 48]).unwrap(); // v4, mode 3
         req.transmit_timestamp = now;
-        let reply = answer(&req.encode(), Decision::Answer, &state, now, now).unwrap();
+        let req = request(&req.encode()).unwrap();
+        let reply = answer(&req, Decision::Answer, &state, now, now).unwrap();
         let reply = NtpPacket::decode(&reply).unwrap();
         assert_eq!(reply.mode, Mode::Server);
         assert_eq!(reply.origin_timestamp, now);
         assert_eq!(reply.stratum, 16, "unsynchronised servers say so");
         for mode in [0x26u8, 0x27] {
             // mode 6 (control) and 7 (private)
-            assert_eq!(
-                answer(&[mode; 48], Decision::Answer, &state, now, now),
-                None
-            );
+            assert_eq!(request(&[mode; 48]), None);
         }
+        // Too short, or a version no NTP speaks: not a request.
+        assert_eq!(request(&[0x23; 47]), None);
+        assert_eq!(request(&[0x3b; 48]), None);
+    }
+
+    #[test]
+    fn an_overflowing_idle_period_does_not_panic() {
+        let mut rl = RateLimiter::new(RateLimit {
+            burst: u32::MAX,
+            interval: Duration::from_secs(u64::MAX / 2),
+        });
+        let t0 = Instant::now();
+        for i in 0..(MAX_CLIENTS as u32 + 1) {
+            rl.check(IpAddr::V6(std::net::Ipv6Addr::from(u128::from(i))), t0);
+        }
+        assert!(rl.clients.len() <= MAX_CLIENTS);
     }
 }

@@ -26,11 +26,11 @@ use self::{names::NamedSource, statelog::StateLog};
 use crate::{
     clock::Clock,
     control,
-    filter::FilterMaps,
-    model::{PollSettings, Role, Settings, SourceArg, SourceSpec},
+    filter::{local_addrs, FilterMaps},
+    model::{addr, PollSettings, Role, Settings, SourceArg, SourceSpec},
     net::{resolve::resolve, Received, Transport},
     notify::Notifier,
-    protocol::{AgentReport, ServerCounters, SourceName},
+    protocol::{AgentReport, IgnoredCounters, ServerCounters, SourceName},
     server::{self, RateLimiter},
 };
 
@@ -60,6 +60,7 @@ struct Agent {
     clock: Box<dyn Clock>,
     limiter: RateLimiter,
     served: ServerCounters,
+    ignored: IgnoredCounters,
     log: StateLog,
     rng: rand::rngs::StdRng,
     drift_file: Option<PathBuf>,
@@ -104,6 +105,7 @@ pub async fn run(
         clock,
         limiter: RateLimiter::new(settings.rate_limit),
         served: ServerCounters::default(),
+        ignored: IgnoredCounters::default(),
         log: StateLog::default(),
         rng: rand::rngs::StdRng::from_entropy(),
         drift_file: settings.drift_file.clone().filter(|_| adjusting),
@@ -210,6 +212,9 @@ impl Agent {
                 if self.system.source_by_address(addr).is_some() {
                     anyhow::bail!("{addr} is already a source");
                 }
+                if let Some(why) = addr::refuse_source(addr, &local_addrs::own_addresses()?) {
+                    anyhow::bail!("{why}");
+                }
                 if admit {
                     self.transport.admit(addr, names::class_of(kind))?;
                 }
@@ -294,6 +299,14 @@ impl Agent {
         // disciplined clock's time.
         r.at = r.at + self.clock.correction_at(r.mono);
         let mode = r.data.first().map(|b| b & 7);
+        if addr::embeds_ipv4(r.from.ip()) {
+            // Neither the IPv4 host it names nor a client to answer (the
+            // filter drops these at the NIC; this covers the interfaces it
+            // is not on).
+            self.ignored.ipv4_mapped_source += 1;
+            tracing::debug!(from = %r.from, ?mode, "datagram from an IPv6 address embedding IPv4; ignored");
+            return;
+        }
         if r.on_ntp_port && mode == Some(3) {
             self.serve_client(r).await;
             return;
@@ -319,9 +332,16 @@ impl Agent {
             self.served.not_serving += 1;
             return;
         }
+        // Decoded first: a malformed datagram must not spend the client's
+        // burst or its one KoD RATE.
+        let Some(request) = server::request(&r.data) else {
+            self.served.malformed += 1;
+            tracing::debug!(client = %r.from, len = r.data.len(), "malformed client request; ignored");
+            return;
+        };
         let decision = self.limiter.check(r.from.ip(), r.mono);
         let state = self.system.server_state(self.clock.now());
-        let Some(reply) = server::answer(&r.data, decision, &state, r.at, self.clock.now()) else {
+        let Some(reply) = server::answer(&request, decision, &state, r.at, self.clock.now()) else {
             if decision == server::Decision::Ignore {
                 self.served.rate_ignored += 1;
             }
@@ -404,6 +424,7 @@ impl Agent {
                 })
                 .collect(),
             server: self.served.clone(),
+            ignored: self.ignored.clone(),
         }
     }
 }

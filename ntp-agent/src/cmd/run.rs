@@ -21,7 +21,7 @@ use crate::{
     metrics,
     model::{
         acl::{self, AclRule},
-        policy, PollSettings, RateLimit, Role, Settings, SourceArg, SourceSpec,
+        addr, policy, PollSettings, RateLimit, Role, Settings, SourceArg, SourceSpec,
     },
     notify::{self, Notifier, ReadyWhen},
 };
@@ -114,10 +114,27 @@ pub fn check(args: &RunArgs) -> Result<(Desired, Settings)> {
     }
     let desired = desired(args)?;
     no_source_twice(args)?;
+    no_own_address(args)?;
     for iface in &args.ifaces {
         filter::ifindex(iface)?;
     }
     Ok((desired, settings(args)?))
+}
+
+/// A source that is one of the box's own addresses (or subnet
+/// broadcasts) could only ever time out; refuse it with its flag.
+fn no_own_address(args: &RunArgs) -> Result<()> {
+    let own = local_addrs::own_addresses()?;
+    for (flag, ip) in addresses(&args.servers)
+        .into_iter()
+        .map(|ip| ("--server", ip))
+        .chain(addresses(&args.peers).into_iter().map(|ip| ("--peer", ip)))
+    {
+        if let Some(why) = addr::refuse_source(ip, &own) {
+            bail!("{flag} {why}");
+        }
+    }
+    Ok(())
 }
 
 /// A source given twice (even with other poll options) would be refused by

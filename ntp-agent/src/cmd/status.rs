@@ -18,7 +18,7 @@ use crate::{
         PinDir,
     },
     model::{policy::Modes, Role},
-    protocol::{AgentReport, ServerCounters},
+    protocol::{AgentReport, IgnoredCounters, ServerCounters},
 };
 
 pub fn render_text(s: &FilterStatus) -> String {
@@ -161,8 +161,15 @@ pub fn render_agent(agent: &AgentReport) -> String {
         let srv = &agent.server;
         let _ = writeln!(
             out,
-            "        clients:  {} answered, {} KoD RATE, {} ignored (rate limit)",
-            srv.answered, srv.rate_kod, srv.rate_ignored
+            "        clients:  {} answered, {} KoD RATE, {} ignored (rate limit), {} malformed",
+            srv.answered, srv.rate_kod, srv.rate_ignored, srv.malformed
+        );
+    }
+    if agent.ignored.ipv4_mapped_source > 0 {
+        let _ = writeln!(
+            out,
+            "        ignored:  {} datagrams from IPv6 addresses embedding IPv4 (ipv4_mapped_source)",
+            agent.ignored.ipv4_mapped_source
         );
     }
     let _ = writeln!(out, "peer info:");
@@ -219,6 +226,7 @@ struct AgentJson<'a> {
     host: &'a SystemStatus,
     peers: &'a [SourceStatus],
     server: &'a ServerCounters,
+    ignored: &'a IgnoredCounters,
 }
 
 impl<'a> StatusJson<'a> {
@@ -231,6 +239,7 @@ impl<'a> StatusJson<'a> {
                 host: &a.system,
                 peers: &a.sources,
                 server: &a.server,
+                ignored: &a.ignored,
             }),
             agent_error: agent.as_ref().err().map(|e| format!("{e:#}")),
             filter: filter.as_ref().ok(),

@@ -398,14 +398,21 @@ fn server_metrics(x: &mut Exposition, a: &AgentReport) {
     let c = &a.server;
     x.counters(
         "server_requests",
-        "Client requests (mode 3) that reached the agent, by result: answered, kod_rate (over the rate limit, one KoD RATE sent), ignored_rate (over the limit after the KoD), not_serving (arrived in client mode)",
+        "Client requests (mode 3) that reached the agent, by result: answered, kod_rate (over the rate limit, one KoD RATE sent), ignored_rate (over the limit after the KoD), not_serving (arrived in client mode), malformed (did not decode as a request; never charged to the rate limit)",
         [
             ("answered", c.answered),
             ("kod_rate", c.rate_kod),
             ("ignored_rate", c.rate_ignored),
             ("not_serving", c.not_serving),
+            ("malformed", c.malformed),
         ]
         .map(|(r, n)| (labels([("result", r)]), n)),
+    );
+    x.counters(
+        "agent_ignored_datagrams",
+        "Datagrams the agent dropped unread, by reason: ipv4_mapped_source (an IPv6 sender embedding an IPv4 address, never taken for that IPv4 host)",
+        [("ipv4_mapped_source", a.ignored.ipv4_mapped_source)]
+            .map(|(r, n)| (labels([("reason", r)]), n)),
     );
 }
 

@@ -3,6 +3,7 @@
 //! control socket) and of how it is carried out (maps, sockets, clock).
 
 pub mod acl;
+pub mod addr;
 pub mod policy;
 pub mod role;
 pub mod settings;

@@ -9,6 +9,8 @@ use std::{fmt, net::IpAddr, str::FromStr};
 
 use ntp_proto::SourceKind;
 
+use super::addr;
+
 /// An address or a host name, as given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceSpec {
@@ -30,6 +32,12 @@ impl FromStr for SourceSpec {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Ok(ip) = s.parse::<IpAddr>() {
+            // One address, one source: `::ffff:192.0.2.11` is 192.0.2.11,
+            // as it is one entry in the filter.
+            let ip = addr::canonical(ip);
+            if let Some(why) = addr::never_a_source(ip) {
+                return Err(why.into());
+            }
             return Ok(Self::Addr(ip));
         }
         if is_host_name(s) {
@@ -221,7 +229,19 @@ mod tests {
             "Time.Example.NET.".parse(),
             Ok(SourceSpec::Name("time.example.net".into()))
         );
+        assert_eq!(
+            "::ffff:192.0.2.11".parse(),
+            Ok(SourceSpec::Addr("192.0.2.11".parse().unwrap())),
+            "an IPv4-mapped address is the IPv4 source"
+        );
         for bad in [
+            "0.0.0.0",
+            "::",
+            "127.0.0.1",
+            "::ffff:127.0.0.1",
+            "224.0.1.1",
+            "fe80::1",
+            "255.255.255.255",
             "192.0.2.300",
             "2001:db8::zz",
             "-bad.example",

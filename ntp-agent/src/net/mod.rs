@@ -12,7 +12,7 @@ pub mod resolve;
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -26,7 +26,9 @@ use crate::{clock::realtime_now, filter::FilterMaps};
 
 /// A datagram for the agent, timestamped as it came off the socket.
 pub struct Received {
-    /// Sender, with IPv4-mapped addresses turned back into IPv4.
+    /// Sender as the socket saw it: IPv4 traffic arrives on IPv4 sockets,
+    /// so an IPv6 sender embedding an IPv4 address (`::ffff:192.0.2.20`)
+    /// really sent over IPv6 and is not that IPv4 host.
     pub from: SocketAddr,
     /// Known when it came in on a socket used for one server only.
     pub source: Option<SourceId>,
@@ -37,14 +39,30 @@ pub struct Received {
     pub mono: Instant,
 }
 
+/// A port bound for both families: one IPv4 socket and one IPv6-only
+/// socket rather than a dual-stack one, so that an IPv6 datagram from
+/// `::ffff:192.0.2.20` can never pass for the IPv4 host 192.0.2.20, nor a
+/// reply to it go out over IPv4 (a cross-family reflection).
 struct Bound {
-    socket: Arc<UdpSocket>,
-    reader: JoinHandle<()>,
+    v4: Arc<UdpSocket>,
+    v6: Arc<UdpSocket>,
+    readers: [JoinHandle<()>; 2],
+}
+
+impl Bound {
+    fn socket_for(&self, to: &SocketAddr) -> &Arc<UdpSocket> {
+        match to {
+            SocketAddr::V4(_) => &self.v4,
+            SocketAddr::V6(_) => &self.v6,
+        }
+    }
 }
 
 impl Drop for Bound {
     fn drop(&mut self) {
-        self.reader.abort();
+        for reader in &self.readers {
+            reader.abort();
+        }
     }
 }
 
@@ -56,19 +74,21 @@ pub struct Transport {
     to_agent: mpsc::Sender<Received>,
     /// The reader of the socket of each server's outstanding request.
     per_server: HashMap<SourceId, JoinHandle<()>>,
-    /// Dual-stack socket on the NTP port.
+    /// The NTP port (both families).
     ntp_socket: Option<Bound>,
-    /// Dual-stack socket on `source_port` when that is not the NTP port.
+    /// `source_port` (both families) when that is not the NTP port.
     fixed_socket: Option<Bound>,
 }
 
-fn bind_dual_stack(port: u16) -> Result<UdpSocket> {
+fn bind_family(ip: IpAddr, port: u16) -> Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_only_v6(false)?;
+    let socket = Socket::new(Domain::for_address(SocketAddr::new(ip, port)), Type::DGRAM, Some(Protocol::UDP))?;
+    if ip.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket
-        .bind(&SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port).into())
+        .bind(&SocketAddr::new(ip, port).into())
         .map_err(|e| {
             let why = if e.kind() == std::io::ErrorKind::PermissionDenied {
                 "the agent lacks CAP_NET_BIND_SERVICE"
@@ -95,7 +115,7 @@ fn spawn_reader(
             let received = Received {
                 at: realtime_now(),
                 mono: Instant::now(),
-                from: SocketAddr::new(from.ip().to_canonical(), from.port()),
+                from,
                 source,
                 on_ntp_port,
                 data: buf[..len].to_vec(),
@@ -133,9 +153,11 @@ impl Transport {
     }
 
     fn bind(&self, port: u16, on_ntp_port: bool) -> Result<Bound> {
-        let socket = Arc::new(bind_dual_stack(port)?);
-        let reader = spawn_reader(socket.clone(), None, on_ntp_port, self.to_agent.clone());
-        Ok(Bound { socket, reader })
+        let v4 = Arc::new(bind_family(Ipv4Addr::UNSPECIFIED.into(), port)?);
+        let v6 = Arc::new(bind_family(Ipv6Addr::UNSPECIFIED.into(), port)?);
+        let readers = [&v4, &v6]
+            .map(|s| spawn_reader(s.clone(), None, on_ntp_port, self.to_agent.clone()));
+        Ok(Bound { v4, v6, readers })
     }
 
     /// Opens the NTP-port socket (peers, server mode) if it is not open.
@@ -154,10 +176,10 @@ impl Transport {
         }
     }
 
-    fn fixed(&self) -> Option<&Arc<UdpSocket>> {
+    fn fixed(&self) -> Option<&Bound> {
         match self.source_port {
-            Some(p) if p == self.ntp_port => self.ntp_socket.as_ref().map(|b| &b.socket),
-            Some(_) => self.fixed_socket.as_ref().map(|b| &b.socket),
+            Some(p) if p == self.ntp_port => self.ntp_socket.as_ref(),
+            Some(_) => self.fixed_socket.as_ref(),
             None => None,
         }
     }
@@ -216,7 +238,7 @@ impl Transport {
     ) -> Result<()> {
         let dst = SocketAddr::new(server, self.ntp_port);
         if let Some(fixed) = self.fixed() {
-            let fixed = fixed.clone();
+            let fixed = fixed.socket_for(&dst).clone();
             self.put_entry(server, SourceClass::Server, fixed.local_addr()?.port())?;
             fixed.send_to(packet, dst).await?;
             return Ok(());
@@ -246,7 +268,7 @@ impl Transport {
             .ntp_socket
             .as_ref()
             .context("the NTP port is not open")?;
-        bound.socket.send_to(packet, to).await?;
+        bound.socket_for(&to).send_to(packet, to).await?;
         Ok(())
     }
 

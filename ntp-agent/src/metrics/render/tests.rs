@@ -6,7 +6,7 @@ use ntp_proto::{KodState, RejectCounters, SourceId, SystemStatus};
 use super::*;
 use crate::{
     model::Role,
-    protocol::{ServerCounters, SourceName},
+    protocol::{IgnoredCounters, ServerCounters, SourceName},
 };
 
 fn source(id: usize, remote: &str, kind: char, tally: Tally) -> SourceStatus {
@@ -77,6 +77,10 @@ fn report() -> AgentReport {
             rate_kod: 1,
             rate_ignored: 4,
             not_serving: 0,
+            malformed: 3,
+        },
+        ignored: IgnoredCounters {
+            ipv4_mapped_source: 2,
         },
     }
 }
@@ -457,9 +461,17 @@ fn server_requests_by_result() {
             v("answered"),
             v("kod_rate"),
             v("ignored_rate"),
-            v("not_serving")
+            v("not_serving"),
+            v("malformed")
         ],
-        [10.0, 1.0, 4.0, 0.0]
+        [10.0, 1.0, 4.0, 0.0, 3.0]
+    );
+    assert_eq!(
+        p.value(
+            "ntp_filter_agent_ignored_datagrams_total",
+            &[("reason", "ipv4_mapped_source")]
+        ),
+        2.0
     );
 }
 
