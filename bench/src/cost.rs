@@ -151,6 +151,11 @@ fn entries() -> Vec<Entry> {
             XDP_PASS,
         ),
         path(
+            "TCP (to the box, HTTPS)",
+            ntp_filter_tests::packet::tcp(OTHER4.into(), LOCAL4.into(), 50000, 443),
+            XDP_PASS,
+        ),
+        path(
             "IPv6 + 2 extension headers, outsider mode 3",
             ntp(sock(OTHER6, 50000), sock(LOCAL6, 123), 3)
                 .ipv6_ext(Ipv6Ext::HopByHop)

@@ -1,6 +1,6 @@
 //! Section 4: sync quality.
 //!
-//! * Simulation: every `ntp_proto::sim` scenario over several seeds (the
+//! * Simulation: every `ntp_sim` scenario over several seeds (the
 //!   real NTP core against a simulated clock and network), next to chrony's
 //!   published figures for the same conditions, and |offset| against time
 //!   per scenario.
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use ntp_filter_tests::{chrony::chronyd_bin, AgentEnv, Child, Netns, TempDir, Topology};
-use ntp_proto::sim::{self, Scenario};
+use ntp_sim::{self as sim, Scenario};
 use serde::Serialize;
 
 use crate::footprint::Window;
@@ -208,12 +208,47 @@ pub fn simulate(seeds: u64) -> Result<SimResult> {
 // ----------------------------------------------------------------- real time
 
 pub struct RealtimeOpts {
+    /// Length of each condition's run.
     pub duration: Duration,
     pub sample_every: Duration,
-    /// Idle footprint window: starts this long after the idle agent came
-    /// up, and lasts `idle_window`.
+    /// Idle footprint window (during the first condition): starts this
+    /// long after the idle agent came up, and lasts `idle_window`.
     pub idle_settle: Duration,
     pub idle_window: Duration,
+}
+
+/// One network condition of the real-time comparison.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Condition {
+    pub name: &'static str,
+    /// Each direction's extra delay is uniform in [0, max_delay_s].
+    pub max_delay_s: f64,
+}
+
+/// Quiet LAN and a jittery path, the two conditions of issue #13.
+pub const CONDITIONS: [Condition; 2] = [
+    Condition {
+        name: "quiet",
+        max_delay_s: 0.000_05,
+    },
+    Condition {
+        name: "jittery",
+        max_delay_s: 0.002,
+    },
+];
+
+impl Condition {
+    /// Standard deviation of one exchange's offset error: half the
+    /// difference of two delays uniform in [0, max]: max / sqrt(24).
+    pub fn offset_sd_s(&self) -> f64 {
+        self.max_delay_s / 24f64.sqrt()
+    }
+
+    /// "Settled": |error| within max(1 ms, 5 × the single-exchange offset
+    /// error's standard deviation), the simulation's synchronisation limit.
+    pub fn settle_bound_s(&self) -> f64 {
+        (5.0 * self.offset_sd_s()).max(1e-3)
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -230,12 +265,19 @@ pub struct ClientRun {
     pub error_rms_ms: f64,
     pub error_max_abs_ms: f64,
     pub n: usize,
+    /// Seconds from start after which every sample was counted and within
+    /// the condition's settle bound; `None`: not settled by the end.
+    pub settle_s: Option<f64>,
+    /// Largest |error| of the counted samples before / after settling, ms.
+    pub startup_max_abs_ms: f64,
+    pub steady_max_abs_ms: f64,
 }
 
 #[derive(Debug, Serialize)]
-pub struct RealtimeResult {
-    pub truth_offset_ms: f64,
+pub struct ConditionRun {
+    pub condition: Condition,
     pub max_delay_ms: f64,
+    pub settle_bound_ms: f64,
     pub duration_s: f64,
     /// The agent as `--no-clock-adjust` runs it: its virtual clock's
     /// correction, like chronyd -x's System time.
@@ -244,15 +286,23 @@ pub struct RealtimeResult {
     /// clock filter's and selection's offset alone.
     pub agent_observe: ClientRun,
     pub chronyd: ClientRun,
-    /// Agent (measurement) RMS error over chronyd's.
+    /// Agent RMS error over chronyd's.
     pub rms_ratio_agent_to_chronyd: f64,
+    /// Agent settle time minus chronyd's, seconds (≤ 0: no later).
+    pub settle_difference_s: Option<f64>,
     pub responder: responder::Stats,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RealtimeResult {
+    pub truth_offset_ms: f64,
+    pub poll_s: u64,
+    pub conditions: Vec<ConditionRun>,
     /// Section 5: the idle agent with 4 sources.
     pub idle_footprint: Option<Window>,
 }
 
 const TRUTH_S: f64 = 0.005;
-const MAX_DELAY_S: f64 = 0.002;
 
 const SRV_AGT: &str = "203.0.113.1";
 const SRV_CHR: &str = "203.0.113.17";
@@ -298,7 +348,7 @@ impl ChronyClient {
         let dir = TempDir::new("bchr")?;
         let conf = format!(
             "# benchmark client: never controls the clock (-x)\n\
-             server {server} iburst minpoll 3 maxpoll 3\n\
+             server {server} iburst minpoll {POLL_EXP} maxpoll {POLL_EXP}\n\
              port 0\n\
              cmdport 323\n\
              bindcmdaddress 127.0.0.1\n\
@@ -372,17 +422,32 @@ fn agent_sample(st: &serde_json::Value, measurement_only: bool) -> (f64, bool) {
     (offset, counted)
 }
 
+/// Settle time: the first sample after which every sample is counted and
+/// its |error| (ms) within `bound_ms`.
+fn settle_time(samples: &[(f64, f64, bool)], bound_ms: f64) -> Option<usize> {
+    let ok = |s: &(f64, f64, bool)| s.2 && (s.1 - TRUTH_S * 1e3).abs() <= bound_ms;
+    match samples.iter().rposition(|s| !ok(s)) {
+        None if samples.is_empty() => None,
+        None => Some(0),
+        Some(i) if i + 1 < samples.len() => Some(i + 1),
+        Some(_) => None,
+    }
+}
+
 fn client_run(
     name: &'static str,
     config: String,
     note: &'static str,
     samples: Vec<(f64, f64, bool)>,
+    settle_bound_ms: f64,
 ) -> ClientRun {
-    let errors: Vec<f64> = samples
-        .iter()
-        .filter(|s| s.2 && s.1.is_finite())
-        .map(|s| s.1 - TRUTH_S * 1e3)
-        .collect();
+    let error = |s: &(f64, f64, bool)| s.1 - TRUTH_S * 1e3;
+    let counted = |s: &&(f64, f64, bool)| s.2 && s.1.is_finite();
+    let errors: Vec<f64> = samples.iter().filter(counted).map(error).collect();
+    let settled = settle_time(&samples, settle_bound_ms);
+    let split = settled.unwrap_or(samples.len());
+    let before: Vec<f64> = samples[..split].iter().filter(counted).map(error).collect();
+    let after: Vec<f64> = samples[split..].iter().filter(counted).map(error).collect();
     ClientRun {
         name,
         config,
@@ -392,11 +457,18 @@ fn client_run(
         error_rms_ms: rms(&errors),
         error_max_abs_ms: max_abs(&errors),
         n: errors.len(),
+        settle_s: settled.map(|i| samples[i].0),
+        startup_max_abs_ms: if before.is_empty() {
+            0.0
+        } else {
+            max_abs(&before)
+        },
+        steady_max_abs_ms: max_abs(&after),
         samples,
     }
 }
 
-const POLL: [&str; 4] = ["--minpoll", "3", "--maxpoll", "3"];
+const POLL_EXP: u32 = 3;
 
 fn start_agent(
     t: &Topology,
@@ -405,15 +477,61 @@ fn start_agent(
     extra: &[&str],
 ) -> Result<(AgentEnv, Child, String)> {
     let env = AgentEnv::new(&format!("brt{role}"))?;
-    let mut args = vec!["--iface", "wan0", "--server", server];
-    args.extend(POLL);
+    let poll = POLL_EXP.to_string();
+    let mut args = vec![
+        "--iface",
+        "wan0",
+        "--server",
+        server,
+        "--minpoll",
+        &poll,
+        "--maxpoll",
+        &poll,
+    ];
     args.extend(extra);
     let config = format!("ntp-agent run --no-clock-adjust {}", args.join(" "));
     let child = env.start(t.ns(role), &args)?;
     Ok((env, child, config))
 }
 
+/// Runs every condition in turn, each in a fresh lab.
 pub fn realtime(opts: &RealtimeOpts, with_idle: bool) -> Result<RealtimeResult> {
+    let mut conditions = Vec::new();
+    let mut idle_footprint = None;
+    for (i, c) in CONDITIONS.iter().enumerate() {
+        let (run, idle) = realtime_condition(opts, *c, with_idle && i == 0)?;
+        progress(
+            "quality",
+            &format!(
+                "{}: agent RMS {:.3} ms (settled {}), chronyd RMS {:.3} ms (settled {}): {:.2}×",
+                c.name,
+                run.agent.error_rms_ms,
+                fmt_settle(run.agent.settle_s),
+                run.chronyd.error_rms_ms,
+                fmt_settle(run.chronyd.settle_s),
+                run.rms_ratio_agent_to_chronyd
+            ),
+        );
+        conditions.push(run);
+        idle_footprint = idle_footprint.or(idle);
+    }
+    Ok(RealtimeResult {
+        truth_offset_ms: TRUTH_S * 1e3,
+        poll_s: 1 << POLL_EXP,
+        conditions,
+        idle_footprint,
+    })
+}
+
+fn fmt_settle(s: Option<f64>) -> String {
+    s.map_or_else(|| "never".into(), |t| format!("after {t:.0} s"))
+}
+
+fn realtime_condition(
+    opts: &RealtimeOpts,
+    condition: Condition,
+    with_idle: bool,
+) -> Result<(ConditionRun, Option<Window>)> {
     let t = lab()?;
     let mut addrs: Vec<IpAddr> = [SRV_AGT, SRV_CHR, SRV_OBS]
         .iter()
@@ -423,9 +541,10 @@ pub fn realtime(opts: &RealtimeOpts, with_idle: bool) -> Result<RealtimeResult> 
     addrs.dedup();
     let cfg = responder::Config {
         offset_s: TRUTH_S,
-        max_delay_s: MAX_DELAY_S,
+        max_delay_s: condition.max_delay_s,
     };
     let server = Responder::start(t.ns("srv"), &addrs, cfg)?;
+    let bound_ms = condition.settle_bound_s() * 1e3;
 
     // Spawned from this (the main) thread: the children's parent-death
     // signal follows the spawning thread.
@@ -505,12 +624,13 @@ pub fn realtime(opts: &RealtimeOpts, with_idle: bool) -> Result<RealtimeResult> 
             progress(
                 "quality",
                 &format!(
-                    "real time {:>3.0}/{:.0} s, truth +5.000 ms: agent {}, chronyd {}, agent as-is {}",
+                    "{} {:>3.0}/{:.0} s, truth +5.000 ms: agent {}, chronyd {}, agent discipline idle {}",
+                    condition.name,
                     ts,
                     opts.duration.as_secs_f64(),
-                    last(&agt_s),
+                    last(&obs_s),
                     last(&chr_s),
-                    last(&obs_s)
+                    last(&agt_s)
                 ),
             );
             last_print = Instant::now();
@@ -526,30 +646,35 @@ pub fn realtime(opts: &RealtimeOpts, with_idle: bool) -> Result<RealtimeResult> 
         obs_config,
         "clock_correction_ms of ntp-agent status: its virtual clock's whole correction, like chronyd's System time; counted while synchronized",
         obs_s,
+        bound_ms,
     );
     let agent_observe = client_run(
         "ntp-agent, discipline idle",
         agt_config,
         "--panic-threshold 0.001 refuses every correction, so its offset is the clock filter's and selection's estimate alone; counted once selection has a system peer",
         agt_s,
+        bound_ms,
     );
     let chronyd = client_run(
         "chronyd -x",
-        format!("chronyd -x: server {SRV_CHR} iburst minpoll 3 maxpoll 3"),
+        format!("chronyd -x: server {SRV_CHR} iburst minpoll {POLL_EXP} maxpoll {POLL_EXP}"),
         "System time of chronyc tracking (its virtual clock's whole correction); counted while synchronized",
         chr_s,
+        bound_ms,
     );
-    Ok(RealtimeResult {
-        truth_offset_ms: TRUTH_S * 1e3,
-        max_delay_ms: MAX_DELAY_S * 1e3,
+    let run = ConditionRun {
+        condition,
+        max_delay_ms: condition.max_delay_s * 1e3,
+        settle_bound_ms: bound_ms,
         duration_s: start.elapsed().as_secs_f64(),
         rms_ratio_agent_to_chronyd: ratio(agent.error_rms_ms, chronyd.error_rms_ms),
+        settle_difference_s: agent.settle_s.zip(chronyd.settle_s).map(|(a, c)| a - c),
         agent,
         agent_observe,
         chronyd,
         responder: server.stats(),
-        idle_footprint: idle_window,
-    })
+    };
+    Ok((run, idle_window))
 }
 
 #[cfg(test)]
@@ -565,5 +690,34 @@ mod tests {
         let out = "00000000,,0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,1.0,1.0,0.0,Not synchronised\n";
         assert!(!parse_tracking(out).unwrap().1);
         assert!(parse_tracking("506 Cannot talk to daemon").is_err());
+    }
+
+    #[test]
+    fn settle_needs_every_later_sample_counted_and_in_bound() {
+        let truth = TRUTH_S * 1e3;
+        let s = |t: f64, e: f64, c: bool| (t, truth + e, c);
+        let samples = [
+            s(0.0, -5.0, false),
+            s(2.0, 3.0, true),
+            s(4.0, 0.2, true),
+            s(6.0, 1.5, true),
+            s(8.0, 0.1, true),
+            s(10.0, -0.3, true),
+        ];
+        assert_eq!(settle_time(&samples, 1.0), Some(4));
+        assert_eq!(settle_time(&samples, 5.0), Some(1));
+        assert_eq!(settle_time(&samples[..4], 1.0), None);
+        assert_eq!(settle_time(&[], 1.0), None);
+        let run = client_run("x", String::new(), "", samples.to_vec(), 1.0);
+        assert_eq!(run.settle_s, Some(8.0));
+        assert!((run.startup_max_abs_ms - 3.0).abs() < 1e-9);
+        assert!((run.steady_max_abs_ms - 0.3).abs() < 1e-9);
+        assert_eq!(run.n, 5);
+    }
+
+    #[test]
+    fn settle_bounds_of_the_conditions() {
+        assert!((CONDITIONS[0].settle_bound_s() - 1e-3).abs() < 1e-12);
+        assert!((CONDITIONS[1].settle_bound_s() - 0.010 / 24f64.sqrt()).abs() < 1e-12);
     }
 }

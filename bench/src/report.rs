@@ -175,15 +175,23 @@ fn headlines(r: &Results) -> Vec<Headline> {
         );
     }
     if let Some(rt) = r.realtime.ok() {
-        add(
-            "real time: agent RMS error / chronyd's",
-            format!(
-                "{} ({} ms vs {} ms)",
-                x(rt.rms_ratio_agent_to_chronyd),
-                f(rt.agent.error_rms_ms, 3),
-                f(rt.chronyd.error_rms_ms, 3)
-            ),
-        );
+        for c in &rt.conditions {
+            add(
+                &format!(
+                    "real time, {} ({} ms jitter): agent RMS error / chronyd's; settled after",
+                    c.condition.name,
+                    f(c.max_delay_ms, 2)
+                ),
+                format!(
+                    "{} ({} ms vs {} ms); {} s vs {} s",
+                    x(c.rms_ratio_agent_to_chronyd),
+                    f(c.agent.error_rms_ms, 3),
+                    f(c.chronyd.error_rms_ms, 3),
+                    c.agent.settle_s.map_or("–".into(), |t| f(t, 0)),
+                    c.chronyd.settle_s.map_or("–".into(), |t| f(t, 0)),
+                ),
+            );
+        }
     }
     if let Some(fp) = r.footprint.ok() {
         if let Some(i) = fp.idle {
@@ -459,7 +467,7 @@ fn attack_md(w: &mut String, a: &AttackResult) {
 fn sim_md(w: &mut String, s: &SimResult) {
     let _ = writeln!(
         w,
-        "`ntp_proto::sim` (the real NTP core, simulated clock and network), {} seeds per scenario: median time to synchronise, worst max error, mean ± sd over seeds of the RMS error, worst RMS frequency error (all after sync, clknetsim's definitions), next to chrony's published figures for the same conditions.\n",
+        "`ntp_sim` (the real NTP core, simulated clock and network), {} seeds per scenario: median time to synchronise, worst max error, mean ± sd over seeds of the RMS error, worst RMS frequency error (all after sync, clknetsim's definitions), next to chrony's published figures for the same conditions.\n",
         s.seeds
     );
     let _ = writeln!(
@@ -492,40 +500,60 @@ fn sim_md(w: &mut String, s: &SimResult) {
 fn realtime_md(w: &mut String, rt: &RealtimeResult) {
     let _ = writeln!(
         w,
-        "A test responder serving the host clock **+{:.3} ms**, with a random delay uniform in 0–{:.0} ms on each path (it sleeps before its receive timestamp and after its transmit timestamp), queried side by side for {:.0} s by the agent and by `chronyd -x`, each in its own namespace, all polling every 8 s. Both read the same host clock, so error = offset estimate − {:.3} ms. chronyd's estimate is `chronyc tracking`'s System time: with `-x` its corrections go to a virtual clock and that figure holds all of them. Samples every 2 s.\n",
-        rt.truth_offset_ms, rt.max_delay_ms, rt.duration_s, rt.truth_offset_ms
+        "A test responder serving the host clock **+{:.3} ms**, with a random delay uniform in 0–max on each path (it sleeps before its receive timestamp and after its transmit timestamp), queried side by side by the agent and by `chronyd -x`, each in its own namespace, all polling every {} s. Two conditions, each in a fresh lab: quiet (max 0.05 ms) and jittery (max 2 ms). Both clients read the same host clock, so error = offset estimate − {:.3} ms. chronyd's estimate is `chronyc tracking`'s System time: with `-x` its corrections go to a virtual clock and that figure holds all of them. Samples every 2 s. Settled: from then on every sample counted and its |error| within max(1 ms, 5 × the standard deviation of one exchange's offset error, max/√24).\n",
+        rt.truth_offset_ms, rt.poll_s, rt.truth_offset_ms
     );
-    let _ = writeln!(
-        w,
-        "| client | configuration | first estimate after s | samples | mean error ms | RMS error ms | max abs error ms |\n| --- | --- | ---: | ---: | ---: | ---: | ---: |"
-    );
-    for c in [&rt.agent, &rt.chronyd, &rt.agent_observe] {
+    for c in &rt.conditions {
         let _ = writeln!(
             w,
-            "| {} | `{}` | {} | {} | {} | {} | {} |",
-            c.name,
-            c.config,
-            c.first_estimate_s.map_or("–".into(), |t| f(t, 0)),
-            c.n,
-            f(c.error_mean_ms, 3),
-            f(c.error_rms_ms, 3),
-            f(c.error_max_abs_ms, 3),
+            "#### {} (0–{} ms each way, {:.0} s, settle bound {} ms)\n",
+            c.condition.name,
+            f(c.max_delay_ms, 2),
+            c.duration_s,
+            f(c.settle_bound_ms, 2)
+        );
+        let _ = writeln!(
+            w,
+            "| client | configuration | first estimate after s | settled after s | samples | mean error ms | RMS error ms | max abs error ms | before / after settling max ms |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
+        for cl in [&c.agent, &c.chronyd, &c.agent_observe] {
+            let _ = writeln!(
+                w,
+                "| {} | `{}` | {} | {} | {} | {} | {} | {} | {} / {} |",
+                cl.name,
+                cl.config,
+                cl.first_estimate_s.map_or("–".into(), |t| f(t, 0)),
+                cl.settle_s.map_or("–".into(), |t| f(t, 0)),
+                cl.n,
+                f(cl.error_mean_ms, 3),
+                f(cl.error_rms_ms, 3),
+                f(cl.error_max_abs_ms, 3),
+                f(cl.startup_max_abs_ms, 3),
+                f(cl.steady_max_abs_ms, 3),
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\nAgent RMS error / chronyd's: **{}**; settled {} chronyd. Responder: {} requests, {} replies, {} without a kernel receive timestamp.\n",
+            x(c.rms_ratio_agent_to_chronyd),
+            match c.settle_difference_s {
+                Some(d) if d <= 0.0 => format!("{:.0} s before", -d),
+                Some(d) => format!("{d:.0} s after"),
+                None => "– (one of them never settled) vs".into(),
+            },
+            c.responder.requests,
+            c.responder.replies,
+            c.responder.no_kernel_timestamp
         );
     }
-    let _ = writeln!(w);
-    for c in [&rt.agent, &rt.chronyd, &rt.agent_observe] {
-        let _ = writeln!(w, "- {}: {}.", c.name, c.note);
+    if let Some(c) = rt.conditions.first() {
+        for cl in [&c.agent, &c.chronyd, &c.agent_observe] {
+            let _ = writeln!(w, "- {}: {}.", cl.name, cl.note);
+        }
     }
     let _ = writeln!(
         w,
-        "\nAgent RMS error / chronyd's: **{}** (the agent's measurement against chronyd's full estimate). Responder: {} requests, {} replies.\n",
-        x(rt.rms_ratio_agent_to_chronyd),
-        rt.responder.requests,
-        rt.responder.replies
-    );
-    let _ = writeln!(
-        w,
-        "Like chronyd `-x`, the agent with `--no-clock-adjust` applies its corrections to a virtual clock and reports the whole correction (`clock_correction_ms`); the last row shows the clock filter's estimate alone, with the discipline held idle.\n\n![real-time error](realtime.svg)\n"
+        "\nLike chronyd `-x`, the agent with `--no-clock-adjust` applies its corrections to a virtual clock and reports the whole correction (`clock_correction_ms`); the last row of each table shows the clock filter's estimate alone, with the discipline held idle.\n\n![real-time error](realtime.svg)\n"
     );
 }
 
@@ -727,47 +755,50 @@ fn realtime_svg(rt: &RealtimeResult) -> String {
             .map(|s| (s.0, s.1 - truth))
             .collect()
     };
-    let panel = |title: String, series: Vec<Series>| Panel {
-        title,
-        series,
-        shade: vec![],
-        marks: vec![],
-        hline: Some(0.0),
-    };
-    let panels = [
-        panel(
-            format!("offset estimate − {truth:.1} ms (truth)"),
-            vec![
+    let panels: Vec<Panel> = rt
+        .conditions
+        .iter()
+        .map(|c| Panel {
+            title: format!(
+                "{}: 0–{} ms each way; offset estimate − {truth:.1} ms",
+                c.condition.name,
+                f(c.max_delay_ms, 2)
+            ),
+            series: vec![
                 Series {
-                    name: "ntp-agent (discipline idle)".into(),
+                    name: "ntp-agent".into(),
                     color: svg::BLUE,
-                    points: pts(&rt.agent),
+                    points: pts(&c.agent),
                     dots: true,
                 },
                 Series {
                     name: "chronyd -x".into(),
                     color: svg::ORANGE,
-                    points: pts(&rt.chronyd),
+                    points: pts(&c.chronyd),
                     dots: true,
                 },
                 Series {
                     name: "ntp-agent, discipline idle".into(),
                     color: svg::GRAY,
-                    points: vec![],
-                    dots: false,
+                    points: pts(&c.agent_observe),
+                    dots: true,
                 },
             ],
-        ),
-        panel(
-            "ntp-agent, discipline idle (its own scale)".into(),
-            vec![Series {
-                name: "ntp-agent, discipline idle".into(),
-                color: svg::GRAY,
-                points: pts(&rt.agent_observe),
-                dots: true,
-            }],
-        ),
-    ];
+            shade: vec![],
+            marks: c
+                .agent
+                .settle_s
+                .map(|t| (t, "agent settled".to_string()))
+                .into_iter()
+                .chain(
+                    c.chronyd
+                        .settle_s
+                        .map(|t| (t, "chronyd settled".to_string())),
+                )
+                .collect(),
+            hline: Some(0.0),
+        })
+        .collect();
     svg::panels(
         "Real time: each client's error against the injected offset",
         &panels,

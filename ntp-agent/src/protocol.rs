@@ -177,7 +177,7 @@ pub(crate) mod tests {
     /// or renames fails the comparison.
     pub(crate) fn full_report() -> AgentReport {
         let source = SourceStatus {
-            id: SourceId(3),
+            id: SourceId::new(3, 3),
             remote: "192.0.2.10".into(),
             refid: "127.127.1.1".into(),
             stratum: 3,
@@ -212,7 +212,7 @@ pub(crate) mod tests {
             state: "reachable".into(),
         };
         let denied = SourceStatus {
-            id: SourceId(4),
+            id: SourceId::new(4, 4),
             kind: 's',
             when: None,
             delay_ms: None,
@@ -231,7 +231,7 @@ pub(crate) mod tests {
                 reason: Some("source refuses service (KoD DENY)".into()),
                 reason_kind: Some(UnsyncReason::SourcesRefuseService(KissCode::Deny)),
                 stratum: 16,
-                system_peer: Some(SourceId(3)),
+                system_peer: Some(SourceId::new(3, 3)),
                 refid: "192.0.2.10".into(),
                 offset_ms: 0.5,
                 jitter_ms: 0.25,
@@ -246,7 +246,7 @@ pub(crate) mod tests {
             last_update_age_s: Some(31.5),
             sources: vec![source, denied],
             source_names: vec![SourceName {
-                id: SourceId(4),
+                id: SourceId::new(4, 4),
                 name: "ntp.example.net".into(),
             }],
             server: ServerCounters {

@@ -6,28 +6,30 @@
 //! Regression works on *phase*: offset + correction applied so far (`C(t)`). The
 //! phase is what the offset would be had we never touched the clock, so it is a
 //! straight line whose slope is the frequency correction the clock needs.
-//! Times are monotonic seconds (`f64`) as passed in by the caller.
+//! The regression's arithmetic is in `f64` seconds since the caller's
+//! monotonic origin; everything in and out is typed.
 
 use crate::filter::Projection;
 use crate::packet::LeapIndicator;
+use crate::time::{Frequency, NtpDuration, NtpInstant};
 use serde::Serialize;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DisciplineConfig {
-    /// Offsets above this are stepped (if a step is allowed), seconds.
-    pub step_threshold: f64,
+    /// Offsets above this are stepped (if a step is allowed).
+    pub step_threshold: NtpDuration,
     /// Steps allowed only during the first N clock updates; `None`: always.
     pub step_limit: Option<u32>,
     /// Offsets above this are refused; `None` disables the check.
-    pub panic_threshold: Option<f64>,
+    pub panic_threshold: Option<NtpDuration>,
     /// Allow one correction of any size as the very first update (ntpd -g).
     pub allow_panic_step_at_start: bool,
-    /// Largest total frequency change requested (base + slew), ppm.
-    pub max_slew_ppm: f64,
-    /// Largest frequency estimate accepted for the clock's own error, ppm.
-    pub max_frequency_ppm: f64,
-    /// Frequency to start from (e.g. from a drift file), ppm.
-    pub initial_frequency_ppm: f64,
+    /// Largest total frequency change requested (base + slew).
+    pub max_slew: Frequency,
+    /// Largest frequency estimate accepted for the clock's own error.
+    pub max_frequency: Frequency,
+    /// Frequency to start from (e.g. from a drift file).
+    pub initial_frequency: Frequency,
     /// Samples kept for the frequency regression.
     pub max_samples: usize,
     /// Slew duration relative to the interval between updates (chrony's
@@ -38,13 +40,13 @@ pub struct DisciplineConfig {
 impl Default for DisciplineConfig {
     fn default() -> Self {
         DisciplineConfig {
-            step_threshold: 0.128,
+            step_threshold: NtpDuration::from_seconds(0.128),
             step_limit: None,
-            panic_threshold: Some(1000.0),
+            panic_threshold: Some(NtpDuration::from_seconds(1000.0)),
             allow_panic_step_at_start: false,
-            max_slew_ppm: 83333.333,
-            max_frequency_ppm: 500.0,
-            initial_frequency_ppm: 0.0,
+            max_slew: Frequency::from_ppm(83333.333),
+            max_frequency: Frequency::from_ppm(500.0),
+            initial_frequency: Frequency::ZERO,
             max_samples: 16,
             correction_time_ratio: 0.25,
         }
@@ -54,12 +56,12 @@ impl Default for DisciplineConfig {
 /// What the caller must do to the disciplined clock.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub enum ClockAction {
-    /// Total frequency correction (long-term estimate plus any temporary slew),
-    /// ppm; positive makes the clock run faster. May exceed the ±500 ppm of
+    /// Total frequency correction (long-term estimate plus any temporary slew);
+    /// positive makes the clock run faster. May exceed the ±500 ppm of
     /// ADJ_FREQUENCY: split it into tick + frequency.
-    SetFrequency { ppm: f64 },
-    /// Add this many seconds to the clock.
-    Step { offset_seconds: f64 },
+    SetFrequency(Frequency),
+    /// Add this to the clock.
+    Step(NtpDuration),
     /// Arm (or clear) the kernel leap second for the coming midnight.
     SetLeap(LeapIndicator),
 }
@@ -67,15 +69,15 @@ pub enum ClockAction {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub enum UpdateOutcome {
     Slew {
-        offset: f64,
-        duration: f64,
+        offset: NtpDuration,
+        duration: NtpDuration,
     },
     Step {
-        offset: f64,
+        offset: NtpDuration,
     },
     /// Offset beyond the panic threshold; nothing done.
     PanicRefused {
-        offset: f64,
+        offset: NtpDuration,
     },
 }
 
@@ -127,27 +129,31 @@ fn fit(points: &[Point], freq: f64, max_freq: f64) -> Option<Fit> {
 #[derive(Clone, Debug)]
 pub struct Discipline {
     cfg: DisciplineConfig,
-    corr_base: f64,
-    corr_time: f64,
-    /// Currently applied total frequency correction, s/s.
-    rate: f64,
-    /// Long-term frequency correction estimate, s/s.
-    freq: f64,
-    slew_end: Option<f64>,
+    corr_base: NtpDuration,
+    corr_time: NtpInstant,
+    /// Currently applied total frequency correction.
+    rate: Frequency,
+    /// Long-term frequency correction estimate.
+    freq: Frequency,
+    slew_end: Option<NtpInstant>,
     points: Vec<Point>,
     updates: u32,
     steps: u32,
-    last_update: Option<f64>,
-    last_offset: f64,
+    last_update: Option<NtpInstant>,
+    last_offset: NtpDuration,
+}
+
+fn secs(t: NtpInstant) -> f64 {
+    t.as_secs_f64()
 }
 
 impl Discipline {
     pub fn new(cfg: DisciplineConfig) -> Self {
-        let f = cfg.initial_frequency_ppm * 1e-6;
+        let f = cfg.initial_frequency;
         Discipline {
             cfg,
-            corr_base: 0.0,
-            corr_time: 0.0,
+            corr_base: NtpDuration::ZERO,
+            corr_time: NtpInstant::ZERO,
             rate: f,
             freq: f,
             slew_end: None,
@@ -155,7 +161,7 @@ impl Discipline {
             updates: 0,
             steps: 0,
             last_update: None,
-            last_offset: 0.0,
+            last_offset: NtpDuration::ZERO,
         }
     }
 
@@ -165,30 +171,27 @@ impl Discipline {
 
     /// The action that puts the clock at the initial frequency.
     pub fn initial_action(&self) -> ClockAction {
-        ClockAction::SetFrequency {
-            ppm: self.rate * 1e6,
-        }
+        ClockAction::SetFrequency(self.rate)
     }
 
-    /// Replace the frequency estimate (drift file restore), ppm.
-    pub fn set_frequency(&mut self, now: f64, ppm: f64) -> ClockAction {
-        self.freq = ppm.clamp(-self.cfg.max_frequency_ppm, self.cfg.max_frequency_ppm) * 1e-6;
+    /// Replace the frequency estimate (drift file restore).
+    pub fn set_frequency(&mut self, now: NtpInstant, freq: Frequency) -> ClockAction {
+        let max = self.cfg.max_frequency;
+        self.freq = freq.clamp(-max, max);
         self.points.clear();
         self.set_rate(now, self.freq);
         self.slew_end = None;
-        ClockAction::SetFrequency {
-            ppm: self.rate * 1e6,
-        }
+        ClockAction::SetFrequency(self.rate)
     }
 
-    /// Long-term frequency estimate (what a drift file stores), ppm.
-    pub fn frequency_ppm(&self) -> f64 {
-        self.freq * 1e6
+    /// Long-term frequency estimate (what a drift file stores).
+    pub fn frequency(&self) -> Frequency {
+        self.freq
     }
 
-    /// Currently requested total frequency (estimate + slew), ppm.
-    pub fn applied_frequency_ppm(&self) -> f64 {
-        self.rate * 1e6
+    /// Currently requested total frequency (estimate + slew).
+    pub fn applied_frequency(&self) -> Frequency {
+        self.rate
     }
 
     /// Samples currently used by the frequency regression.
@@ -204,21 +207,21 @@ impl Discipline {
         self.steps
     }
 
-    pub fn last_offset(&self) -> f64 {
+    pub fn last_offset(&self) -> NtpDuration {
         self.last_offset
     }
 
-    /// When the clock was last updated (the caller's monotonic seconds).
-    pub fn last_update(&self) -> Option<f64> {
+    /// When the clock was last updated.
+    pub fn last_update(&self) -> Option<NtpInstant> {
         self.last_update
     }
 
-    /// Total correction applied to the clock up to `t` (seconds).
-    pub fn correction(&self, t: f64) -> f64 {
+    /// Total correction applied to the clock up to `t`.
+    pub fn correction(&self, t: NtpInstant) -> NtpDuration {
         self.corr_base + self.rate * (t - self.corr_time)
     }
 
-    pub fn projection(&self, now: f64) -> Projection {
+    pub fn projection(&self, now: NtpInstant) -> Projection {
         Projection {
             now,
             correction: self.correction(now),
@@ -226,40 +229,33 @@ impl Discipline {
         }
     }
 
-    fn set_rate(&mut self, now: f64, rate: f64) {
+    fn set_rate(&mut self, now: NtpInstant, rate: Frequency) {
         self.corr_base = self.correction(now);
         self.corr_time = now;
         self.rate = rate;
     }
 
     /// When the current slew ends (call `handle_timer` then).
-    pub fn next_timer(&self) -> Option<f64> {
+    pub fn next_timer(&self) -> Option<NtpInstant> {
         self.slew_end
     }
 
     /// Ends a finished slew.
-    pub fn handle_timer(&mut self, now: f64) -> Option<ClockAction> {
+    pub fn handle_timer(&mut self, now: NtpInstant) -> Option<ClockAction> {
         match self.slew_end {
             Some(end) if end <= now => {
                 self.slew_end = None;
                 self.set_rate(now, self.freq);
-                Some(ClockAction::SetFrequency {
-                    ppm: self.rate * 1e6,
-                })
+                Some(ClockAction::SetFrequency(self.rate))
             }
             _ => None,
         }
     }
 
-    /// Predicted offset (true - local) if no new measurement arrives.
-    pub fn predicted_offset(&self, now: f64) -> Option<f64> {
-        let (_, p) = self.regression(now)?;
-        Some(p - self.correction(now))
-    }
-
-    fn regression(&self, now: f64) -> Option<(f64, f64)> {
+    fn regression(&self, now: NtpInstant) -> Option<(f64, f64)> {
         let pts = &self.points[..];
-        fit(pts, self.freq, self.cfg.max_frequency_ppm * 1e-6).map(|f| (f.slope, f.at(now)))
+        fit(pts, self.freq.ratio(), self.cfg.max_frequency.ratio())
+            .map(|f| (f.slope, f.at(secs(now))))
     }
 
     /// Drops the oldest samples while the residuals of the fit show too few sign
@@ -272,7 +268,7 @@ impl Discipline {
                 return;
             }
             let pts = &self.points[..];
-            let Some(f) = fit(pts, self.freq, self.cfg.max_frequency_ppm * 1e-6) else {
+            let Some(f) = fit(pts, self.freq.ratio(), self.cfg.max_frequency.ratio()) else {
                 return;
             };
             let signs: Vec<bool> = pts.iter().map(|p| p.phase >= f.at(p.time)).collect();
@@ -303,22 +299,24 @@ impl Discipline {
     /// contribution to the combined offset), not to the regression.
     pub fn update(
         &mut self,
-        now: f64,
-        phase: f64,
+        now: NtpInstant,
+        phase: NtpDuration,
         var: f64,
-        bias: f64,
+        bias: NtpDuration,
     ) -> (UpdateOutcome, Vec<ClockAction>) {
         self.points.push(Point {
-            time: now,
-            phase,
+            time: secs(now),
+            phase: phase.to_seconds(),
             var,
         });
         while self.points.len() > self.cfg.max_samples.max(3) {
             self.points.remove(0);
         }
         self.trim_by_runs();
-        let (b, p) = self.regression(now).unwrap_or((self.freq, phase));
-        let offset = p - self.correction(now) + bias;
+        let (b, p) = self
+            .regression(now)
+            .unwrap_or((self.freq.ratio(), phase.to_seconds()));
+        let offset = NtpDuration::from_seconds(p) - self.correction(now) + bias;
 
         if let Some(panic) = self.cfg.panic_threshold {
             let one_shot = self.cfg.allow_panic_step_at_start && self.updates == 0;
@@ -328,9 +326,13 @@ impl Discipline {
             }
         }
 
-        self.freq = b;
+        self.freq = Frequency::from_ratio(b);
         self.updates += 1;
-        let interval = self.last_update.map(|t| now - t).unwrap_or(2.0).max(1.0);
+        let interval = self
+            .last_update
+            .map(|t| (now - t).to_seconds())
+            .unwrap_or(2.0)
+            .max(1.0);
         self.last_update = Some(now);
         self.last_offset = offset;
 
@@ -343,27 +345,29 @@ impl Discipline {
             return (
                 UpdateOutcome::Step { offset },
                 vec![
-                    ClockAction::Step {
-                        offset_seconds: offset,
-                    },
-                    ClockAction::SetFrequency {
-                        ppm: self.rate * 1e6,
-                    },
+                    ClockAction::Step(offset),
+                    ClockAction::SetFrequency(self.rate),
                 ],
             );
         }
 
-        let max_slew = self.cfg.max_slew_ppm * 1e-6;
+        let max_slew = self.cfg.max_slew;
         let wanted = (interval * self.cfg.correction_time_ratio).max(1.0);
-        let slew = (offset / wanted).clamp(-max_slew - self.freq, max_slew - self.freq);
-        let duration = if slew != 0.0 { offset / slew } else { 0.0 };
-        self.set_rate(now, self.freq + slew);
+        let slew = (offset.to_seconds() / wanted).clamp(
+            (-max_slew - self.freq).ratio(),
+            (max_slew - self.freq).ratio(),
+        );
+        let duration = if slew != 0.0 {
+            offset.to_seconds() / slew
+        } else {
+            0.0
+        };
+        let duration = NtpDuration::from_seconds(duration);
+        self.set_rate(now, self.freq + Frequency::from_ratio(slew));
         self.slew_end = Some(now + duration);
         (
             UpdateOutcome::Slew { offset, duration },
-            vec![ClockAction::SetFrequency {
-                ppm: self.rate * 1e6,
-            }],
+            vec![ClockAction::SetFrequency(self.rate)],
         )
     }
 }
@@ -376,38 +380,47 @@ mod tests {
         actions
             .iter()
             .find_map(|a| match a {
-                ClockAction::SetFrequency { ppm } => Some(*ppm),
+                ClockAction::SetFrequency(f) => Some(f.ppm()),
                 _ => None,
             })
             .unwrap()
     }
 
+    fn at(s: f64) -> NtpInstant {
+        NtpInstant::from_secs_f64(s)
+    }
+
+    fn dur(s: f64) -> NtpDuration {
+        NtpDuration::from_seconds(s)
+    }
+
     #[test]
     fn small_offset_is_slewed() {
         let mut d = Discipline::new(DisciplineConfig::default());
-        let (o, a) = d.update(0.0, 0.01, 1e-10, 0.0);
+        let (o, a) = d.update(at(0.0), dur(0.01), 1e-10, dur(0.0));
         match o {
             UpdateOutcome::Slew { offset, duration } => {
-                assert_eq!(offset, 0.01);
-                assert!(duration > 0.0);
-                assert!((freq_of(&a) - 1e6 * 0.01 / duration).abs() < 1e-6);
+                assert_eq!(offset, dur(0.01));
+                assert!(duration > NtpDuration::ZERO);
+                assert!((freq_of(&a) - 1e6 * 0.01 / duration.to_seconds()).abs() < 1e-3);
             }
             _ => panic!("{o:?}"),
         }
         let end = d.next_timer().unwrap();
-        assert_eq!(d.handle_timer(end - 0.1), None);
+        assert_eq!(d.handle_timer(end - NtpDuration::from_seconds(0.1)), None);
         assert_eq!(
             d.handle_timer(end),
-            Some(ClockAction::SetFrequency { ppm: 0.0 })
+            Some(ClockAction::SetFrequency(Frequency::ZERO))
         );
         // After the slew the whole offset is accounted as correction.
-        assert!((d.correction(end + 100.0) - 0.01).abs() < 1e-12);
+        let later = end + NtpDuration::from_seconds(100.0);
+        assert!((d.correction(later).to_seconds() - 0.01).abs() < 1e-9);
     }
 
     #[test]
     fn large_offset_is_slewed_at_max_rate() {
         let mut d = Discipline::new(DisciplineConfig::default());
-        let (o, a) = d.update(0.0, 0.1, 1e-10, 0.0);
+        let (o, a) = d.update(at(0.0), dur(0.1), 1e-10, dur(0.0));
         assert!(matches!(o, UpdateOutcome::Slew { .. }));
         assert!((freq_of(&a) - 83333.333).abs() < 1e-3);
     }
@@ -415,18 +428,13 @@ mod tests {
     #[test]
     fn step_above_threshold() {
         let mut d = Discipline::new(DisciplineConfig::default());
-        let (o, a) = d.update(0.0, 2.0, 1e-10, 0.0);
-        assert_eq!(o, UpdateOutcome::Step { offset: 2.0 });
-        assert_eq!(
-            a[0],
-            ClockAction::Step {
-                offset_seconds: 2.0
-            }
-        );
-        assert_eq!(d.correction(0.0), 2.0);
+        let (o, a) = d.update(at(0.0), dur(2.0), 1e-10, dur(0.0));
+        assert_eq!(o, UpdateOutcome::Step { offset: dur(2.0) });
+        assert_eq!(a[0], ClockAction::Step(dur(2.0)));
+        assert_eq!(d.correction(at(0.0)), dur(2.0));
         // The same clock measured again after the step has no offset left.
-        let (o, _) = d.update(2.0, 2.0, 1e-10, 0.0);
-        assert!(matches!(o, UpdateOutcome::Slew { offset, .. } if offset.abs() < 1e-9));
+        let (o, _) = d.update(at(2.0), dur(2.0), 1e-10, dur(0.0));
+        assert!(matches!(o, UpdateOutcome::Slew { offset, .. } if offset.abs() < dur(1e-9)));
     }
 
     #[test]
@@ -436,14 +444,19 @@ mod tests {
             ..Default::default()
         };
         let mut d = Discipline::new(cfg);
-        d.update(0.0, 0.0, 1e-10, 0.0);
+        d.update(at(0.0), dur(0.0), 1e-10, dur(0.0));
         // Second update: steps no longer allowed, slew instead.
-        let (o, _) = d.update(2.0, 1.0, 1e-10, 0.0);
+        let (o, _) = d.update(at(2.0), dur(1.0), 1e-10, dur(0.0));
         assert!(matches!(o, UpdateOutcome::Slew { .. }), "{o:?}");
 
         let mut d = Discipline::new(DisciplineConfig::default());
-        let (o, a) = d.update(0.0, 2000.0, 1e-10, 0.0);
-        assert_eq!(o, UpdateOutcome::PanicRefused { offset: 2000.0 });
+        let (o, a) = d.update(at(0.0), dur(2000.0), 1e-10, dur(0.0));
+        assert_eq!(
+            o,
+            UpdateOutcome::PanicRefused {
+                offset: dur(2000.0)
+            }
+        );
         assert!(a.is_empty());
         assert_eq!(d.updates(), 0);
 
@@ -452,10 +465,15 @@ mod tests {
             ..Default::default()
         };
         let mut d = Discipline::new(cfg);
-        let (o, _) = d.update(0.0, 2000.0, 1e-10, 0.0);
-        assert_eq!(o, UpdateOutcome::Step { offset: 2000.0 });
+        let (o, _) = d.update(at(0.0), dur(2000.0), 1e-10, dur(0.0));
+        assert_eq!(
+            o,
+            UpdateOutcome::Step {
+                offset: dur(2000.0)
+            }
+        );
         // One-shot: a later big offset is refused again.
-        let (o, _) = d.update(10.0, 5000.0, 1e-10, 0.0);
+        let (o, _) = d.update(at(10.0), dur(5000.0), 1e-10, dur(0.0));
         assert!(matches!(o, UpdateOutcome::PanicRefused { .. }));
     }
 
@@ -467,15 +485,15 @@ mod tests {
             let t = i as f64 * 16.0;
             // measured offset = phase - correction applied so far
             let phase = -50e-6 * t;
-            d.update(t, phase, 1e-10, 0.0);
+            d.update(at(t), dur(phase), 1e-10, dur(0.0));
         }
         assert!(
-            (d.frequency_ppm() + 50.0).abs() < 1e-6,
+            (d.frequency().ppm() + 50.0).abs() < 1e-3,
             "{}",
-            d.frequency_ppm()
+            d.frequency().ppm()
         );
-        let restored = d.set_frequency(200.0, 12.5);
-        assert!(matches!(restored, ClockAction::SetFrequency { ppm } if (ppm - 12.5).abs() < 1e-9));
-        assert!((d.frequency_ppm() - 12.5).abs() < 1e-9);
+        let restored = d.set_frequency(at(200.0), Frequency::from_ppm(12.5));
+        assert!(matches!(restored, ClockAction::SetFrequency(f) if (f.ppm() - 12.5).abs() < 1e-9));
+        assert!((d.frequency().ppm() - 12.5).abs() < 1e-9);
     }
 }

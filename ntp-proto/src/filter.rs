@@ -7,58 +7,58 @@
 //! samples can be compared with new ones; `Projection` turns a phase back into
 //! the offset it implies now.
 
+use crate::time::{Frequency, NtpDuration, NtpInstant};
 use std::collections::VecDeque;
 
 /// Frequency tolerance used for dispersion growth. RFC 5905 uses 15 ppm; at
 /// maxpoll 10 that lets eight-sample-old dispersion reach ~0.1 s and hides a
 /// 50 ms falseticker inside overlapping intervals. Like chrony (maxclockerror)
 /// we assume 1 ppm for a disciplined clock.
-pub const PHI: f64 = 1e-6;
-/// Dispersion of an empty filter slot (RFC 5905 MAXDISP).
-pub const MAXDISP: f64 = 16.0;
+pub const PHI: Frequency = Frequency::from_ratio(1e-6);
+/// Dispersion of an empty filter slot (RFC 5905 MAXDISP, 16 s).
+pub const MAXDISP: NtpDuration = NtpDuration::from_fixed(16 << 32);
 pub const NSTAGE: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sample {
-    /// Monotonic time of the measurement, seconds.
-    pub time: f64,
+    /// When the measurement was made.
+    pub time: NtpInstant,
     /// Offset plus the clock correction applied up to `time`.
-    pub phase: f64,
+    pub phase: NtpDuration,
     /// Offset as measured (for display of the raw value).
-    pub offset: f64,
-    pub delay: f64,
+    pub offset: NtpDuration,
+    pub delay: NtpDuration,
     /// Dispersion at measurement time (precisions + PHI * round trip).
-    pub dispersion: f64,
+    pub dispersion: NtpDuration,
 }
 
 /// Maps phases to offsets at `now`: offset = phase + freq * (now - time) - correction.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Projection {
-    pub now: f64,
-    /// Total correction applied to the clock up to `now`, seconds.
-    pub correction: f64,
-    /// Estimated phase drift rate of the uncorrected clock (s/s).
-    pub freq: f64,
+    pub now: NtpInstant,
+    /// Total correction applied to the clock up to `now`.
+    pub correction: NtpDuration,
+    /// Estimated phase drift rate of the uncorrected clock.
+    pub freq: Frequency,
 }
 
 impl Projection {
-    pub fn offset(&self, s: &Sample) -> f64 {
+    pub fn offset(&self, s: &Sample) -> NtpDuration {
         s.phase + self.freq * (self.now - s.time) - self.correction
     }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FilterOutput {
-    pub sample: Sample,
     /// Offset of the chosen sample projected to now.
-    pub offset: f64,
-    pub delay: f64,
+    pub offset: NtpDuration,
+    pub delay: NtpDuration,
     /// Peer dispersion (RFC 5905 weighted sum over the sorted stages).
-    pub dispersion: f64,
+    pub dispersion: NtpDuration,
     /// RMS of the differences between the chosen offset and the others.
-    pub jitter: f64,
+    pub jitter: NtpDuration,
     /// Lowest delay in the register (reference for weighting newer samples).
-    pub min_delay: f64,
+    pub min_delay: NtpDuration,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -94,19 +94,19 @@ impl ClockFilter {
         self.samples.back()
     }
 
-    pub fn output(&self, proj: &Projection, precision: f64) -> Option<FilterOutput> {
+    pub fn output(&self, proj: &Projection, precision: NtpDuration) -> Option<FilterOutput> {
         let mut sorted: Vec<Sample> = self.samples.iter().copied().collect();
         if sorted.is_empty() {
             return None;
         }
         // Lowest delay first; among equal delays the newer one.
-        sorted.sort_by(|a, b| a.delay.total_cmp(&b.delay).then(b.time.total_cmp(&a.time)));
+        sorted.sort_by(|a, b| a.delay.cmp(&b.delay).then(b.time.cmp(&a.time)));
         let best = sorted[0];
-        let mut dispersion = 0.0;
+        let mut dispersion = NtpDuration::ZERO;
         for i in 0..NSTAGE {
             let d = sorted
                 .get(i)
-                .map(|s| (s.dispersion + PHI * (proj.now - s.time).max(0.0)).min(MAXDISP))
+                .map(|s| (s.dispersion + PHI * (proj.now - s.time).non_negative()).min(MAXDISP))
                 .unwrap_or(MAXDISP);
             dispersion += d / f64::powi(2.0, i as i32 + 1);
         }
@@ -114,15 +114,14 @@ impl ClockFilter {
         let jitter = if sorted.len() > 1 {
             let sum: f64 = sorted[1..]
                 .iter()
-                .map(|s| (proj.offset(s) - best_offset).powi(2))
+                .map(|s| (proj.offset(s) - best_offset).to_seconds().powi(2))
                 .sum();
-            (sum / (sorted.len() - 1) as f64).sqrt()
+            NtpDuration::from_seconds((sum / (sorted.len() - 1) as f64).sqrt())
         } else {
-            0.0
+            NtpDuration::ZERO
         }
         .max(precision);
         Some(FilterOutput {
-            sample: best,
             offset: best_offset,
             delay: best.delay,
             dispersion,
@@ -136,14 +135,34 @@ impl ClockFilter {
 mod tests {
     use super::*;
 
+    fn d(s: f64) -> NtpDuration {
+        NtpDuration::from_seconds(s)
+    }
+
+    fn at(s: f64) -> NtpInstant {
+        NtpInstant::from_secs_f64(s)
+    }
+
     fn s(time: f64, offset: f64, delay: f64) -> Sample {
         Sample {
-            time,
-            phase: offset,
-            offset,
-            delay,
-            dispersion: 1e-6,
+            time: at(time),
+            phase: d(offset),
+            offset: d(offset),
+            delay: d(delay),
+            dispersion: d(1e-6),
         }
+    }
+
+    fn proj(now: f64, correction: f64, freq_ppm: f64) -> Projection {
+        Projection {
+            now: at(now),
+            correction: d(correction),
+            freq: Frequency::from_ppm(freq_ppm),
+        }
+    }
+
+    fn close(a: NtpDuration, b: f64) -> bool {
+        (a.to_seconds() - b).abs() < 1e-9
     }
 
     #[test]
@@ -154,21 +173,17 @@ mod tests {
             f.add(s(i as f64 * 64.0, i as f64 * 1e-4, *d));
         }
         assert_eq!(f.len(), 8);
-        let proj = Projection {
-            now: 600.0,
-            correction: 0.0,
-            freq: 0.0,
-        };
-        let out = f.output(&proj, 1e-9).unwrap();
-        assert_eq!(out.delay, 1e-3);
-        assert!((out.offset - 2e-4).abs() < 1e-12);
-        assert!(out.jitter > 0.0);
-        assert!(out.dispersion > 0.0 && out.dispersion < MAXDISP);
+        let proj = proj(600.0, 0.0, 0.0);
+        let out = f.output(&proj, d(1e-9)).unwrap();
+        assert_eq!(out.delay, d(1e-3));
+        assert!(close(out.offset, 2e-4));
+        assert!(out.jitter > NtpDuration::ZERO);
+        assert!(out.dispersion > NtpDuration::ZERO && out.dispersion < MAXDISP);
         // Once the 1 ms sample is pushed out, the 2 ms one wins.
         f.add(s(600.0, 0.0, 9e-3));
         f.add(s(664.0, 0.0, 9e-3));
-        let out = f.output(&proj, 1e-9).unwrap();
-        assert_eq!(out.delay, 2e-3);
+        let out = f.output(&proj, d(1e-9)).unwrap();
+        assert_eq!(out.delay, d(2e-3));
     }
 
     #[test]
@@ -177,21 +192,12 @@ mod tests {
         // Measured +10 ms at t=0 with no correction yet applied.
         f.add(s(0.0, 0.01, 1e-3));
         // After the discipline slewed the clock by 10 ms the projected offset is 0.
-        let proj = Projection {
-            now: 10.0,
-            correction: 0.01,
-            freq: 0.0,
-        };
-        let out = f.output(&proj, 1e-9).unwrap();
-        assert!(out.offset.abs() < 1e-12);
+        let out = f.output(&proj(10.0, 0.01, 0.0), d(1e-9)).unwrap();
+        assert!(close(out.offset, 0.0));
         // An uncorrected drift of -1 ppm shows up as a growing negative offset.
-        let proj = Projection {
-            now: 1000.0,
-            correction: 0.01,
-            freq: -1e-6,
-        };
-        assert!((f.output(&proj, 1e-9).unwrap().offset + 1e-3).abs() < 1e-12);
+        let p = proj(1000.0, 0.01, -1.0);
+        assert!(close(f.output(&p, d(1e-9)).unwrap().offset, -1e-3));
         // A single sample: peer dispersion is dominated by empty stages.
-        assert!(f.output(&proj, 1e-9).unwrap().dispersion > 7.9);
+        assert!(f.output(&p, d(1e-9)).unwrap().dispersion > d(7.9));
     }
 }

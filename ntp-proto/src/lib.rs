@@ -3,7 +3,7 @@
 //! time; nothing here performs I/O or reads a clock.
 //!
 //! Typical agent loop:
-//! - `System::new(SystemConfig)`, optionally `set_frequency(drift_ppm, mono)`;
+//! - `System::new(SystemConfig)`, optionally `set_frequency(drift, mono)`;
 //!   `add_source(SourceConfig::server(addr) / ::peer(addr), mono)` per address.
 //! - Sleep until `next_wakeup()` (monotonic), then
 //!   `handle_timers(mono, clock_reading, &mut rng)`.
@@ -12,11 +12,14 @@
 //! - Every returned `Action::Send` goes to the source (peers: from port 123);
 //!   every `Action::Clock` is applied to the disciplined clock immediately.
 //! - `status()` / `source_status()` give serde-serialisable snapshots;
-//!   `frequency_ppm()` is what the drift file stores; `server_state()` feeds
+//!   `frequency()` is what the drift file stores; `server_state()` feeds
 //!   `build_reply` when answering clients.
 //!
-//! Units: `NtpDuration` is i64 in 2^-32 s; the algorithms and the public
-//! status use `f64` seconds (or ms where the field name says so).
+//! Time is typed (see `time`): `NtpInstant` for the caller's monotonic
+//! clock, `NtpTimestamp` for readings of the disciplined clock and the
+//! wire, `NtpDuration` for spans and offsets, `Frequency` for rates. Only the
+//! serialisable status uses plain numbers, in the units its field names say
+//! (`_ms`, `_ppm`).
 
 pub mod discipline;
 pub mod filter;
@@ -24,7 +27,6 @@ pub mod nts;
 pub mod packet;
 pub mod select;
 pub mod server;
-pub mod sim;
 pub mod source;
 pub mod system;
 pub mod time;
@@ -37,4 +39,4 @@ pub use source::{KodState, RejectCounters, RejectReason, SourceConfig, SourceKin
 pub use system::{
     Action, SourceId, SourceStatus, System, SystemConfig, SystemStatus, UnsyncReason,
 };
-pub use time::{NtpDuration, NtpShort, NtpTimestamp};
+pub use time::{Frequency, NtpDuration, NtpInstant, NtpShort, NtpTimestamp};

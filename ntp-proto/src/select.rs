@@ -1,6 +1,7 @@
 //! RFC 5905 system process: intersection (Marzullo variant), cluster pruning and
 //! combining. Works on plain candidate records so it can be tested in isolation.
 
+use crate::time::NtpDuration;
 use serde::{Deserialize, Serialize};
 
 /// Cluster pruning stops at this many survivors (RFC 5905 NMIN).
@@ -10,10 +11,10 @@ pub const MIN_CLUSTER_SURVIVORS: usize = 3;
 pub struct Candidate {
     /// Caller's index for the source.
     pub id: usize,
-    pub offset: f64,
+    pub offset: NtpDuration,
     /// Root distance (half-width of the correctness interval).
-    pub root_distance: f64,
-    pub jitter: f64,
+    pub root_distance: NtpDuration,
+    pub jitter: NtpDuration,
     pub stratum: u8,
 }
 
@@ -52,10 +53,10 @@ pub struct Selection {
     pub system_peer: usize,
     /// Ids of the survivors (system peer included), best first.
     pub survivors: Vec<usize>,
-    /// Combined offset of the survivors, seconds.
-    pub offset: f64,
-    /// System jitter (combined selection and peer jitter), seconds.
-    pub jitter: f64,
+    /// Combined offset of the survivors.
+    pub offset: NtpDuration,
+    /// System jitter (combined selection and peer jitter).
+    pub jitter: NtpDuration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,7 +70,7 @@ pub enum SelectError {
 /// system peer when it is still as good (avoids clock hopping).
 pub fn select(
     candidates: &[Candidate],
-    max_distance: f64,
+    max_distance: NtpDuration,
     previous: Option<usize>,
 ) -> Result<Selection, SelectError> {
     let n = candidates.len();
@@ -90,21 +91,21 @@ pub fn select(
     if survivors.is_empty() {
         return Err(SelectError::NoMajority);
     }
-    let merit = |c: &Candidate| c.stratum as f64 * max_distance + c.root_distance;
-    survivors.sort_by(|a, b| merit(a).total_cmp(&merit(b)));
+    let merit = |c: &Candidate| max_distance * c.stratum as f64 + c.root_distance;
+    survivors.sort_by_key(merit);
 
     // Cluster: drop the survivor contributing most selection jitter until that is
     // below the smallest peer jitter or only a few are left.
     while survivors.len() > MIN_CLUSTER_SURVIVORS {
         let m = survivors.len();
         let mut worst = 0;
-        let mut worst_jitter = -1.0;
+        let mut worst_jitter = NtpDuration::from_fixed(-1);
         for (i, a) in survivors.iter().enumerate() {
             let sum: f64 = survivors
                 .iter()
-                .map(|b| (a.offset - b.offset).powi(2))
+                .map(|b| (a.offset - b.offset).to_seconds().powi(2))
                 .sum();
-            let sj = (sum / (m - 1) as f64).sqrt();
+            let sj = NtpDuration::from_seconds((sum / (m - 1) as f64).sqrt());
             if sj > worst_jitter {
                 worst_jitter = sj;
                 worst = i;
@@ -113,7 +114,8 @@ pub fn select(
         let min_peer_jitter = survivors
             .iter()
             .map(|c| c.jitter)
-            .fold(f64::INFINITY, f64::min);
+            .min()
+            .unwrap_or(NtpDuration::ZERO);
         if worst_jitter <= min_peer_jitter {
             break;
         }
@@ -128,19 +130,19 @@ pub fn select(
         }
     }
 
+    let weight = |c: &Candidate| 1.0 / c.root_distance.to_seconds().max(1e-9);
     let (mut wsum, mut osum) = (0.0, 0.0);
     for c in &survivors {
-        let w = 1.0 / c.root_distance.max(1e-9);
-        wsum += w;
-        osum += w * c.offset;
+        wsum += weight(c);
+        osum += weight(c) * c.offset.to_seconds();
     }
-    let offset = osum / wsum;
+    let offset = NtpDuration::from_seconds(osum / wsum);
     let mut sel_jitter = 0.0;
     for c in &survivors {
-        let w = 1.0 / c.root_distance.max(1e-9);
-        sel_jitter += w * (c.offset - sys.offset).powi(2);
+        sel_jitter += weight(c) * (c.offset - sys.offset).to_seconds().powi(2);
     }
-    let jitter = (sel_jitter / wsum + sys.jitter.powi(2)).sqrt();
+    let jitter =
+        NtpDuration::from_seconds((sel_jitter / wsum + sys.jitter.to_seconds().powi(2)).sqrt());
 
     for c in &survivors {
         let t = if c.id == sys.id {
@@ -161,20 +163,20 @@ pub fn select(
 
 /// Smallest interval containing points from the intervals of a majority of the
 /// candidates (RFC 5905 section 11.2.1, with midpoints).
-pub fn intersection(candidates: &[Candidate]) -> Option<(f64, f64)> {
+pub fn intersection(candidates: &[Candidate]) -> Option<(NtpDuration, NtpDuration)> {
     let n = candidates.len();
-    let mut ends: Vec<(f64, i32)> = Vec::with_capacity(3 * n);
+    let mut ends: Vec<(NtpDuration, i32)> = Vec::with_capacity(3 * n);
     for c in candidates {
         ends.push((c.offset - c.root_distance, -1));
         ends.push((c.offset, 0));
         ends.push((c.offset + c.root_distance, 1));
     }
-    ends.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    ends.sort();
     let mut allow = 0;
     while 2 * allow < n {
         let mut found = 0;
         let mut chime = 0i64;
-        let mut low = f64::INFINITY;
+        let mut low = NtpDuration::from_fixed(i64::MAX);
         for &(v, t) in &ends {
             chime -= t as i64;
             if chime >= (n - allow) as i64 {
@@ -186,7 +188,7 @@ pub fn intersection(candidates: &[Candidate]) -> Option<(f64, f64)> {
             }
         }
         chime = 0;
-        let mut high = f64::NEG_INFINITY;
+        let mut high = NtpDuration::from_fixed(i64::MIN);
         for &(v, t) in ends.iter().rev() {
             chime += t as i64;
             if chime >= (n - allow) as i64 {
@@ -209,12 +211,18 @@ pub fn intersection(candidates: &[Candidate]) -> Option<(f64, f64)> {
 mod tests {
     use super::*;
 
+    fn d(s: f64) -> NtpDuration {
+        NtpDuration::from_seconds(s)
+    }
+
+    const MAXDIST: NtpDuration = NtpDuration::from_fixed(3 << 31);
+
     fn c(id: usize, offset: f64, dist: f64) -> Candidate {
         Candidate {
             id,
-            offset,
-            root_distance: dist,
-            jitter: 1e-4,
+            offset: d(offset),
+            root_distance: d(dist),
+            jitter: d(1e-4),
             stratum: 1,
         }
     }
@@ -225,21 +233,24 @@ mod tests {
 
     #[test]
     fn single_source() {
-        let s = select(&[c(7, 0.01, 0.005)], 1.5, None).unwrap();
+        let s = select(&[c(7, 0.01, 0.005)], MAXDIST, None).unwrap();
         assert_eq!(s.system_peer, 7);
         assert_eq!(tally(&s, 7), Tally::SystemPeer);
-        assert!((s.offset - 0.01).abs() < 1e-12);
+        assert!((s.offset - d(0.01)).abs() < d(1e-9));
     }
 
     #[test]
     fn falseticker_rejected() {
         let cands = [c(0, 0.0, 0.005), c(1, 0.001, 0.005), c(2, 0.050, 0.005)];
         let (lo, hi) = intersection(&cands).unwrap();
-        assert!(lo <= 0.001 && (0.0..0.045).contains(&hi), "{lo} {hi}");
-        let s = select(&cands, 1.5, None).unwrap();
+        assert!(
+            lo <= d(0.001) && (d(0.0)..d(0.045)).contains(&hi),
+            "{lo:?} {hi:?}"
+        );
+        let s = select(&cands, MAXDIST, None).unwrap();
         assert_eq!(tally(&s, 2), Tally::Falseticker);
         assert_ne!(s.system_peer, 2);
-        assert!(s.offset.abs() < 0.002);
+        assert!(s.offset.abs() < d(0.002));
         let plus = s.tallies.iter().filter(|t| t.1 == Tally::Candidate).count();
         assert_eq!(plus, 1);
     }
@@ -247,8 +258,8 @@ mod tests {
     #[test]
     fn two_disagreeing_sources_have_no_majority() {
         let cands = [c(0, 0.0, 0.005), c(1, 0.050, 0.005)];
-        assert_eq!(select(&cands, 1.5, None), Err(SelectError::NoMajority));
-        assert_eq!(select(&[], 1.5, None), Err(SelectError::NoCandidates));
+        assert_eq!(select(&cands, MAXDIST, None), Err(SelectError::NoMajority));
+        assert_eq!(select(&[], MAXDIST, None), Err(SelectError::NoCandidates));
     }
 
     #[test]
@@ -260,7 +271,7 @@ mod tests {
             c(3, 0.5, 0.01),
             c(4, -0.7, 0.01),
         ];
-        let s = select(&cands, 1.5, None).unwrap();
+        let s = select(&cands, MAXDIST, None).unwrap();
         assert_eq!(tally(&s, 3), Tally::Falseticker);
         assert_eq!(tally(&s, 4), Tally::Falseticker);
         assert_eq!(s.survivors.len(), 3);
@@ -271,15 +282,15 @@ mod tests {
         // All intervals overlap, but one source is far from the tight group.
         let mut cands: Vec<Candidate> = (0..4).map(|i| c(i, i as f64 * 1e-5, 0.1)).collect();
         cands.push(c(9, 0.05, 0.1));
-        let s = select(&cands, 1.5, None).unwrap();
+        let s = select(&cands, MAXDIST, None).unwrap();
         assert_eq!(tally(&s, 9), Tally::Outlier);
-        assert!(s.offset.abs() < 1e-4);
+        assert!(s.offset.abs() < d(1e-4));
     }
 
     #[test]
     fn keeps_previous_system_peer() {
         let cands = [c(0, 0.0, 0.004), c(1, 0.0, 0.005)];
-        assert_eq!(select(&cands, 1.5, None).unwrap().system_peer, 0);
-        assert_eq!(select(&cands, 1.5, Some(1)).unwrap().system_peer, 1);
+        assert_eq!(select(&cands, MAXDIST, None).unwrap().system_peer, 0);
+        assert_eq!(select(&cands, MAXDIST, Some(1)).unwrap().system_peer, 1);
     }
 }

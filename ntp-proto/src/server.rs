@@ -1,7 +1,7 @@
 //! Building server-mode (mode 4) replies from the system state.
 
 use crate::packet::{KissCode, LeapIndicator, Mode, NtpPacket, RefId};
-use crate::time::{NtpShort, NtpTimestamp};
+use crate::time::{NtpDuration, NtpShort, NtpTimestamp};
 use serde::Serialize;
 
 /// What a server tells its clients about itself (RFC 5905 system variables).
@@ -10,10 +10,8 @@ pub struct ServerState {
     pub leap: LeapIndicator,
     pub stratum: u8,
     pub precision: i8,
-    /// Seconds.
-    pub root_delay: f64,
-    /// Seconds.
-    pub root_dispersion: f64,
+    pub root_delay: NtpDuration,
+    pub root_dispersion: NtpDuration,
     pub reference_id: RefId,
     pub reference_time: NtpTimestamp,
 }
@@ -25,8 +23,8 @@ impl ServerState {
             leap: LeapIndicator::Unsynchronized,
             stratum: 16,
             precision,
-            root_delay: 0.0,
-            root_dispersion: 0.0,
+            root_delay: NtpDuration::ZERO,
+            root_dispersion: NtpDuration::ZERO,
             reference_id: RefId(*b"INIT"),
             reference_time: NtpTimestamp::ZERO,
         }
@@ -38,8 +36,8 @@ impl ServerState {
         p.leap = self.leap;
         p.stratum = self.stratum;
         p.precision = self.precision;
-        p.root_delay = NtpShort::from_seconds(self.root_delay);
-        p.root_dispersion = NtpShort::from_seconds(self.root_dispersion);
+        p.root_delay = NtpShort::from_seconds(self.root_delay.to_seconds());
+        p.root_dispersion = NtpShort::from_seconds(self.root_dispersion.to_seconds());
         p.reference_id = self.reference_id;
         p.reference_timestamp = self.reference_time;
         p
@@ -108,8 +106,8 @@ mod tests {
             leap: LeapIndicator::NoWarning,
             stratum: 2,
             precision: -24,
-            root_delay: 0.01,
-            root_dispersion: 0.002,
+            root_delay: NtpDuration::from_seconds(0.01),
+            root_dispersion: NtpDuration::from_seconds(0.002),
             reference_id: RefId([192, 0, 2, 7]),
             reference_time: NtpTimestamp::from_bits(99),
         };

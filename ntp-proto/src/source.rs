@@ -4,7 +4,7 @@
 use crate::filter::{ClockFilter, Sample, PHI};
 use crate::packet::{KissCode, LeapIndicator, Mode, NtpPacket, RefId};
 use crate::server::ServerState;
-use crate::time::NtpTimestamp;
+use crate::time::{NtpDuration, NtpInstant, NtpTimestamp};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -12,11 +12,16 @@ use std::time::Duration;
 
 /// Used to pick the era when checking for the leap-second window.
 const ERA_PIVOT: Duration = Duration::from_secs(1_704_067_200); // 2024-01-01
-const IBURST_INTERVAL: f64 = 2.0;
+const IBURST_INTERVAL: NtpDuration = NtpDuration::from_fixed(2 << 32);
 /// Poll exponents the protocol allows at all.
 const POLL_LIMITS: (i8, i8) = (-6, 17);
 /// ntpd's poll-adjust hysteresis (LIMIT).
 const POLL_COUNTER_LIMIT: i32 = 30;
+
+/// 2^exponent seconds.
+pub fn poll_interval(exponent: i8) -> NtpDuration {
+    NtpDuration::from_seconds(f64::powi(2.0, exponent as i32))
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SourceKind {
@@ -148,12 +153,12 @@ pub enum KodState {
     Denied(KissCode),
 }
 
-/// Offset, delay and dispersion of one accepted exchange, seconds.
+/// Offset, delay and dispersion of one accepted exchange.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Measurement {
-    pub offset: f64,
-    pub delay: f64,
-    pub dispersion: f64,
+    pub offset: NtpDuration,
+    pub delay: NtpDuration,
+    pub dispersion: NtpDuration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -167,13 +172,13 @@ pub enum ReceiveOutcome {
 /// What the checks need from the system.
 #[derive(Clone, Debug, Default)]
 pub struct CheckContext {
-    pub max_root_distance: f64,
+    pub max_root_distance: NtpDuration,
     /// Reference ids that identify this host; a server announcing one is synced to us.
     pub own_refids: Vec<RefId>,
     /// A leap second is armed: reject exchanges near midnight UTC.
     pub leap_armed: bool,
-    /// Local clock precision, seconds.
-    pub precision: f64,
+    /// Local clock precision.
+    pub precision: NtpDuration,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -191,7 +196,7 @@ pub struct Source {
     poll: i8,
     poll_counter: i32,
     poll_score: f64,
-    next_poll: f64,
+    next_poll: NtpInstant,
     iburst_left: u8,
     /// After the burst, intervals double from 4 s up to the poll interval so
     /// the first frequency estimate spans a growing baseline.
@@ -205,16 +210,16 @@ pub struct Source {
     pub(crate) stratum: u8,
     pub(crate) refid: RefId,
     pub(crate) leap: LeapIndicator,
-    pub(crate) root_delay: f64,
-    pub(crate) root_dispersion: f64,
-    pub(crate) last_reply: Option<f64>,
+    pub(crate) root_delay: NtpDuration,
+    pub(crate) root_dispersion: NtpDuration,
+    pub(crate) last_reply: Option<NtpInstant>,
     counters: RejectCounters,
     kod: KodState,
 }
 
 impl Source {
-    /// `now` is monotonic seconds; the first request goes out immediately.
-    pub fn new(cfg: SourceConfig, now: f64) -> Self {
+    /// The first request goes out immediately (at `now`).
+    pub fn new(cfg: SourceConfig, now: NtpInstant) -> Self {
         let minpoll = cfg.minpoll.clamp(POLL_LIMITS.0, POLL_LIMITS.1);
         let iburst_left = if cfg.iburst { cfg.iburst_count } else { 0 };
         Source {
@@ -234,8 +239,8 @@ impl Source {
             stratum: 16,
             refid: RefId::default(),
             leap: LeapIndicator::Unsynchronized,
-            root_delay: 0.0,
-            root_dispersion: 0.0,
+            root_delay: NtpDuration::ZERO,
+            root_dispersion: NtpDuration::ZERO,
             last_reply: None,
             counters: RejectCounters::default(),
             kod: KodState::None,
@@ -267,7 +272,7 @@ impl Source {
     }
 
     /// Monotonic time of the next request; `None` once the source refused service.
-    pub fn next_poll_at(&self) -> Option<f64> {
+    pub fn next_poll_at(&self) -> Option<NtpInstant> {
         (!self.is_denied()).then_some(self.next_poll)
     }
 
@@ -290,7 +295,7 @@ impl Source {
     /// clock (the send time); `state` fills the header in symmetric mode.
     pub fn poll(
         &mut self,
-        now: f64,
+        now: NtpInstant,
         clock: NtpTimestamp,
         rng: &mut impl RngCore,
         state: &ServerState,
@@ -328,11 +333,10 @@ impl Source {
             IBURST_INTERVAL
         } else if self.ramp_exp < self.poll {
             self.ramp_exp += 1;
-            f64::powi(2.0, self.ramp_exp as i32 - 1)
+            poll_interval(self.ramp_exp - 1)
         } else {
-            let base = f64::powi(2.0, self.poll as i32);
             // Up to 5% random spread so sources do not phase-lock.
-            base * (1.0 - 0.05 * (rng.next_u32() as f64 / u32::MAX as f64))
+            poll_interval(self.poll) * (1.0 - 0.05 * (rng.next_u32() as f64 / u32::MAX as f64))
         };
         self.next_poll = now + interval;
         pkt.encode()
@@ -382,8 +386,7 @@ impl Source {
 
     /// Our clock was stepped by `offset` seconds: keep pending local timestamps
     /// on the new timescale.
-    pub fn clock_stepped(&mut self, offset: f64) {
-        let d = crate::time::NtpDuration::from_seconds(offset);
+    pub fn clock_stepped(&mut self, d: NtpDuration) {
         if let Some(o) = &mut self.outstanding {
             o.sent = o.sent + d;
         }
@@ -403,7 +406,7 @@ impl Source {
         &mut self,
         data: &[u8],
         recv: NtpTimestamp,
-        now: f64,
+        now: NtpInstant,
         ctx: &CheckContext,
     ) -> ReceiveOutcome {
         let pkt = match NtpPacket::decode(data) {
@@ -468,12 +471,14 @@ impl Source {
         let t2 = pkt.receive_timestamp;
         let t3 = pkt.transmit_timestamp;
         let t4 = recv;
-        let offset = ((t2 - t1).to_seconds() + (t3 - t4).to_seconds()) / 2.0;
-        let delay = ((t4 - t1) - (t3 - t2)).to_seconds().max(ctx.precision);
-        let remote_precision = f64::powi(2.0, pkt.precision.clamp(-30, 10) as i32);
-        let dispersion = remote_precision + ctx.precision + PHI * (t4 - t1).to_seconds().abs();
-        let root_delay = pkt.root_delay.to_seconds();
-        let root_dispersion = pkt.root_dispersion.to_seconds();
+        let offset =
+            NtpDuration::from_fixed(((t2 - t1).to_fixed() >> 1) + ((t3 - t4).to_fixed() >> 1));
+        let delay = ((t4 - t1) - (t3 - t2)).max(ctx.precision);
+        let remote_precision =
+            NtpDuration::from_seconds(f64::powi(2.0, pkt.precision.clamp(-30, 10) as i32));
+        let dispersion = remote_precision + ctx.precision + PHI * (t4 - t1).abs();
+        let root_delay = NtpDuration::from_seconds(pkt.root_delay.to_seconds());
+        let root_dispersion = NtpDuration::from_seconds(pkt.root_dispersion.to_seconds());
         if (root_delay + delay) / 2.0 + root_dispersion + dispersion > ctx.max_root_distance {
             return self.reject(RejectReason::RootDistance);
         }
@@ -497,7 +502,7 @@ impl Source {
         self.filter.add(s);
     }
 
-    fn handle_kod(&mut self, code: KissCode, now: f64) {
+    fn handle_kod(&mut self, code: KissCode, now: NtpInstant) {
         match code {
             KissCode::Rate => {
                 let (count, floor) = match self.kod {
@@ -514,8 +519,7 @@ impl Source {
                 self.poll_counter = 0;
                 self.iburst_left = 0;
                 self.ramp_exp = i8::MAX;
-                let interval = f64::powi(2.0, self.poll as i32);
-                self.next_poll = self.next_poll.max(now + interval);
+                self.next_poll = self.next_poll.max(now + poll_interval(self.poll));
             }
             KissCode::Deny | KissCode::Rstr => {
                 self.kod = KodState::Denied(code);
@@ -530,17 +534,21 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time::{NtpDuration, NtpShort};
+    use crate::time::NtpShort;
     use rand::SeedableRng;
     use std::net::Ipv4Addr;
 
     fn ctx() -> CheckContext {
         CheckContext {
-            max_root_distance: 1.5,
+            max_root_distance: NtpDuration::from_seconds(1.5),
             own_refids: vec![RefId([10, 0, 0, 99])],
             leap_armed: false,
-            precision: 1e-9,
+            precision: NtpDuration::from_seconds(1e-9),
         }
+    }
+
+    fn mono(secs: f64) -> NtpInstant {
+        NtpInstant::from_secs_f64(secs)
     }
 
     fn t(secs: f64) -> NtpTimestamp {
@@ -553,9 +561,14 @@ mod tests {
             kind,
             ..SourceConfig::server(addr)
         };
-        let mut src = Source::new(cfg, 0.0);
+        let mut src = Source::new(cfg, mono(0.0));
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        let req = src.poll(0.0, t(0.0), &mut rng, &ServerState::unsynchronized(-20));
+        let req = src.poll(
+            mono(0.0),
+            t(0.0),
+            &mut rng,
+            &ServerState::unsynchronized(-20),
+        );
         let req = NtpPacket::decode(&req).unwrap();
         let mut reply = NtpPacket::new(match kind {
             SourceKind::Server => Mode::Server,
@@ -574,7 +587,7 @@ mod tests {
     }
 
     fn recv(src: &mut Source, p: &NtpPacket) -> ReceiveOutcome {
-        src.receive(&p.encode(), t(0.002001), 1.0, &ctx())
+        src.receive(&p.encode(), t(0.002001), mono(1.0), &ctx())
     }
 
     #[test]
@@ -582,8 +595,8 @@ mod tests {
         let (mut src, reply, _) = setup(SourceKind::Server);
         match recv(&mut src, &reply) {
             ReceiveOutcome::Accepted(m) => {
-                assert!((m.offset - 0.005).abs() < 1e-8, "{m:?}");
-                assert!((m.delay - 0.002).abs() < 1e-8);
+                assert!((m.offset.to_seconds() - 0.005).abs() < 1e-8, "{m:?}");
+                assert!((m.delay.to_seconds() - 0.002).abs() < 1e-8);
             }
             o => panic!("{o:?}"),
         }
@@ -706,7 +719,7 @@ mod tests {
     fn reject_malformed() {
         let (mut src, _, _) = setup(SourceKind::Server);
         assert_eq!(
-            src.receive(&[0u8; 20], t(0.0), 1.0, &ctx()),
+            src.receive(&[0u8; 20], t(0.0), mono(1.0), &ctx()),
             ReceiveOutcome::Rejected(RejectReason::Malformed)
         );
     }
@@ -733,13 +746,18 @@ mod tests {
         assert_eq!(src.counters().duplicate, 1);
         assert_eq!(src.counters().unsolicited, 1);
         // A new request makes the next answer acceptable again.
-        let req = src.poll(2.0, t(2.0), &mut rng, &ServerState::unsynchronized(-20));
+        let req = src.poll(
+            mono(2.0),
+            t(2.0),
+            &mut rng,
+            &ServerState::unsynchronized(-20),
+        );
         let req = NtpPacket::decode(&req).unwrap();
         other.origin_timestamp = req.transmit_timestamp;
         other.receive_timestamp = t(2.006);
         other.transmit_timestamp = t(2.006);
         assert!(matches!(
-            src.receive(&other.encode(), t(2.002), 3.0, &ctx()),
+            src.receive(&other.encode(), t(2.002), mono(3.0), &ctx()),
             ReceiveOutcome::Accepted(_)
         ));
     }
@@ -752,7 +770,7 @@ mod tests {
         // Receive time exactly at a UTC midnight.
         let midnight = NtpTimestamp::from_unix(Duration::from_secs(20_254 * 86_400));
         assert_eq!(
-            src.receive(&reply.encode(), midnight, 1.0, &c),
+            src.receive(&reply.encode(), midnight, mono(1.0), &c),
             ReceiveOutcome::Rejected(RejectReason::LeapWindow)
         );
     }
@@ -765,7 +783,7 @@ mod tests {
         reply.reference_id = RefId(*b"RATE");
         assert_eq!(recv(&mut src, &reply), ReceiveOutcome::Kod(KissCode::Rate));
         assert_eq!(src.poll_exponent(), before + 1);
-        assert!(src.next_poll_at().unwrap() >= 64.0);
+        assert!(src.next_poll_at().unwrap() >= mono(64.0));
         // The backoff is respected by poll adaptation.
         for _ in 0..10 {
             src.adapt_poll(false);
@@ -773,7 +791,12 @@ mod tests {
         assert_eq!(src.poll_exponent(), before + 1);
         assert_eq!(src.counters().kod, 1);
 
-        let req = src.poll(200.0, t(200.0), &mut rng, &ServerState::unsynchronized(-20));
+        let req = src.poll(
+            mono(200.0),
+            t(200.0),
+            &mut rng,
+            &ServerState::unsynchronized(-20),
+        );
         reply.origin_timestamp = NtpPacket::decode(&req).unwrap().transmit_timestamp;
         reply.reference_id = RefId(*b"DENY");
         reply.transmit_timestamp = t(200.1);
@@ -801,11 +824,16 @@ mod tests {
         // Our request went out with the real time as transmit timestamp.
         assert_eq!(reply.origin_timestamp, t(0.0));
         match recv(&mut src, &reply) {
-            ReceiveOutcome::Accepted(m) => assert!((m.offset - 0.005).abs() < 1e-8),
+            ReceiveOutcome::Accepted(m) => assert!((m.offset.to_seconds() - 0.005).abs() < 1e-8),
             o => panic!("{o:?}"),
         }
         // Our next packet carries the peer's transmit and our receive time.
-        let next = src.poll(64.0, t(64.0), &mut rng, &ServerState::unsynchronized(-20));
+        let next = src.poll(
+            mono(64.0),
+            t(64.0),
+            &mut rng,
+            &ServerState::unsynchronized(-20),
+        );
         let next = NtpPacket::decode(&next).unwrap();
         assert_eq!(next.mode, Mode::SymmetricActive);
         assert_eq!(next.origin_timestamp, reply.transmit_timestamp);
@@ -818,7 +846,7 @@ mod tests {
         p.receive_timestamp = t(64.006);
         p.transmit_timestamp = t(64.007);
         assert!(matches!(
-            src.receive(&p.encode(), t(64.003), 65.0, &ctx()),
+            src.receive(&p.encode(), t(64.003), mono(65.0), &ctx()),
             ReceiveOutcome::Accepted(_)
         ));
     }
@@ -829,7 +857,7 @@ mod tests {
         src.reach = 0xff;
         for i in 0..8 {
             src.poll(
-                i as f64 * 64.0,
+                mono(i as f64 * 64.0),
                 t(0.0),
                 &mut rng,
                 &ServerState::unsynchronized(-20),

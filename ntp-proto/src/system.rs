@@ -2,7 +2,8 @@
 //! new sample, feeds the discipline and hands back packets to send and clock
 //! actions to apply.
 //!
-//! Two clocks are passed in: `now` is monotonic time (a `Duration` since agent
+//! Two clocks are passed in: `now` is monotonic time (an `NtpInstant` on the
+//! caller's timescale, e.g. since agent
 //! start; timers are expressed in it), `clock` / `recv` are readings of the
 //! clock being disciplined, as NTP timestamps.
 
@@ -14,24 +15,86 @@ use crate::server::ServerState;
 use crate::source::{
     CheckContext, KodState, ReceiveOutcome, RejectCounters, Source, SourceConfig, SourceKind,
 };
-use crate::time::NtpTimestamp;
+use crate::time::{Frequency, NtpDuration, NtpInstant, NtpTimestamp};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::IpAddr;
-use std::time::Duration;
 
 /// Regression samples the poll interval of the system peer aims for.
 const POLL_TARGET: f64 = 8.0;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct SourceId(pub usize);
+/// Names one source for as long as it exists. `slot` indexes the system's
+/// table and is reused after the source is retired; `serial` counts every
+/// source ever added, so an id kept after its source left never reaches the
+/// source that reuses the slot. Serialised as the serial: ids in status
+/// output are unique over the agent's lifetime (0, 1, 2… for the sources
+/// given at start). Equal ids have equal serials; an id read back from
+/// the wire has no slot, and the system finds its source by serial.
+#[derive(Clone, Copy, Debug)]
+pub struct SourceId {
+    slot: u32,
+    serial: u64,
+}
+
+impl SourceId {
+    /// For callers that build status records themselves (tests); the system
+    /// refuses ids whose serial does not match the slot's source.
+    pub const fn new(slot: u32, serial: u64) -> Self {
+        SourceId { slot, serial }
+    }
+
+    pub const fn serial(self) -> u64 {
+        self.serial
+    }
+
+    /// What a deserialised id carries instead of a slot.
+    const NO_SLOT: u32 = u32::MAX;
+
+    fn index(self) -> Option<usize> {
+        (self.slot != Self::NO_SLOT).then_some(self.slot as usize)
+    }
+}
+
+/// The serial alone names a source (the slot only finds it fast).
+impl PartialEq for SourceId {
+    fn eq(&self, other: &Self) -> bool {
+        self.serial == other.serial
+    }
+}
+
+impl Eq for SourceId {}
+
+impl std::hash::Hash for SourceId {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.serial.hash(h)
+    }
+}
+
+impl Serialize for SourceId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.serial)
+    }
+}
+
+/// The inverse of `Serialize`: the serial, with no slot.
+impl<'de> Deserialize<'de> for SourceId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u64::deserialize(d).map(|serial| SourceId::new(SourceId::NO_SLOT, serial))
+    }
+}
+
+impl fmt::Display for SourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.serial)
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SystemConfig {
     pub discipline: DisciplineConfig,
     /// Sources farther than this (root distance, seconds) are not used.
-    pub max_root_distance: f64,
+    pub max_root_distance: NtpDuration,
     /// Reference ids of this host (its addresses); used for loop detection.
     pub own_refids: Vec<RefId>,
     /// log2 seconds of the local clock reading precision.
@@ -42,7 +105,7 @@ impl Default for SystemConfig {
     fn default() -> Self {
         SystemConfig {
             discipline: DisciplineConfig::default(),
-            max_root_distance: 1.5,
+            max_root_distance: NtpDuration::from_seconds(1.5),
             own_refids: Vec::new(),
             precision: -20,
         }
@@ -73,6 +136,7 @@ pub enum UnsyncReason {
     /// Reachable, but too far (root distance) or unsynchronised.
     NoSuitableSources,
     /// The measured offset exceeds the panic threshold; clock left alone.
+    /// (Seconds: this is part of the status output.)
     PanicThreshold {
         offset: f64,
     },
@@ -150,33 +214,30 @@ pub struct SystemStatus {
 
 #[derive(Clone, Debug)]
 struct SourceSlot {
+    serial: u64,
     source: Source,
     tally: Tally,
     sent: u32,
-    /// Replaced (e.g. its name now resolves elsewhere): kept so SourceIds
-    /// stay stable, but never polled, selected or shown again.
-    retired: bool,
 }
 
 #[derive(Clone, Debug)]
 pub struct System {
     cfg: SystemConfig,
-    slots: Vec<SourceSlot>,
+    /// `None`: free (its source was retired), reused by the next source.
+    slots: Vec<Option<SourceSlot>>,
+    free: Vec<usize>,
+    next_serial: u64,
     discipline: Discipline,
     started: bool,
     system_peer: Option<usize>,
     survivors: Vec<usize>,
-    offset: f64,
-    jitter: f64,
+    offset: NtpDuration,
+    jitter: NtpDuration,
     reason: Option<UnsyncReason>,
-    panic: Option<f64>,
+    panic: Option<NtpDuration>,
     leap: LeapIndicator,
     reference_time: NtpTimestamp,
     disciplined_by: Option<usize>,
-}
-
-fn secs(d: Duration) -> f64 {
-    d.as_secs_f64()
 }
 
 impl System {
@@ -185,11 +246,13 @@ impl System {
             discipline: Discipline::new(cfg.discipline.clone()),
             cfg,
             slots: Vec::new(),
+            free: Vec::new(),
+            next_serial: 0,
             started: false,
             system_peer: None,
             survivors: Vec::new(),
-            offset: 0.0,
-            jitter: 0.0,
+            offset: NtpDuration::ZERO,
+            jitter: NtpDuration::ZERO,
             reason: Some(UnsyncReason::NoSources),
             panic: None,
             leap: LeapIndicator::NoWarning,
@@ -203,67 +266,133 @@ impl System {
     }
 
     /// Adds a server or peer; its first request is due immediately.
-    pub fn add_source(&mut self, cfg: SourceConfig, now: Duration) -> SourceId {
-        self.slots.push(SourceSlot {
-            source: Source::new(cfg, secs(now)),
+    pub fn add_source(&mut self, cfg: SourceConfig, now: NtpInstant) -> SourceId {
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let slot = SourceSlot {
+            serial,
+            source: Source::new(cfg, now),
             tally: Tally::NotUsable,
             sent: 0,
-            retired: false,
-        });
+        };
+        let index = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(slot);
+                i
+            }
+            None => {
+                self.slots.push(Some(slot));
+                self.slots.len() - 1
+            }
+        };
         if self.reason == Some(UnsyncReason::NoSources) {
             self.reason = Some(UnsyncReason::WaitingForFirstSamples);
         }
-        SourceId(self.slots.len() - 1)
+        self.id_of(index, serial)
+    }
+
+    fn id_of(&self, index: usize, serial: u64) -> SourceId {
+        // Slots never outnumber the sources alive at once.
+        SourceId::new(index as u32, serial)
+    }
+
+    /// The id of the source in slot `index` (which must be occupied).
+    fn id_at(&self, index: usize) -> SourceId {
+        let serial = self.slots[index].as_ref().map_or(u64::MAX, |s| s.serial);
+        self.id_of(index, serial)
+    }
+
+    /// The slot holding the source `id` names, if it still exists.
+    fn index_of(&self, id: SourceId) -> Option<usize> {
+        let i = match id.index() {
+            Some(i) => i,
+            None => self
+                .slots
+                .iter()
+                .position(|s| s.as_ref().is_some_and(|s| s.serial == id.serial))?,
+        };
+        self.slots
+            .get(i)?
+            .as_ref()
+            .filter(|s| s.serial == id.serial)
+            .map(|_| i)
+    }
+
+    fn slot(&self, id: SourceId) -> Option<&SourceSlot> {
+        self.slots[self.index_of(id)?].as_ref()
+    }
+
+    fn slot_mut(&mut self, id: SourceId) -> Option<&mut SourceSlot> {
+        let i = self.index_of(id)?;
+        self.slots[i].as_mut()
+    }
+
+    /// Slot `i` as selection and the system peer refer to it: always
+    /// occupied, because retiring a source clears every reference to its slot.
+    fn at(&self, i: usize) -> &SourceSlot {
+        self.slots[i]
+            .as_ref()
+            .expect("referenced slots are occupied")
+    }
+
+    fn at_mut(&mut self, i: usize) -> &mut SourceSlot {
+        self.slots[i]
+            .as_mut()
+            .expect("referenced slots are occupied")
     }
 
     pub fn source(&self, id: SourceId) -> Option<&Source> {
-        self.slots
-            .get(id.0)
-            .filter(|s| !s.retired)
-            .map(|s| &s.source)
+        self.slot(id).map(|s| &s.source)
     }
 
     /// Stops using a source for good: no more polls, packets from it are
-    /// ignored, and it leaves selection and status.
-    pub fn retire_source(&mut self, id: SourceId, now: Duration) {
-        if let Some(slot) = self.slots.get_mut(id.0) {
-            slot.retired = true;
-            slot.tally = Tally::NotUsable;
-            if self.system_peer == Some(id.0) {
-                self.system_peer = None;
-            }
-            self.reselect(secs(now));
+    /// ignored, it leaves selection and status, and its slot is freed for
+    /// the next source (its id never names that one).
+    pub fn retire_source(&mut self, id: SourceId, now: NtpInstant) {
+        let Some(i) = self.index_of(id) else {
+            return;
+        };
+        self.slots[i] = None;
+        self.free.push(i);
+        if self.system_peer == Some(i) {
+            self.system_peer = None;
         }
+        if self.disciplined_by == Some(i) {
+            self.disciplined_by = None;
+        }
+        self.survivors.retain(|&s| s != i);
+        self.reselect(now);
     }
 
     /// Source configured for this address, to route incoming packets.
     pub fn source_by_address(&self, addr: IpAddr) -> Option<SourceId> {
         self.slots
             .iter()
-            .position(|s| !s.retired && s.source.config().address == addr)
-            .map(SourceId)
+            .position(|s| {
+                s.as_ref()
+                    .is_some_and(|s| s.source.config().address == addr)
+            })
+            .map(|i| self.id_at(i))
     }
 
     fn active_slots(&self) -> impl Iterator<Item = &SourceSlot> {
-        self.slots.iter().filter(|s| !s.retired)
+        self.slots.iter().flatten()
     }
 
-    /// Long-term frequency estimate in ppm, for the drift file.
-    pub fn frequency_ppm(&self) -> f64 {
-        self.discipline.frequency_ppm()
+    /// Long-term frequency estimate, for the drift file.
+    pub fn frequency(&self) -> Frequency {
+        self.discipline.frequency()
     }
 
     /// Monotonic time of the last clock update (refused panic-threshold
     /// offsets are no update), for "how stale is our time".
-    pub fn last_clock_update(&self) -> Option<Duration> {
-        self.discipline
-            .last_update()
-            .map(|t| Duration::from_secs_f64(t.max(0.0)))
+    pub fn last_clock_update(&self) -> Option<NtpInstant> {
+        self.discipline.last_update()
     }
 
     /// Seed the frequency estimate (e.g. from the drift file).
-    pub fn set_frequency(&mut self, ppm: f64, now: Duration) -> Action {
-        Action::Clock(self.discipline.set_frequency(secs(now), ppm))
+    pub fn set_frequency(&mut self, freq: Frequency, now: NtpInstant) -> Action {
+        Action::Clock(self.discipline.set_frequency(now, freq))
     }
 
     pub fn is_synchronized(&self) -> bool {
@@ -271,25 +400,24 @@ impl System {
     }
 
     /// Monotonic time at which `handle_timers` must next be called.
-    pub fn next_wakeup(&self) -> Option<Duration> {
+    pub fn next_wakeup(&self) -> Option<NtpInstant> {
         if !self.started {
-            return Some(Duration::ZERO);
+            return Some(NtpInstant::ZERO);
         }
         self.active_slots()
             .filter_map(|s| s.source.next_poll_at())
             .chain(self.discipline.next_timer())
-            .min_by(f64::total_cmp)
-            .map(|t| Duration::from_secs_f64(t.max(0.0)))
+            .min()
     }
 
     /// Sends due requests and ends finished slews.
     pub fn handle_timers(
         &mut self,
-        now: Duration,
+        now: NtpInstant,
         clock: NtpTimestamp,
         rng: &mut impl RngCore,
     ) -> Vec<Action> {
-        let t = secs(now);
+        let t = now;
         let mut actions = Vec::new();
         if !self.started {
             self.started = true;
@@ -301,15 +429,13 @@ impl System {
         let state = self.server_state(clock);
         let mut polled = false;
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            if slot.retired {
-                continue;
-            }
+            let Some(slot) = slot else { continue };
             if slot.source.next_poll_at().is_some_and(|at| at <= t) {
                 let packet = slot.source.poll(t, clock, rng, &state);
                 slot.sent += 1;
                 polled = true;
                 actions.push(Action::Send {
-                    source: SourceId(i),
+                    source: SourceId::new(i as u32, slot.serial),
                     address: slot.source.config().address,
                     packet,
                 });
@@ -328,9 +454,9 @@ impl System {
         id: SourceId,
         data: &[u8],
         recv: NtpTimestamp,
-        now: Duration,
+        now: NtpInstant,
     ) -> Vec<Action> {
-        let t = secs(now);
+        let t = now;
         let precision = self.precision();
         let ctx = CheckContext {
             max_root_distance: self.cfg.max_root_distance,
@@ -341,9 +467,11 @@ impl System {
             ),
             precision,
         };
-        let Some(slot) = self.slots.get_mut(id.0).filter(|s| !s.retired) else {
+        let proj = self.discipline.projection(t);
+        let Some(i) = self.index_of(id) else {
             return Vec::new();
         };
+        let slot = self.at_mut(i);
         let m = match slot.source.receive(data, recv, t, &ctx) {
             ReceiveOutcome::Accepted(m) => m,
             ReceiveOutcome::Kod(_) => {
@@ -352,7 +480,6 @@ impl System {
             }
             ReceiveOutcome::Rejected(_) => return Vec::new(),
         };
-        let proj = self.discipline.projection(t);
         slot.source.add_sample(Sample {
             time: t,
             phase: m.offset + proj.correction,
@@ -363,23 +490,25 @@ impl System {
         let out = slot.source.filter.output(&proj, precision);
         let (jitter, min_delay) = out
             .map(|o| (o.jitter, o.min_delay))
-            .unwrap_or((0.0, m.delay));
-        let stable = m.offset.abs() < 4.0 * jitter;
+            .unwrap_or((NtpDuration::ZERO, m.delay));
+        let stable = m.offset.abs() < jitter * 4.0;
 
         self.reselect(t);
         let mut actions = Vec::new();
-        if self.system_peer == Some(id.0) {
+        if self.system_peer == Some(i) {
             // Frequency comes from the system peer's own samples (a regression
             // over a mix of sources would see jumps whenever the survivor set
             // changes); the other survivors shift the offset via `bias`.
-            if self.disciplined_by != Some(id.0) {
+            if self.disciplined_by != Some(i) {
                 self.discipline.reset_samples();
-                self.disciplined_by = Some(id.0);
+                self.disciplined_by = Some(i);
             }
-            let excess = (m.delay - min_delay).max(0.0);
-            let var = (excess / 2.0).powi(2) + (0.5 * jitter).powi(2) + 1e-14;
+            let excess = (m.delay - min_delay).non_negative().to_seconds();
+            let var = (excess / 2.0).powi(2) + (0.5 * jitter.to_seconds()).powi(2) + 1e-14;
             let phase = m.offset + proj.correction;
-            let bias = out.map(|o| self.offset - o.offset).unwrap_or(0.0);
+            let bias = out
+                .map(|o| self.offset - o.offset)
+                .unwrap_or(NtpDuration::ZERO);
             let (outcome, clock) = self.discipline.update(t, phase, var, bias);
             match outcome {
                 UpdateOutcome::PanicRefused { offset } => {
@@ -387,7 +516,7 @@ impl System {
                 }
                 UpdateOutcome::Step { offset } => {
                     self.panic = None;
-                    for s in &mut self.slots {
+                    for s in self.slots.iter_mut().flatten() {
                         s.source.clock_stepped(offset);
                     }
                 }
@@ -405,9 +534,9 @@ impl System {
             if n < POLL_TARGET {
                 adj *= 2.0;
             }
-            self.slots[id.0].source.adjust_poll_score(adj);
-        } else if let Some(slot) = self.slots.get_mut(id.0) {
-            slot.source.adapt_poll(stable);
+            self.at_mut(i).source.adjust_poll_score(adj);
+        } else {
+            self.at_mut(i).source.adapt_poll(stable);
         }
         if let Some(a) = self.vote_leap() {
             actions.push(Action::Clock(a));
@@ -415,23 +544,22 @@ impl System {
         actions
     }
 
-    fn precision(&self) -> f64 {
-        f64::powi(2.0, self.cfg.precision as i32)
+    fn precision(&self) -> NtpDuration {
+        NtpDuration::from_seconds(f64::powi(2.0, self.cfg.precision as i32))
     }
 
-    fn reselect(&mut self, t: f64) {
+    fn reselect(&mut self, t: NtpInstant) {
         let proj = self.discipline.projection(t);
+        let precision = self.precision();
         let mut cands = Vec::new();
         for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(slot) = slot else { continue };
             slot.tally = Tally::NotUsable;
             let s = &slot.source;
-            if slot.retired || s.is_denied() || s.reach == 0 || s.stratum >= 16 {
+            if s.is_denied() || s.reach == 0 || s.stratum >= 16 {
                 continue;
             }
-            let Some(out) = s
-                .filter
-                .output(&proj, f64::powi(2.0, self.cfg.precision as i32))
-            else {
+            let Some(out) = s.filter.output(&proj, precision) else {
                 continue;
             };
             let dist =
@@ -451,7 +579,7 @@ impl System {
             Ok(mut sel) => {
                 // A source that missed its last poll should not discipline the
                 // clock while a responsive survivor exists.
-                let stale = |i: usize| self.slots[i].source.reach & 0b11 == 0;
+                let stale = |i: usize| self.at(i).source.reach & 0b11 == 0;
                 if stale(sel.system_peer) {
                     if let Some(&fresh) = sel.survivors.iter().find(|&&i| !stale(i)) {
                         for t in &mut sel.tallies {
@@ -465,7 +593,7 @@ impl System {
                     }
                 }
                 for (i, tally) in sel.tallies {
-                    self.slots[i].tally = tally;
+                    self.at_mut(i).tally = tally;
                 }
                 self.system_peer = Some(sel.system_peer);
                 self.survivors = sel.survivors;
@@ -475,7 +603,7 @@ impl System {
             Err(e) => {
                 if e == SelectError::NoMajority {
                     for c in &cands {
-                        self.slots[c.id].tally = Tally::Falseticker;
+                        self.at_mut(c.id).tally = Tally::Falseticker;
                     }
                 }
                 self.system_peer = None;
@@ -489,7 +617,9 @@ impl System {
         self.reason = if self.active_slots().next().is_none() {
             Some(UnsyncReason::NoSources)
         } else if let Some(offset) = self.panic {
-            Some(UnsyncReason::PanicThreshold { offset })
+            Some(UnsyncReason::PanicThreshold {
+                offset: offset.to_seconds(),
+            })
         } else if self.system_peer.is_some() {
             if self.discipline.updates() > 0 {
                 None
@@ -536,7 +666,7 @@ impl System {
         let count = |l: LeapIndicator| {
             self.survivors
                 .iter()
-                .filter(|&&i| self.slots[i].source.leap == l)
+                .filter(|&&i| self.at(i).source.leap == l)
                 .count()
         };
         let vote = if 2 * count(LeapIndicator::InsertSecond) > n {
@@ -559,11 +689,11 @@ impl System {
         let Some(sp) = self.system_peer.filter(|_| self.is_synchronized()) else {
             return ServerState::unsynchronized(self.cfg.precision);
         };
-        let src = &self.slots[sp].source;
+        let src = &self.at(sp).source;
         let latest = src.filter.latest();
-        let delay = latest.map(|s| s.delay).unwrap_or(0.0);
-        let disp = latest.map(|s| s.dispersion).unwrap_or(0.0);
-        let age = (clock - self.reference_time).to_seconds().max(0.0);
+        let delay = latest.map_or(NtpDuration::ZERO, |s| s.delay);
+        let disp = latest.map_or(NtpDuration::ZERO, |s| s.dispersion);
+        let age = (clock - self.reference_time).non_negative();
         ServerState {
             leap: self.leap,
             stratum: src.stratum.saturating_add(1).min(16),
@@ -586,27 +716,27 @@ impl System {
             reason: self.reason.map(|r| r.to_string()),
             reason_kind: self.reason,
             stratum: st.stratum,
-            system_peer: self.system_peer.map(SourceId),
+            system_peer: self.system_peer.map(|i| self.id_at(i)),
             refid: st.reference_id.display(st.stratum),
-            offset_ms: self.offset * 1e3,
-            jitter_ms: self.jitter * 1e3,
-            root_delay_ms: st.root_delay * 1e3,
-            root_dispersion_ms: st.root_dispersion * 1e3,
+            offset_ms: self.offset.to_millis_f64(),
+            jitter_ms: self.jitter.to_millis_f64(),
+            root_delay_ms: st.root_delay.to_millis_f64(),
+            root_dispersion_ms: st.root_dispersion.to_millis_f64(),
             leap: st.leap,
-            frequency_ppm: self.discipline.frequency_ppm(),
-            applied_frequency_ppm: self.discipline.applied_frequency_ppm(),
+            frequency_ppm: self.discipline.frequency().ppm(),
+            applied_frequency_ppm: self.discipline.applied_frequency().ppm(),
             clock_updates: self.discipline.updates(),
             clock_steps: self.discipline.steps(),
         }
     }
 
-    pub fn source_status(&self, now: Duration) -> Vec<SourceStatus> {
-        let t = secs(now);
+    pub fn source_status(&self, now: NtpInstant) -> Vec<SourceStatus> {
+        let t = now;
         let proj = self.discipline.projection(t);
         self.slots
             .iter()
             .enumerate()
-            .filter(|(_, slot)| !slot.retired)
+            .filter_map(|(i, slot)| Some((i, slot.as_ref()?)))
             .map(|(i, slot)| {
                 let s = &slot.source;
                 let out = s.filter.output(&proj, self.precision());
@@ -617,7 +747,7 @@ impl System {
                     KodState::None => "reachable".to_string(),
                 };
                 SourceStatus {
-                    id: SourceId(i),
+                    id: SourceId::new(i as u32, slot.serial),
                     remote: s.config().address.to_string(),
                     refid: s.refid.display(s.stratum),
                     stratum: s.stratum,
@@ -625,12 +755,12 @@ impl System {
                         SourceKind::Server => 'u',
                         SourceKind::Peer => 's',
                     },
-                    when: s.last_reply.map(|r| (t - r).max(0.0) as u64),
+                    when: s.last_reply.map(|r| (t - r).to_seconds().max(0.0) as u64),
                     poll: 1u64 << s.poll_exponent().clamp(0, 17),
                     reach: s.reach,
-                    delay_ms: out.map(|o| o.delay * 1e3),
-                    offset_ms: out.map(|o| o.offset * 1e3),
-                    jitter_ms: out.map(|o| o.jitter * 1e3),
+                    delay_ms: out.map(|o| o.delay.to_millis_f64()),
+                    offset_ms: out.map(|o| o.offset.to_millis_f64()),
+                    jitter_ms: out.map(|o| o.jitter.to_millis_f64()),
                     tally: slot.tally.as_char(),
                     tally_kind: slot.tally,
                     rejects: *s.counters(),
@@ -647,7 +777,10 @@ mod tests {
     use super::*;
     use crate::packet::{Mode, NtpPacket};
     use crate::server::build_reply;
-    use crate::time::NtpDuration;
+
+    fn mono(s: f64) -> NtpInstant {
+        NtpInstant::from_secs_f64(s)
+    }
     use rand::SeedableRng;
     use std::net::Ipv4Addr;
 
@@ -658,8 +791,8 @@ mod tests {
             leap: LeapIndicator::NoWarning,
             stratum: 1,
             precision: -20,
-            root_delay: 0.0,
-            root_dispersion: 1e-5,
+            root_delay: NtpDuration::ZERO,
+            root_dispersion: NtpDuration::from_seconds(1e-5),
             reference_id: RefId(*b"GPS\0"),
             reference_time: NtpTimestamp::ZERO,
         }
@@ -676,7 +809,7 @@ mod tests {
         while sent < n {
             t = sys.next_wakeup().unwrap().as_secs_f64().max(t);
             let clock = base + NtpDuration::from_seconds(t);
-            for a in sys.handle_timers(Duration::from_secs_f64(t), clock, &mut rng) {
+            for a in sys.handle_timers(mono(t), clock, &mut rng) {
                 let Action::Send { source, packet, .. } = a else {
                     all.push(a);
                     continue;
@@ -686,12 +819,7 @@ mod tests {
                 let srv = clock + NtpDuration::from_seconds(offset + 0.0005);
                 let reply = build_reply(&req, &server_state(), srv, srv).unwrap();
                 let recv = clock + NtpDuration::from_seconds(0.001);
-                all.extend(sys.handle_packet(
-                    source,
-                    &reply.encode(),
-                    recv,
-                    Duration::from_secs_f64(t + 0.001),
-                ));
+                all.extend(sys.handle_packet(source, &reply.encode(), recv, mono(t + 0.001)));
             }
         }
         all
@@ -700,7 +828,7 @@ mod tests {
     #[test]
     fn single_server_synchronizes() {
         let mut sys = System::new(SystemConfig::default());
-        let id = sys.add_source(SourceConfig::server(SERVER), Duration::ZERO);
+        let id = sys.add_source(SourceConfig::server(SERVER), NtpInstant::ZERO);
         assert_eq!(sys.source_by_address(SERVER), Some(id));
         let st = sys.status(NtpTimestamp::ZERO);
         assert_eq!(st.reason_kind, Some(UnsyncReason::WaitingForFirstSamples));
@@ -715,22 +843,24 @@ mod tests {
         ));
         let actions = exchange(&mut sys, 2, 0.01);
         assert!(sys.is_synchronized());
-        assert!(sys.last_clock_update().is_some_and(|t| t > Duration::ZERO));
+        assert!(sys
+            .last_clock_update()
+            .is_some_and(|t| t > NtpInstant::ZERO));
         assert!(actions
             .iter()
-            .any(|a| matches!(a, Action::Clock(ClockAction::SetFrequency { ppm }) if *ppm > 0.0)));
+            .any(|a| matches!(a, Action::Clock(ClockAction::SetFrequency(f)) if f.ppm() > 0.0)));
         let st = sys.status(NtpTimestamp::ZERO);
         assert_eq!(st.stratum, 2);
         assert_eq!(st.refid, "192.0.2.1");
         assert_eq!(st.system_peer, Some(id));
-        let src = &sys.source_status(Duration::from_secs(20))[0];
+        let src = &sys.source_status(mono((20) as f64))[0];
         assert_eq!(src.tally, '*');
         assert_eq!(src.kind, 'u');
         assert_eq!(src.refid, "GPS");
         assert!(src.reach > 0);
         assert!((src.delay_ms.unwrap() - 1.0).abs() < 0.01);
         // Serializes for the agent's JSON output.
-        let json = serde_json::to_string(&(st, sys.source_status(Duration::ZERO))).unwrap();
+        let json = serde_json::to_string(&(st, sys.source_status(NtpInstant::ZERO))).unwrap();
         assert!(json.contains("\"synchronized\":true"));
 
         // As a server now: stratum 2, refid = our source's address.
@@ -747,16 +877,16 @@ mod tests {
     fn large_offset_steps_and_frequency_seed() {
         let mut sys = System::new(SystemConfig::default());
         assert!(matches!(
-            sys.set_frequency(-12.5, Duration::ZERO),
-            Action::Clock(ClockAction::SetFrequency { ppm }) if (ppm + 12.5).abs() < 1e-9
+            sys.set_frequency(Frequency::from_ppm(-12.5), NtpInstant::ZERO),
+            Action::Clock(ClockAction::SetFrequency(f)) if (f.ppm() + 12.5).abs() < 1e-9
         ));
-        assert!((sys.frequency_ppm() + 12.5).abs() < 1e-9);
-        sys.add_source(SourceConfig::server(SERVER), Duration::ZERO);
+        assert!((sys.frequency().ppm() + 12.5).abs() < 1e-9);
+        sys.add_source(SourceConfig::server(SERVER), NtpInstant::ZERO);
         let actions = exchange(&mut sys, 5, 0.5);
         let steps: Vec<_> = actions
             .iter()
             .filter_map(|a| match a {
-                Action::Clock(ClockAction::Step { offset_seconds }) => Some(*offset_seconds),
+                Action::Clock(ClockAction::Step(offset)) => Some(offset.to_seconds()),
                 _ => None,
             })
             .collect();
@@ -767,7 +897,7 @@ mod tests {
     #[test]
     fn panic_threshold_reported() {
         let mut sys = System::new(SystemConfig::default());
-        sys.add_source(SourceConfig::server(SERVER), Duration::ZERO);
+        sys.add_source(SourceConfig::server(SERVER), NtpInstant::ZERO);
         let actions = exchange(&mut sys, 6, 5000.0);
         assert!(!actions
             .iter()
@@ -798,26 +928,74 @@ mod tests {
             sys.status(NtpTimestamp::ZERO).reason.as_deref(),
             Some("no sources configured")
         );
-        assert_eq!(sys.next_wakeup(), Some(Duration::ZERO));
+        assert_eq!(sys.next_wakeup(), Some(NtpInstant::ZERO));
     }
 
     #[test]
     fn retired_source_leaves_polling_selection_and_status() {
         let mut sys = System::new(SystemConfig::default());
-        let id = sys.add_source(SourceConfig::server(SERVER), Duration::ZERO);
+        let id = sys.add_source(SourceConfig::server(SERVER), NtpInstant::ZERO);
         exchange(&mut sys, 6, 0.01);
         assert!(sys.is_synchronized());
-        sys.retire_source(id, Duration::from_secs(100));
+        sys.retire_source(id, mono((100) as f64));
         assert!(!sys.is_synchronized());
         assert_eq!(sys.source_by_address(SERVER), None);
-        assert!(sys.source_status(Duration::from_secs(100)).is_empty());
+        assert!(sys.source_status(mono((100) as f64)).is_empty());
         assert_eq!(
             sys.status(NtpTimestamp::ZERO).reason_kind,
             Some(UnsyncReason::NoSources)
         );
-        // The slot stays, so ids handed out later are new ones.
-        let again = sys.add_source(SourceConfig::server(SERVER), Duration::from_secs(100));
+        // The slot is reused, but the old id does not name the new source.
+        let again = sys.add_source(SourceConfig::server(SERVER), mono((100) as f64));
         assert_ne!(again, id);
+        assert_eq!(again.index(), id.index());
         assert_eq!(sys.source_by_address(SERVER), Some(again));
+        assert!(sys.source(id).is_none());
+        assert!(sys.source(again).is_some());
+        // An id read back from status output names the same source.
+        let json = serde_json::to_string(&again).unwrap();
+        let read: SourceId = serde_json::from_str(&json).unwrap();
+        assert_eq!((read, read.index()), (again, None));
+        assert!(sys.source(read).is_some());
+        let stale: SourceId = serde_json::from_str(&serde_json::to_string(&id).unwrap()).unwrap();
+        assert!(sys.source(stale).is_none());
+        // A reply routed by the stale id is ignored, not given to the new source.
+        let mut reply = NtpPacket::new(Mode::Server);
+        reply.transmit_timestamp = NtpTimestamp::from_bits(1);
+        assert!(sys
+            .handle_packet(id, &reply.encode(), NtpTimestamp::ZERO, mono((101) as f64))
+            .is_empty());
+        assert_eq!(sys.source(again).unwrap().counters().total(), 0);
+        sys.retire_source(id, mono((101) as f64));
+        assert!(sys.source(again).is_some(), "a stale id retires nothing");
+        let json = serde_json::to_string(&sys.source_status(mono((101) as f64))).unwrap();
+        assert!(
+            json.contains(&format!("\"id\":{}", again.serial())),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn retired_slots_are_reused_so_churn_stays_bounded() {
+        let mut sys = System::new(SystemConfig::default());
+        let keep = sys.add_source(SourceConfig::server(SERVER), NtpInstant::ZERO);
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let mut last = keep;
+        for i in 0..12_000u64 {
+            let now = mono((i) as f64);
+            let id = sys.add_source(SourceConfig::server(other), now);
+            assert_ne!(id, last);
+            assert_eq!(id.serial(), i + 1);
+            sys.retire_source(id, now);
+            last = id;
+        }
+        assert_eq!(
+            sys.slots.len(),
+            2,
+            "one slot for the kept source, one reused"
+        );
+        assert!(sys.free.len() <= 1);
+        assert_eq!(sys.source_by_address(SERVER), Some(keep));
+        assert_eq!(sys.source_status(NtpInstant::ZERO).len(), 1);
     }
 }

@@ -190,7 +190,7 @@ fn run(task: Task) -> Result<ExitCode> {
                     "--quiet",
                     "--release",
                     "-p",
-                    "ntp-proto",
+                    "ntp-sim",
                     "--example",
                     "simreport",
                     "--",

@@ -26,7 +26,7 @@ pub fn save_drift(path: Option<&PathBuf>, system: &System) {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, format!("{:.6}\n", system.frequency_ppm()))?;
+        std::fs::write(&tmp, format!("{:.6}\n", system.frequency().ppm()))?;
         std::fs::rename(&tmp, path)?;
         Ok(())
     };

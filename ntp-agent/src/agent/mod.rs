@@ -18,7 +18,7 @@ use std::{
 };
 
 use anyhow::Result;
-use ntp_proto::{Action, SourceConfig, SourceId, SourceKind, System};
+use ntp_proto::{Action, Frequency, NtpDuration, NtpInstant, SourceConfig, SourceId, SourceKind, System};
 use rand::SeedableRng as _;
 use tokio::sync::mpsc;
 
@@ -129,8 +129,8 @@ pub async fn run(
         let wake = agent
             .system
             .next_wakeup()
-            .unwrap_or_else(|| agent.mono(Instant::now()) + Duration::from_secs(1));
-        let sleep = tokio::time::sleep_until((agent.start + wake).into());
+            .unwrap_or_else(|| agent.mono(Instant::now()) + NtpDuration::from_seconds(1.0));
+        let sleep = tokio::time::sleep_until((agent.start + wake.as_duration()).into());
         tokio::select! {
             _ = &mut stop => {
                 notify.stopping();
@@ -177,8 +177,8 @@ async fn tick(timer: Option<&mut tokio::time::Interval>) {
 }
 
 impl Agent {
-    fn mono(&self, at: Instant) -> Duration {
-        at.saturating_duration_since(self.start)
+    fn mono(&self, at: Instant) -> NtpInstant {
+        NtpInstant::from_duration(at.saturating_duration_since(self.start))
     }
 
     fn add_configured_sources(&mut self) -> Result<()> {
@@ -239,7 +239,8 @@ impl Agent {
             return Ok(());
         };
         if let Some(ppm) = drift::read_drift(path) {
-            if let Action::Clock(c) = self.system.set_frequency(ppm, self.mono(Instant::now())) {
+            let freq = Frequency::from_ppm(ppm);
+            if let Action::Clock(c) = self.system.set_frequency(freq, self.mono(Instant::now())) {
                 self.clock.apply(&c)?;
             }
             tracing::info!(ppm, path = %path.display(), "frequency restored from drift file");
@@ -411,7 +412,7 @@ impl Agent {
             last_update_age_s: self
                 .system
                 .last_clock_update()
-                .map(|t| now.saturating_sub(t).as_secs_f64()),
+                .map(|t| (now - t).to_seconds().max(0.0)),
             sources: self.system.source_status(now),
             source_names: self
                 .names

@@ -7,7 +7,7 @@ use std::{
 };
 
 use ntp_filter_common::SourceClass;
-use ntp_proto::{SourceId, SourceKind, SourceStatus, System};
+use ntp_proto::{NtpInstant, SourceId, SourceKind, SourceStatus, System};
 
 use super::source_config;
 use crate::{
@@ -77,7 +77,7 @@ impl NamedSource {
         system: &mut System,
         kinds: &mut HashMap<SourceId, SourceKind>,
         transport: &mut Transport,
-        now: Duration,
+        now: NtpInstant,
     ) {
         let class = class_of(self.kind);
         let own = local_addrs::own_addresses().ok();

@@ -1,9 +1,9 @@
 //! One log line per state change, never one per packet; the same changes
 //! become systemd's STATUS= line.
 
-use std::{collections::HashMap, time::Duration};
+use std::collections::HashMap;
 
-use ntp_proto::{SourceId, System, SystemStatus};
+use ntp_proto::{NtpInstant, SourceId, System, SystemStatus};
 
 use crate::{clock::Clock, notify::SyncState};
 
@@ -25,7 +25,7 @@ impl StateLog {
         &mut self,
         system: &System,
         clock: &dyn Clock,
-        now: Duration,
+        now: NtpInstant,
     ) -> Option<SyncState> {
         let status = system.status(clock.now());
         let state = sync_state(system, &status, now);
@@ -80,7 +80,7 @@ impl StateLog {
 }
 
 /// Synchronized to which source (the system peer's address), or why not.
-pub fn sync_state(system: &System, status: &SystemStatus, now: Duration) -> SyncState {
+pub fn sync_state(system: &System, status: &SystemStatus, now: NtpInstant) -> SyncState {
     if status.synchronized {
         let to = status
             .system_peer

@@ -47,12 +47,12 @@ impl Clock for ObserveOnly {
     fn apply(&mut self, action: &ClockAction) -> Result<()> {
         let now = Instant::now();
         match *action {
-            ClockAction::SetFrequency { ppm } => {
+            ClockAction::SetFrequency(freq) => {
                 self.offset = self.correction_seconds(now);
                 self.since = now;
-                self.freq_ppm = ppm;
+                self.freq_ppm = freq.ppm();
             }
-            ClockAction::Step { offset_seconds } => self.offset += offset_seconds,
+            ClockAction::Step(offset) => self.offset += offset.to_seconds(),
             ClockAction::SetLeap(_) => {}
         }
         tracing::debug!(?action, "virtual clock only (--no-clock-adjust)");
@@ -75,11 +75,12 @@ mod tests {
     #[test]
     fn corrections_accumulate_in_the_virtual_clock_only() {
         let mut c = ObserveOnly::default();
-        c.apply(&ClockAction::Step {
-            offset_seconds: 0.005,
-        })
+        c.apply(&ClockAction::Step(NtpDuration::from_seconds(0.005)))
+            .unwrap();
+        c.apply(&ClockAction::SetFrequency(ntp_proto::Frequency::from_ppm(
+            1000.0,
+        )))
         .unwrap();
-        c.apply(&ClockAction::SetFrequency { ppm: 1000.0 }).unwrap();
         let t = c.since + std::time::Duration::from_secs(2);
         // 5 ms step + 1000 ppm for 2 s = 7 ms.
         assert!((c.correction_seconds(t) - 0.007).abs() < 1e-9);

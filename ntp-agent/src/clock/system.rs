@@ -66,14 +66,15 @@ impl Clock for SystemClock {
 
     fn apply(&mut self, action: &ClockAction) -> Result<()> {
         match *action {
-            ClockAction::SetFrequency { ppm } => {
-                let (ticks, rest) = split_frequency(ppm, self.nominal_tick);
+            ClockAction::SetFrequency(freq) => {
+                let (ticks, rest) = split_frequency(freq.ppm(), self.nominal_tick);
                 self.set_tick(self.nominal_tick + ticks)?;
                 self.clock
                     .set_frequency(rest)
                     .map_err(|e| anyhow::anyhow!("setting the clock frequency: {e}"))?;
             }
-            ClockAction::Step { offset_seconds } => {
+            ClockAction::Step(offset) => {
+                let offset_seconds = offset.to_seconds();
                 let whole = offset_seconds.floor();
                 let offset = TimeOffset {
                     seconds: whole as libc::time_t,

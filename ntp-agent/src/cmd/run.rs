@@ -10,7 +10,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use ntp_filter_common::{config_flags, AddrKey, FilterConfig, SourceClass, SourceEntry};
 
-use ntp_proto::{DisciplineConfig, RefId, SystemConfig};
+use ntp_proto::{DisciplineConfig, NtpDuration, RefId, SystemConfig};
 
 use crate::{
     agent, caps,
@@ -351,9 +351,10 @@ fn settings(args: &RunArgs) -> Result<Settings> {
         .map(|k| RefId::from_ip(k.to_ip()))
         .collect();
     let discipline = DisciplineConfig {
-        step_threshold: args.sync.step_threshold,
+        step_threshold: NtpDuration::from_seconds(args.sync.step_threshold),
         step_limit: args.sync.step_limit,
-        panic_threshold: (args.sync.panic_threshold > 0.0).then_some(args.sync.panic_threshold),
+        panic_threshold: (args.sync.panic_threshold > 0.0)
+            .then(|| NtpDuration::from_seconds(args.sync.panic_threshold)),
         allow_panic_step_at_start: args.sync.allow_panic_step,
         ..DisciplineConfig::default()
     };

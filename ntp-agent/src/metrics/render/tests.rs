@@ -11,7 +11,7 @@ use crate::{
 
 fn source(id: usize, remote: &str, kind: char, tally: Tally) -> SourceStatus {
     SourceStatus {
-        id: SourceId(id),
+        id: SourceId::new(id as u32, id as u64),
         remote: remote.into(),
         refid: "127.127.1.1".into(),
         stratum: 4,
@@ -50,7 +50,7 @@ fn report() -> AgentReport {
             reason: None,
             reason_kind: None,
             stratum: 5,
-            system_peer: Some(SourceId(0)),
+            system_peer: Some(SourceId::new(0, 0)),
             refid: "192.0.2.10".into(),
             offset_ms: 0.5,
             jitter_ms: 0.25,
@@ -69,7 +69,7 @@ fn report() -> AgentReport {
             unheard,
         ],
         source_names: vec![SourceName {
-            id: SourceId(1),
+            id: SourceId::new(1, 1),
             name: "time.example.net".into(),
         }],
         server: ServerCounters {

@@ -1,9 +1,9 @@
-//! Acceptance: closed-loop simulations of the real core (see `ntp_proto::sim`).
+//! Acceptance: closed-loop simulations of the real core (see `ntp_sim`).
 //! Thresholds from chrony's simulation suite (clknetsim defaults: time limit
 //! 1 ms, frequency limit 500 ppm, RMS 0.3 ms, frequency RMS 1e-5, sync <= 210 s).
 
-use ntp_proto::sim::{run, ClientReport, Report, Scenario};
 use ntp_proto::{KissCode, KodState, LeapIndicator, UnsyncReason};
+use ntp_sim::{run, ClientReport, Report, Scenario};
 
 fn client(r: &Report, i: usize) -> &ClientReport {
     print!("{}", r.summary());

@@ -1,4 +1,4 @@
-use crate::packet::LeapIndicator;
+use ntp_proto::LeapIndicator;
 
 /// A local clock: phase error `e` (reading minus true time) that drifts at its
 /// own frequency error plus whatever correction the core requests.

@@ -1,17 +1,16 @@
-use super::clock::SimClock;
-use crate::discipline::ClockAction;
-use crate::packet::{KissCode, LeapIndicator, Mode, NtpPacket, RefId};
-use crate::server::{build_kod, build_reply, ServerState};
-use crate::source::SourceConfig;
-use crate::system::{Action, SourceId, SourceStatus, System, SystemConfig, SystemStatus};
-use crate::time::{NtpDuration, NtpTimestamp, NTP_UNIX_OFFSET};
+use crate::clock::SimClock;
+use ntp_proto::time::NTP_UNIX_OFFSET;
+use ntp_proto::{
+    build_kod, build_reply, Action, ClockAction, KissCode, LeapIndicator, Mode, NtpDuration,
+    NtpInstant, NtpPacket, NtpTimestamp, RefId, ServerState, SourceConfig, SourceId, SourceStatus,
+    System, SystemConfig, SystemStatus,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Duration;
 
 /// 2026-01-01T00:00:00Z, the UTC midnight the simulation is anchored to.
 const MIDNIGHT_UNIX: u64 = 1_767_225_600;
@@ -342,10 +341,10 @@ impl<'a> Sim<'a> {
                     let cl = &mut self.clients[c];
                     cl.clock.advance(t);
                     match ca {
-                        ClockAction::SetFrequency { ppm } => cl.clock.rate = ppm * 1e-6,
-                        ClockAction::Step { offset_seconds } => {
-                            cl.clock.e += offset_seconds;
-                            cl.steps.push(offset_seconds);
+                        ClockAction::SetFrequency(f) => cl.clock.rate = f.ratio(),
+                        ClockAction::Step(offset) => {
+                            cl.clock.e += offset.to_seconds();
+                            cl.steps.push(offset.to_seconds());
                         }
                         ClockAction::SetLeap(l) => {
                             cl.clock.leap = l;
@@ -388,8 +387,8 @@ impl<'a> Sim<'a> {
             leap,
             stratum: spec.stratum,
             precision: -20,
-            root_delay: 0.0,
-            root_dispersion: 1e-5,
+            root_delay: NtpDuration::ZERO,
+            root_dispersion: NtpDuration::from_seconds(1e-5),
             reference_id: RefId(*b"GPS\0"),
             reference_time: reading,
         };
@@ -443,7 +442,7 @@ impl<'a> Sim<'a> {
                         });
                         for (i, st) in cl
                             .sys
-                            .source_status(Duration::from_secs_f64(t))
+                            .source_status(NtpInstant::from_secs_f64(t))
                             .iter()
                             .enumerate()
                         {
@@ -464,7 +463,7 @@ impl<'a> Sim<'a> {
                     let stamp = self.stamp(reading);
                     let mut rng = ChaCha8Rng::seed_from_u64(self.rng.gen());
                     let actions = self.clients[client].sys.handle_timers(
-                        Duration::from_secs_f64(t),
+                        NtpInstant::from_secs_f64(t),
                         stamp,
                         &mut rng,
                     );
@@ -488,7 +487,7 @@ impl<'a> Sim<'a> {
                         source,
                         &ev.data,
                         stamp,
-                        Duration::from_secs_f64(t),
+                        NtpInstant::from_secs_f64(t),
                     );
                     self.apply(client, t, actions);
                 }
@@ -542,7 +541,7 @@ fn summarize(sc: &Scenario, cl: &mut Client, stamp: NtpTimestamp, end: f64) -> C
         leap_actions: cl.leap_actions.clone(),
         leaps_applied: cl.clock.leaps_applied,
         status: cl.sys.status(stamp),
-        sources: cl.sys.source_status(Duration::from_secs_f64(end)),
+        sources: cl.sys.source_status(NtpInstant::from_secs_f64(end)),
         max_poll_seen: cl.max_poll.clone(),
         series: if sc.keep_series {
             std::mem::take(&mut cl.series)
@@ -564,7 +563,7 @@ pub fn run(sc: &Scenario) -> Report {
         sys_cfg.own_refids.push(RefId::from_ip(client_addr(i)));
         let mut sys = System::new(sys_cfg);
         // Stagger start so peers do not poll in lockstep.
-        let start = Duration::from_secs_f64(rng.gen::<f64>() * 0.5);
+        let start = NtpInstant::from_secs_f64(rng.gen::<f64>() * 0.5);
         for tg in &spec.targets {
             let addr = match tg {
                 Target::Server(s) => server_addr(*s),

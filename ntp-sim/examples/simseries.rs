@@ -1,5 +1,5 @@
 //! Time series of one scenario: `--example simseries <index in Scenario::all> [seed] [chunk s] [chunks] [client]`.
-use ntp_proto::sim::{self, Scenario};
+use ntp_sim::{self as sim, Scenario};
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();

@@ -1,9 +1,9 @@
 //! The simulation report next to chrony's published figures:
-//! `cargo xtask sim [--seeds N]` (or `cargo run --release -p ntp-proto
+//! `cargo xtask sim [--seeds N]` (or `cargo run --release -p ntp-sim
 //! --example simreport -- [seeds]`). Each scenario runs once per seed; the
 //! table gives the median time to sync, the worst max error, and the mean
 //! and standard deviation of the RMS error over the seeds.
-use ntp_proto::sim::{self, Scenario};
+use ntp_sim::{self as sim, Scenario};
 
 /// chrony's own simulation thresholds (test/simulation) and its comparison
 /// page's means over 100 runs, for the scenarios that have them.
