@@ -109,8 +109,8 @@ pub fn answer(
     now: NtpTimestamp,
 ) -> Option<[u8; 48]> {
     match decision {
-        Decision::Answer => build_reply(&req, state, received, now).map(|p| p.encode()),
-        Decision::KissOfDeath => Some(build_kod_rate(&req, state).encode()),
+        Decision::Answer => build_reply(req, state, received, now).map(|p| p.encode()),
+        Decision::KissOfDeath => Some(build_kod_rate(req, state).encode()),
         Decision::Ignore => None,
     }
 }

@@ -18,7 +18,9 @@ use std::{
 };
 
 use anyhow::Result;
-use ntp_proto::{Action, Frequency, NtpDuration, NtpInstant, SourceConfig, SourceId, SourceKind, System};
+use ntp_proto::{
+    Action, Frequency, NtpDuration, NtpInstant, SourceConfig, SourceId, SourceKind, System,
+};
 use rand::SeedableRng as _;
 use tokio::sync::mpsc;
 

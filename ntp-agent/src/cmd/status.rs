@@ -288,7 +288,8 @@ mod tests {
             "        status:   unsynchronized (source refuses service (KoD DENY))\n",
             "        stratum:  16\n",
             "        offset:   0.500ms\n",
-            "        clients:  10 answered, 2 KoD RATE, 30 ignored (rate limit)\n",
+            "        clients:  10 answered, 2 KoD RATE, 30 ignored (rate limit), 6 malformed\n",
+            "        ignored:  5 datagrams from IPv6 addresses embedding IPv4 (ipv4_mapped_source)\n",
             "*192.0.2.10      127.127.1.1      3 u   12   64  377    0.208   -0.142   0.139\n",
             "x192.0.2.10      127.127.1.1      3 s    -   64  377        -   -0.142   0.139\n",
             "      192.0.2.10 unreachable: KoD DENY\n",
@@ -297,7 +298,10 @@ mod tests {
         }
         let mut client = full_report();
         client.role = Role::Client;
-        assert!(!render_agent(&client).contains("clients:"));
+        client.ignored.ipv4_mapped_source = 0;
+        let text = render_agent(&client);
+        assert!(!text.contains("clients:"));
+        assert!(!text.contains("ignored:"), "said only when not 0");
     }
 
     #[test]
@@ -319,6 +323,7 @@ mod tests {
                 "clock_correction_ms",
                 "filter_error",
                 "host",
+                "ignored",
                 "mode",
                 "peers",
                 "server"
@@ -328,6 +333,8 @@ mod tests {
         assert_eq!(v["host"], serde_json::to_value(&report.system).unwrap());
         assert_eq!(v["peers"], serde_json::to_value(&report.sources).unwrap());
         assert_eq!(v["server"]["rate_ignored"], 30);
+        assert_eq!(v["server"]["malformed"], 6);
+        assert_eq!(v["ignored"]["ipv4_mapped_source"], 5);
         assert_eq!(v["filter_error"], "no pins");
         let (k, v) = keys(
             Err(anyhow::anyhow!("the agent is not running")),

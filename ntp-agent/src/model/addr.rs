@@ -35,7 +35,9 @@ pub fn never_a_source(ip: IpAddr) -> Option<&'static str> {
         return Some("a loopback address is this box itself, not a time source");
     }
     if ip.is_multicast() {
-        return Some("a multicast address is a group, not a server or peer (multicast NTP is not supported)");
+        return Some(
+            "a multicast address is a group, not a server or peer (multicast NTP is not supported)",
+        );
     }
     match ip {
         IpAddr::V4(v4) if v4.is_broadcast() => {

@@ -82,7 +82,11 @@ pub struct Transport {
 
 fn bind_family(ip: IpAddr, port: u16) -> Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(SocketAddr::new(ip, port)), Type::DGRAM, Some(Protocol::UDP))?;
+    let socket = Socket::new(
+        Domain::for_address(SocketAddr::new(ip, port)),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
     if ip.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -155,8 +159,8 @@ impl Transport {
     fn bind(&self, port: u16, on_ntp_port: bool) -> Result<Bound> {
         let v4 = Arc::new(bind_family(Ipv4Addr::UNSPECIFIED.into(), port)?);
         let v6 = Arc::new(bind_family(Ipv6Addr::UNSPECIFIED.into(), port)?);
-        let readers = [&v4, &v6]
-            .map(|s| spawn_reader(s.clone(), None, on_ntp_port, self.to_agent.clone()));
+        let readers =
+            [&v4, &v6].map(|s| spawn_reader(s.clone(), None, on_ntp_port, self.to_agent.clone()));
         Ok(Bound { v4, v6, readers })
     }
 
