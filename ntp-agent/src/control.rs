@@ -5,7 +5,7 @@
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
-    os::unix::fs::PermissionsExt as _,
+    os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -44,7 +44,15 @@ impl Drop for Bound {
 /// Binds the socket, refusing to take over one a live agent answers on.
 /// A std listener, so it can be bound before the runtime exists.
 pub fn bind_std(path: &Path) -> Result<Bound> {
-    if path.exists() {
+    // Not following a symlink: what is removed is what was looked at.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            bail!(
+                "--control-socket {} is {}, not a socket: refusing to replace it; give another path or remove it yourself",
+                path.display(),
+                file_kind(&meta.file_type())
+            );
+        }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             bail!(
                 "another agent is already running (its control socket {} answers): stop it first",
@@ -65,6 +73,18 @@ pub fn bind_std(path: &Path) -> Result<Bound> {
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(bound)
+}
+
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a special file"
+    }
 }
 
 /// Accepts connections until the listener is dropped.
@@ -140,5 +160,47 @@ pub fn change(path: &Path, cmd: Command) -> Result<String> {
     match request(path, &Request::Change(cmd))? {
         Reply::Ok(done) => Ok(done),
         other => bail!("the agent answered {other:?} to a change"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ntp-agent-ctl-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn only_a_stale_socket_is_replaced() {
+        let dir = scratch("stale");
+        let file = dir.join("agent.sock");
+        std::fs::write(&file, "the operator's notes").unwrap();
+        let e = format!(
+            "{:#}",
+            bind_std(&file).err().expect("a regular file is refused")
+        );
+        assert!(e.contains("is a regular file, not a socket"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(&file).unwrap(),
+            "the operator's notes"
+        );
+
+        let link = dir.join("link.sock");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let e = format!("{:#}", bind_std(&link).err().expect("a symlink is refused"));
+        assert!(e.contains("is a symbolic link"), "{e}");
+        assert!(file.exists() && link.exists());
+
+        let stale = dir.join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        assert!(stale.exists(), "a closed listener leaves its file");
+        let bound = bind_std(&stale).expect("a stale socket is replaced");
+        drop(bound);
+        assert!(!stale.exists(), "the agent's own socket goes with it");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -83,6 +83,7 @@ pub struct AgentReport {
     /// The host name a source's address came from, for sources given by name.
     pub source_names: Vec<SourceName>,
     pub server: ServerCounters,
+    #[serde(default)]
     pub ignored: IgnoredCounters,
 }
 
@@ -101,8 +102,9 @@ pub struct ServerCounters {
     /// Requests that arrived while in client mode (the filter normally
     /// stops them at the NIC; seen only on unfiltered interfaces).
     pub not_serving: u64,
-    /// Datagrams that looked like client requests (mode 3 on the NTP
-    /// port) but did not decode as one; dropped before the rate limit.
+    /// Mode-3 datagrams that are no NTP request (too short, a broken
+    /// trailer): never answered, never charged to the rate limit.
+    #[serde(default)]
     pub malformed: u64,
 }
 
@@ -254,7 +256,7 @@ pub(crate) mod tests {
                 rate_kod: 2,
                 rate_ignored: 30,
                 not_serving: 1,
-                malformed: 6,
+                malformed: 3,
             },
             ignored: IgnoredCounters {
                 ipv4_mapped_source: 5,

@@ -90,17 +90,18 @@ impl RateLimiter {
     }
 }
 
-/// A client's datagram decoded as a mode-3 request, or `None` when it is
-/// not one. Decoded before the rate limiter is charged, so garbage never
-/// spends a client's burst or its one KoD RATE.
-pub fn request(datagram: &[u8]) -> Option<NtpPacket> {
-    NtpPacket::decode(datagram)
+/// A client's request: a well-formed mode-3 packet, or `None` for
+/// anything else. Decided before the rate limiter is charged, so garbage
+/// (which gets no reply anyway) cannot spend a client's tokens or its one
+/// KoD RATE.
+pub fn client_request(data: &[u8]) -> Option<NtpPacket> {
+    NtpPacket::decode(data)
         .ok()
-        .filter(|req| req.mode == Mode::Client && (1..=4).contains(&req.version))
+        .filter(|req| req.mode == Mode::Client)
 }
 
 /// The reply to a client's request, or `None` when it gets none (rate
-/// limited).
+/// limited, or the core has nothing to say).
 pub fn answer(
     req: &NtpPacket,
     decision: Decision,
@@ -169,12 +170,12 @@ mod tests {
     }
 
     #[test]
-    fn only_client_requests_are_answered() {
+    fn only_well_formed_client_requests_are_answered() {
         let state = ServerState::unsynchronized(-20);
         let now = NtpTimestamp::from_seconds_fraction(3_950_000_000, 0);
         let mut req = NtpPacket::decode(&[0x23; 48]).unwrap(); // v4, mode 3
         req.transmit_timestamp = now;
-        let req = request(&req.encode()).unwrap();
+        let req = client_request(&req.encode()).unwrap();
         let reply = answer(&req, Decision::Answer, &state, now, now).unwrap();
         let reply = NtpPacket::decode(&reply).unwrap();
         assert_eq!(reply.mode, Mode::Server);
@@ -182,11 +183,12 @@ mod tests {
         assert_eq!(reply.stratum, 16, "unsynchronised servers say so");
         for mode in [0x26u8, 0x27] {
             // mode 6 (control) and 7 (private)
-            assert_eq!(request(&[mode; 48]), None);
+            assert_eq!(client_request(&[mode; 48]), None);
         }
-        // Too short, or a version no NTP speaks: not a request.
-        assert_eq!(request(&[0x23; 47]), None);
-        assert_eq!(request(&[0x3b; 48]), None);
+        // Too short, and a header followed by a trailer that is neither an
+        // extension field nor a MAC.
+        assert_eq!(client_request(&[0x23; 47]), None);
+        assert_eq!(client_request(&[0x23; 51]), None);
     }
 
     #[test]

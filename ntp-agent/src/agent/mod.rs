@@ -335,16 +335,15 @@ impl Agent {
             self.served.not_serving += 1;
             return;
         }
-        // Decoded first: a malformed datagram must not spend the client's
-        // burst or its one KoD RATE.
-        let Some(request) = server::request(&r.data) else {
+        // Decode before charging the limiter: garbage must not spend the
+        // client's tokens or its one KoD RATE.
+        let Some(req) = server::client_request(&r.data) else {
             self.served.malformed += 1;
-            tracing::debug!(client = %r.from, len = r.data.len(), "malformed client request; ignored");
             return;
         };
         let decision = self.limiter.check(r.from.ip(), r.mono);
         let state = self.system.server_state(self.clock.now());
-        let Some(reply) = server::answer(&request, decision, &state, r.at, self.clock.now()) else {
+        let Some(reply) = server::answer(&req, decision, &state, r.at, self.clock.now()) else {
             if decision == server::Decision::Ignore {
                 self.served.rate_ignored += 1;
             }

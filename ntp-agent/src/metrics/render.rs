@@ -398,7 +398,7 @@ fn server_metrics(x: &mut Exposition, a: &AgentReport) {
     let c = &a.server;
     x.counters(
         "server_requests",
-        "Client requests (mode 3) that reached the agent, by result: answered, kod_rate (over the rate limit, one KoD RATE sent), ignored_rate (over the limit after the KoD), not_serving (arrived in client mode), malformed (did not decode as a request; never charged to the rate limit)",
+        "Client requests (mode 3) that reached the agent, by result: answered, kod_rate (over the rate limit, one KoD RATE sent), ignored_rate (over the limit after the KoD), not_serving (arrived in client mode), malformed (no NTP request: never answered, never charged to the rate limit)",
         [
             ("answered", c.answered),
             ("kod_rate", c.rate_kod),

@@ -77,7 +77,7 @@ fn report() -> AgentReport {
             rate_kod: 1,
             rate_ignored: 4,
             not_serving: 0,
-            malformed: 3,
+            malformed: 2,
         },
         ignored: IgnoredCounters {
             ipv4_mapped_source: 2,
@@ -464,7 +464,7 @@ fn server_requests_by_result() {
             v("not_serving"),
             v("malformed")
         ],
-        [10.0, 1.0, 4.0, 0.0, 3.0]
+        [10.0, 1.0, 4.0, 0.0, 2.0]
     );
     assert_eq!(
         p.value(
