@@ -56,6 +56,7 @@ impl Agent {
                 }
                 self.system.retire_source(id, now);
                 self.kinds.remove(&id);
+                self.send_failing.remove(addr);
                 self.transport.forget(id, *addr)?;
             }
             SourceSpec::Name(name) => {
@@ -68,6 +69,7 @@ impl Agent {
                 for (addr, id) in named.sources {
                     self.system.retire_source(id, now);
                     self.kinds.remove(&id);
+                    self.send_failing.remove(&addr);
                     self.transport.forget(id, addr)?;
                 }
             }

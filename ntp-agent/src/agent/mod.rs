@@ -63,6 +63,8 @@ struct Agent {
     limiter: RateLimiter,
     served: ServerCounters,
     ignored: IgnoredCounters,
+    /// Sources whose last send failed, with why: logged once per change.
+    send_failing: HashMap<IpAddr, String>,
     log: StateLog,
     rng: rand::rngs::StdRng,
     drift_file: Option<PathBuf>,
@@ -108,6 +110,7 @@ pub async fn run(
         limiter: RateLimiter::new(settings.rate_limit),
         served: ServerCounters::default(),
         ignored: IgnoredCounters::default(),
+        send_failing: HashMap::new(),
         log: StateLog::default(),
         rng: rand::rngs::StdRng::from_entropy(),
         drift_file: settings.drift_file.clone().filter(|_| adjusting),
@@ -284,8 +287,22 @@ impl Agent {
                                 .await
                         }
                     };
-                    if let Err(e) = sent {
-                        tracing::warn!(%address, "sending to source failed: {e:#}");
+                    // Said once when sending starts failing (or fails
+                    // differently) and once when it works again, not at
+                    // every poll.
+                    match sent {
+                        Err(e) => {
+                            let why = format!("{e:#}");
+                            if self.send_failing.get(&address) != Some(&why) {
+                                tracing::warn!(%address, "sending to source failed: {why} (said again only when this changes)");
+                                self.send_failing.insert(address, why);
+                            }
+                        }
+                        Ok(()) => {
+                            if self.send_failing.remove(&address).is_some() {
+                                tracing::info!(%address, "sending to source works again");
+                            }
+                        }
                     }
                 }
                 Action::Clock(c) => {

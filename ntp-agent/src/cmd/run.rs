@@ -112,6 +112,8 @@ pub fn check(args: &RunArgs) -> Result<(Desired, Settings)> {
     if args.ready_after_sync && args.servers.is_empty() && args.peers.is_empty() {
         bail!("--ready-after-sync (ready-after-sync = true) needs a --server or --peer: without a source the clock never synchronizes and systemd would time the start out");
     }
+    crate::model::no_iface_twice(&args.ifaces).map_err(anyhow::Error::msg)?;
+    policy::no_class_twice(&args.allow_modes).map_err(anyhow::Error::msg)?;
     let desired = desired(args)?;
     no_source_twice(args)?;
     no_own_address(args)?;
@@ -513,5 +515,23 @@ mod tests {
             check_of(&["--server", "time.example.net", "--peer", "time.example.net"]).unwrap_err()
         );
         assert!(e.contains("time.example.net is given twice"), "{e}");
+    }
+
+    #[test]
+    fn the_same_interface_or_class_twice_and_aliases_are_refused() {
+        let e = |argv: &[&str]| format!("{:#}", check_of(argv).unwrap_err());
+        assert_eq!(
+            e(&["--iface", "lo"]),
+            "--iface lo is given twice: give each interface once"
+        );
+        assert!(e(&["--allow-modes", "peer=1", "--allow-modes", "peer=1,2"])
+            .contains("gives the class peer twice"),);
+        // `::ffff:192.0.2.10` is 192.0.2.10: a duplicate, not a second source.
+        let alias = e(&["--server", "192.0.2.10", "--peer", "::ffff:192.0.2.10"]);
+        assert!(alias.contains("192.0.2.10 is "), "{alias}");
+        assert!(!alias.contains("::ffff"), "{alias}");
+        // Never a source: named with the address and why.
+        assert!(e(&["--server", "127.0.0.1"]).contains("loopback"));
+        assert!(e(&["--peer", "224.0.1.1"]).contains("multicast"));
     }
 }
