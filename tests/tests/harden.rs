@@ -83,7 +83,11 @@ fn agent_ignores_ipv6_senders_embedding_ipv4() {
             .any(|f| f.udp().is_some_and(|u| u.dst == OUTSIDER_V4)),
         "a mapped sender was answered over IPv4 (cross-family reflection): {out:?}"
     );
-    let to_lan = host.count_matching(|f| f.udp().is_some_and(|u| u.src_port == 123));
+    // The observer records on a thread of its own: wait until it has the
+    // genuine reply before counting what else it saw.
+    let from_ntp_port = |f: &Frame| f.udp().is_some_and(|u| u.src_port == 123);
+    host.wait_for(from_ntp_port, EVENT_TIMEOUT).unwrap();
+    let to_lan = host.count_matching(from_ntp_port);
     assert_eq!(to_lan, 1, "only the genuine client is answered on the lan");
     let st = env
         .wait_status(lab.router(), EVENT_TIMEOUT, "4 datagrams ignored", |v| {
