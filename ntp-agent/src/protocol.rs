@@ -90,6 +90,8 @@ pub struct AgentReport {
     /// predates them, so a newer `status` still reads an older agent).
     #[serde(default)]
     pub timestamps: Vec<SourceTimestamps>,
+    #[serde(default)]
+    pub ignored: IgnoredCounters,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -211,6 +213,14 @@ pub struct PoolReport {
     pub members: Vec<SourceId>,
     /// Members replaced so far (unreachable or falsetickers).
     pub replacements: u64,
+}
+
+/// Datagrams the agent dropped before looking at them, by reason.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IgnoredCounters {
+    /// From an IPv6 address embedding an IPv4 one (`::ffff:0:0/96`,
+    /// `::/96`): never taken for the IPv4 host, never answered.
+    pub ipv4_mapped_source: u64,
 }
 
 impl Request {
@@ -423,6 +433,9 @@ pub(crate) mod tests {
                     },
                 },
             }],
+            ignored: IgnoredCounters {
+                ipv4_mapped_source: 5,
+            },
         }
     }
 

@@ -66,6 +66,7 @@ impl Agent {
                 }
                 self.system.retire_source(id, now);
                 self.kinds.remove(&id);
+                self.send_failing.remove(addr);
                 self.transport.forget(id, *addr)?;
             }
             SourceSpec::Name(name) => {
@@ -78,6 +79,7 @@ impl Agent {
                 for (addr, id) in named.sources {
                     self.system.retire_source(id, now);
                     self.kinds.remove(&id);
+                    self.send_failing.remove(&addr);
                     self.transport.forget(id, addr)?;
                 }
             }

@@ -35,11 +35,11 @@ use self::{
 use crate::{
     clock::Clock,
     control,
-    filter::FilterMaps,
-    model::{PollSettings, Role, Settings, SourceArg, SourceRole, SourceSpec, SourceStamps},
+    filter::{local_addrs, FilterMaps},
+    model::{addr, PollSettings, Role, Settings, SourceArg, SourceRole, SourceSpec, SourceStamps},
     net::{resolve::resolve, Received, Sent, Transport},
     notify::Notifier,
-    protocol::{AgentReport, ServerCounters, SourceName, SourceTimestamps},
+    protocol::{AgentReport, IgnoredCounters, ServerCounters, SourceName, SourceTimestamps},
     server::{self, RateLimiter},
 };
 
@@ -78,6 +78,9 @@ struct Agent {
     clock: Box<dyn Clock>,
     limiter: RateLimiter,
     served: ServerCounters,
+    ignored: IgnoredCounters,
+    /// Sources whose last send failed, with why: logged once per change.
+    send_failing: HashMap<IpAddr, String>,
     log: StateLog,
     rng: rand::rngs::StdRng,
     drift_file: Option<PathBuf>,
@@ -128,6 +131,8 @@ pub async fn run(
         clock,
         limiter: RateLimiter::new(settings.rate_limit),
         served: ServerCounters::default(),
+        ignored: IgnoredCounters::default(),
+        send_failing: HashMap::new(),
         log: StateLog::default(),
         rng: rand::rngs::StdRng::from_entropy(),
         drift_file: settings.drift_file.clone().filter(|_| adjusting),
@@ -258,6 +263,9 @@ impl Agent {
                 if self.system.source_by_address(addr).is_some() {
                     anyhow::bail!("{addr} is already a source");
                 }
+                if let Some(why) = addr::refuse_source(addr, &local_addrs::own_addresses()?) {
+                    anyhow::bail!("{why}");
+                }
                 if admit {
                     self.transport
                         .admit(addr, names::class_of(kind), self.settings.ntp_port)?;
@@ -333,9 +341,23 @@ impl Agent {
                             }
                         },
                     };
+                    // Said once when sending starts failing (or fails
+                    // differently) and once when it works again, not at
+                    // every poll.
                     match sent {
-                        Ok(sent) => self.transmitted(source, sent),
-                        Err(e) => tracing::warn!(%address, "sending to source failed: {e:#}"),
+                        Err(e) => {
+                            let why = format!("{e:#}");
+                            if self.send_failing.get(&address) != Some(&why) {
+                                tracing::warn!(%address, "sending to source failed: {why} (said again only when this changes)");
+                                self.send_failing.insert(address, why);
+                            }
+                        }
+                        Ok(sent) => {
+                            self.transmitted(source, sent);
+                            if self.send_failing.remove(&address).is_some() {
+                                tracing::info!(%address, "sending to source works again");
+                            }
+                        }
                     }
                 }
                 Action::Clock(c) => {
@@ -364,6 +386,14 @@ impl Agent {
         // disciplined clock's time.
         r.at.at = r.at.at + self.clock.correction_at(r.mono);
         let mode = r.data.first().map(|b| b & 7);
+        if addr::embeds_ipv4(r.from.ip()) {
+            // Neither the IPv4 host it names nor a client to answer (the
+            // filter drops these at the NIC; this covers the interfaces it
+            // is not on).
+            self.ignored.ipv4_mapped_source += 1;
+            tracing::debug!(from = %r.from, ?mode, "datagram from an IPv6 address embedding IPv4; ignored");
+            return;
+        }
         if r.on_ntp_port && mode == Some(3) {
             self.serve_client(r).await;
             return;
@@ -508,6 +538,7 @@ impl Agent {
                 .filter(|(id, _)| self.kinds.contains_key(id))
                 .map(|(&id, &stamps)| SourceTimestamps { id, stamps })
                 .collect(),
+            ignored: self.ignored.clone(),
         }
     }
 

@@ -10,7 +10,11 @@ use ntp_filter_common::SourceClass;
 use ntp_proto::{NtpInstant, SourceId, SourceKind, SourceStatus, System};
 
 use super::source_config;
-use crate::{model::PollSettings, net::Transport};
+use crate::{
+    filter::local_addrs,
+    model::{addr, PollSettings},
+    net::Transport,
+};
 
 /// How often names are checked, how soon a failed resolution is retried,
 /// and how long a resolved name whose sources all went silent waits
@@ -27,6 +31,9 @@ pub struct NamedSource {
     pub next_resolve: Instant,
     /// Poll settings for every address the name gives.
     pub poll: PollSettings,
+    /// Addresses it gave that can never be sources (loopback, the box's
+    /// own), so each is warned about once.
+    refused: Vec<IpAddr>,
 }
 
 pub fn class_of(kind: SourceKind) -> SourceClass {
@@ -44,6 +51,7 @@ impl NamedSource {
             sources: Vec::new(),
             next_resolve: Instant::now(),
             poll,
+            refused: Vec::new(),
         }
     }
 
@@ -72,10 +80,20 @@ impl NamedSource {
         now: NtpInstant,
     ) {
         let class = class_of(self.kind);
+        let own = local_addrs::own_addresses().ok();
+        let mut refused = Vec::new();
         let mut kept = Vec::new();
         for &addr in &addrs {
             if let Some(&(_, id)) = self.sources.iter().find(|(a, _)| *a == addr) {
                 kept.push((addr, id));
+                continue;
+            }
+            if let Some(why) = addr::refuse_source(addr, own.as_deref().unwrap_or(&[])) {
+                // Said once per address, not at every re-resolution.
+                if !self.refused.contains(&addr) {
+                    tracing::warn!(name = %self.name, "not a source: {why}");
+                }
+                refused.push(addr);
                 continue;
             }
             if system.source_by_address(addr).is_some() {
@@ -102,6 +120,7 @@ impl NamedSource {
             }
         }
         self.sources = kept;
+        self.refused = refused;
         self.next_resolve = Instant::now() + RERESOLVE_SILENT;
     }
 }

@@ -21,7 +21,7 @@ use crate::{
     metrics,
     model::{
         acl::{self, AclRule},
-        policy, PollSettings, RateLimit, Role, Settings, SourceArg, SourceRole, SourceSpec,
+        addr, policy, PollSettings, RateLimit, Role, Settings, SourceArg, SourceRole, SourceSpec,
     },
     notify::{self, Notifier, ReadyWhen},
 };
@@ -109,13 +109,32 @@ pub fn check(args: &RunArgs) -> Result<(Desired, Settings)> {
     {
         bail!("--ready-after-sync (ready-after-sync = true) needs a --server or --peer: without a source the clock never synchronizes and systemd would time the start out");
     }
+    crate::model::no_iface_twice(&args.ifaces).map_err(anyhow::Error::msg)?;
+    policy::no_class_twice(&args.allow_modes).map_err(anyhow::Error::msg)?;
     let desired = desired(args)?;
     no_source_twice(args)?;
     crate::nts::trust::check_ca_files(&args.nts_ca)?;
+    no_own_address(args)?;
     for iface in &args.ifaces {
         filter::ifindex(iface)?;
     }
     Ok((desired, settings(args)?))
+}
+
+/// A source that is one of the box's own addresses (or subnet
+/// broadcasts) could only ever time out; refuse it with its flag.
+fn no_own_address(args: &RunArgs) -> Result<()> {
+    let own = local_addrs::own_addresses()?;
+    for (flag, ip) in addresses(&args.servers)
+        .into_iter()
+        .map(|ip| ("--server", ip))
+        .chain(addresses(&args.peers).into_iter().map(|ip| ("--peer", ip)))
+    {
+        if let Some(why) = addr::refuse_source(ip, &own) {
+            bail!("{flag} {why}");
+        }
+    }
+    Ok(())
 }
 
 /// A source given twice (even with other poll options) would be refused by
@@ -500,5 +519,23 @@ mod tests {
             check_of(&["--server", "time.example.net", "--peer", "time.example.net"]).unwrap_err()
         );
         assert!(e.contains("time.example.net is given twice"), "{e}");
+    }
+
+    #[test]
+    fn the_same_interface_or_class_twice_and_aliases_are_refused() {
+        let e = |argv: &[&str]| format!("{:#}", check_of(argv).unwrap_err());
+        assert_eq!(
+            e(&["--iface", "lo"]),
+            "--iface lo is given twice: give each interface once"
+        );
+        assert!(e(&["--allow-modes", "peer=1", "--allow-modes", "peer=1,2"])
+            .contains("gives the class peer twice"),);
+        // `::ffff:192.0.2.10` is 192.0.2.10: a duplicate, not a second source.
+        let alias = e(&["--server", "192.0.2.10", "--peer", "::ffff:192.0.2.10"]);
+        assert!(alias.contains("192.0.2.10 is "), "{alias}");
+        assert!(!alias.contains("::ffff"), "{alias}");
+        // Never a source: named with the address and why.
+        assert!(e(&["--server", "127.0.0.1"]).contains("loopback"));
+        assert!(e(&["--peer", "224.0.1.1"]).contains("multicast"));
     }
 }

@@ -18,7 +18,7 @@ use crate::{
         PinDir,
     },
     model::{policy::Modes, Role},
-    protocol::{AgentReport, NtsReport, PoolReport, ServerCounters},
+    protocol::{AgentReport, IgnoredCounters, NtsReport, PoolReport, ServerCounters},
 };
 
 pub fn render_text(s: &FilterStatus) -> String {
@@ -167,6 +167,13 @@ pub fn render_agent(agent: &AgentReport) -> String {
             srv.answered, srv.rate_kod, srv.rate_ignored, srv.malformed
         );
     }
+    if agent.ignored.ipv4_mapped_source > 0 {
+        let _ = writeln!(
+            out,
+            "        ignored:  {} datagrams from IPv6 addresses embedding IPv4 (ipv4_mapped_source)",
+            agent.ignored.ipv4_mapped_source
+        );
+    }
     let _ = writeln!(out, "peer info:");
     let _ = writeln!(
         out,
@@ -282,6 +289,7 @@ struct AgentJson<'a> {
     peers: Vec<serde_json::Value>,
     pools: &'a [PoolReport],
     server: &'a ServerCounters,
+    ignored: &'a IgnoredCounters,
 }
 
 fn peers_json(a: &AgentReport) -> Vec<serde_json::Value> {
@@ -328,6 +336,7 @@ impl<'a> StatusJson<'a> {
                 peers: peers_json(a),
                 pools: &a.pools,
                 server: &a.server,
+                ignored: &a.ignored,
             }),
             agent_error: agent.as_ref().err().map(|e| format!("{e:#}")),
             filter: filter.as_ref().ok(),
@@ -377,6 +386,7 @@ mod tests {
             "        stratum:  16\n",
             "        offset:   0.500ms\n",
             "        clients:  10 answered, 2 KoD RATE, 30 ignored (rate limit), 3 malformed\n",
+            "        ignored:  5 datagrams from IPv6 addresses embedding IPv4 (ipv4_mapped_source)\n",
             "*192.0.2.10      127.127.1.1      3 N   12   64  377    0.208   -0.142   0.139\n",
             "      192.0.2.10 NTS via nts.example.net:4460: 7 cookies, AEAD_AES_SIV_CMAC_256; last KE error: TLS: invalid peer certificate: UnknownIssuer\n",
             "x192.0.2.10      127.127.1.1      3 s    -   64  377        -   -0.142   0.139\n",
@@ -390,7 +400,10 @@ mod tests {
         }
         let mut client = full_report();
         client.role = Role::Client;
-        assert!(!render_agent(&client).contains("clients:"));
+        client.ignored.ipv4_mapped_source = 0;
+        let text = render_agent(&client);
+        assert!(!text.contains("clients:"));
+        assert!(!text.contains("ignored:"), "said only when not 0");
     }
 
     #[test]
@@ -412,6 +425,7 @@ mod tests {
                 "clock_correction_ms",
                 "filter_error",
                 "host",
+                "ignored",
                 "mode",
                 "peers",
                 "pools",
@@ -454,6 +468,7 @@ mod tests {
         assert_eq!(v["pools"][0]["max_sources"], 4);
         assert_eq!(v["server"]["rate_ignored"], 30);
         assert_eq!(v["server"]["malformed"], 3);
+        assert_eq!(v["ignored"]["ipv4_mapped_source"], 5);
         assert_eq!(v["filter_error"], "no pins");
         let (k, v) = keys(
             Err(anyhow::anyhow!("the agent is not running")),

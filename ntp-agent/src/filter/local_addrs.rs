@@ -37,6 +37,15 @@ pub fn current() -> Result<BTreeMap<AddrKey, u8>> {
     Ok(addrs)
 }
 
+/// The box's own addresses and subnet broadcasts (`true`), which are never
+/// a server or peer.
+pub fn own_addresses() -> Result<Vec<(IpAddr, bool)>> {
+    Ok(current()?
+        .into_iter()
+        .map(|(k, kind)| (k.to_ip(), kind == local_kind::BROADCAST))
+        .collect())
+}
+
 fn ip_of(sa: &nix::sys::socket::SockaddrStorage) -> Option<IpAddr> {
     if let Some(v4) = sa.as_sockaddr_in() {
         return Some(IpAddr::V4(v4.ip()));

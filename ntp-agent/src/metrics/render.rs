@@ -532,6 +532,12 @@ fn server_metrics(x: &mut Exposition, a: &AgentReport) {
         ]
         .map(|(r, n)| (labels([("result", r)]), n)),
     );
+    x.counters(
+        "agent_ignored_datagrams",
+        "Datagrams the agent dropped unread, by reason: ipv4_mapped_source (an IPv6 sender embedding an IPv4 address, never taken for that IPv4 host)",
+        [("ipv4_mapped_source", a.ignored.ipv4_mapped_source)]
+            .map(|(r, n)| (labels([("reason", r)]), n)),
+    );
 }
 
 fn filter_metrics(x: &mut Exposition, f: &FilterSnapshot) {

@@ -75,6 +75,20 @@ impl fmt::Display for Modes {
     }
 }
 
+/// A class given twice in `--allow-modes` would silently keep only the
+/// last; refuse it naming both.
+pub fn no_class_twice(overrides: &[ModeOverride]) -> Result<(), String> {
+    for (i, o) in overrides.iter().enumerate() {
+        if let Some(first) = overrides[..i].iter().find(|f| f.class == o.class) {
+            return Err(format!(
+                "--allow-modes gives the class {} twice ({first} and {o}): give each class once",
+                o.class.name()
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn table(role: Role, overrides: &[ModeOverride]) -> [ModeMask; SourceClass::COUNT] {
     let mut masks = [0; SourceClass::COUNT];
     for class in SourceClass::ALL {
@@ -92,6 +106,16 @@ pub fn table(role: Role, overrides: &[ModeOverride]) -> [ModeMask; SourceClass::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_class_given_twice_is_refused() {
+        let o = |s: &str| s.parse::<ModeOverride>().unwrap();
+        assert_eq!(no_class_twice(&[o("server=4"), o("peer=1,2")]), Ok(()));
+        assert_eq!(
+            no_class_twice(&[o("peer=1"), o("server=4"), o("peer=1,2")]).unwrap_err(),
+            "--allow-modes gives the class peer twice (peer=1 and peer=1,2): give each class once"
+        );
+    }
 
     #[test]
     fn the_client_role_is_the_notes_table() {

@@ -10,6 +10,7 @@ use std::{fmt, net::IpAddr, ops::RangeInclusive, str::FromStr};
 
 use ntp_proto::SourceKind;
 
+use super::addr;
 use super::text::{integer, parse_integer, Integer};
 
 /// An address or a host name, as given on the command line.
@@ -33,6 +34,12 @@ impl FromStr for SourceSpec {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Ok(ip) = s.parse::<IpAddr>() {
+            // One address, one source: `::ffff:192.0.2.11` is 192.0.2.11,
+            // as it is one entry in the filter.
+            let ip = addr::canonical(ip);
+            if let Some(why) = addr::never_a_source(ip) {
+                return Err(why.into());
+            }
             return Ok(Self::Addr(ip));
         }
         if is_host_name(s) {
@@ -695,7 +702,19 @@ mod tests {
             "Time.Example.NET.".parse(),
             Ok(SourceSpec::Name("time.example.net".into()))
         );
+        assert_eq!(
+            "::ffff:192.0.2.11".parse(),
+            Ok(SourceSpec::Addr("192.0.2.11".parse().unwrap())),
+            "an IPv4-mapped address is the IPv4 source"
+        );
         for bad in [
+            "0.0.0.0",
+            "::",
+            "127.0.0.1",
+            "::ffff:127.0.0.1",
+            "224.0.1.1",
+            "fe80::1",
+            "255.255.255.255",
             "192.0.2.300",
             "2001:db8::zz",
             "-bad.example",

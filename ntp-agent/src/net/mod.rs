@@ -13,7 +13,7 @@ pub mod stamp;
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -28,7 +28,9 @@ use crate::{clock::realtime_now, filter::FilterMaps, model::Stamp};
 /// A datagram for the agent, timestamped when the kernel received it (or,
 /// failing that, when the agent read it).
 pub struct Received {
-    /// Sender, with IPv4-mapped addresses turned back into IPv4.
+    /// Sender as the socket saw it: IPv4 traffic arrives on IPv4 sockets,
+    /// so an IPv6 sender embedding an IPv4 address (`::ffff:192.0.2.20`)
+    /// really sent over IPv6 and is not that IPv4 host.
     pub from: SocketAddr,
     /// Known when it came in on a socket used for one server only.
     pub source: Option<SourceId>,
@@ -49,14 +51,30 @@ pub struct Sent {
     pub mono: Instant,
 }
 
+/// A port bound for both families: one IPv4 socket and one IPv6-only
+/// socket rather than a dual-stack one, so that an IPv6 datagram from
+/// `::ffff:192.0.2.20` can never pass for the IPv4 host 192.0.2.20, nor a
+/// reply to it go out over IPv4 (a cross-family reflection).
 struct Bound {
-    socket: Arc<UdpSocket>,
-    reader: JoinHandle<()>,
+    v4: Arc<UdpSocket>,
+    v6: Arc<UdpSocket>,
+    readers: [JoinHandle<()>; 2],
+}
+
+impl Bound {
+    fn socket_for(&self, to: &SocketAddr) -> &Arc<UdpSocket> {
+        match to {
+            SocketAddr::V4(_) => &self.v4,
+            SocketAddr::V6(_) => &self.v6,
+        }
+    }
 }
 
 impl Drop for Bound {
     fn drop(&mut self) {
-        self.reader.abort();
+        for reader in &self.readers {
+            reader.abort();
+        }
     }
 }
 
@@ -68,20 +86,26 @@ pub struct Transport {
     to_agent: mpsc::Sender<Received>,
     /// The reader of the socket of each server's outstanding request.
     per_server: HashMap<SourceId, JoinHandle<()>>,
-    /// Dual-stack socket on the NTP port.
+    /// The NTP port (both families).
     ntp_socket: Option<Bound>,
-    /// Dual-stack socket on `source_port` when that is not the NTP port.
+    /// `source_port` (both families) when that is not the NTP port.
     fixed_socket: Option<Bound>,
 }
 
-fn bind_dual_stack(port: u16) -> Result<UdpSocket> {
+fn bind_family(ip: IpAddr, port: u16) -> Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_only_v6(false)?;
+    let socket = Socket::new(
+        Domain::for_address(SocketAddr::new(ip, port)),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    if ip.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
     socket.set_nonblocking(true)?;
     stamp::enable(&socket);
     socket
-        .bind(&SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port).into())
+        .bind(&SocketAddr::new(ip, port).into())
         .map_err(|e| {
             let why = if e.kind() == std::io::ErrorKind::PermissionDenied {
                 "the agent lacks CAP_NET_BIND_SERVICE"
@@ -111,7 +135,7 @@ fn spawn_reader(
             let received = Received {
                 at: stamp::choose(d.kernel, realtime_now()),
                 mono: Instant::now(),
-                from: SocketAddr::new(d.from.ip().to_canonical(), d.from.port()),
+                from: d.from,
                 source,
                 on_ntp_port,
                 data: buf[..d.len].to_vec(),
@@ -185,9 +209,11 @@ impl Transport {
     }
 
     fn bind(&self, port: u16, on_ntp_port: bool) -> Result<Bound> {
-        let socket = Arc::new(bind_dual_stack(port)?);
-        let reader = spawn_reader(socket.clone(), None, on_ntp_port, self.to_agent.clone());
-        Ok(Bound { socket, reader })
+        let v4 = Arc::new(bind_family(Ipv4Addr::UNSPECIFIED.into(), port)?);
+        let v6 = Arc::new(bind_family(Ipv6Addr::UNSPECIFIED.into(), port)?);
+        let readers =
+            [&v4, &v6].map(|s| spawn_reader(s.clone(), None, on_ntp_port, self.to_agent.clone()));
+        Ok(Bound { v4, v6, readers })
     }
 
     /// Opens the NTP-port socket (peers, server mode) if it is not open.
@@ -206,10 +232,10 @@ impl Transport {
         }
     }
 
-    fn fixed(&self) -> Option<&Arc<UdpSocket>> {
+    fn fixed(&self) -> Option<&Bound> {
         match self.source_port {
-            Some(p) if p == self.ntp_port => self.ntp_socket.as_ref().map(|b| &b.socket),
-            Some(_) => self.fixed_socket.as_ref().map(|b| &b.socket),
+            Some(p) if p == self.ntp_port => self.ntp_socket.as_ref(),
+            Some(_) => self.fixed_socket.as_ref(),
             None => None,
         }
     }
@@ -266,7 +292,7 @@ impl Transport {
     ) -> Result<Sent> {
         let server = dst.ip();
         if let Some(fixed) = self.fixed() {
-            let fixed = fixed.clone();
+            let fixed = fixed.socket_for(&dst).clone();
             let entry = SourceEntry::server(fixed.local_addr()?.port(), dst.port());
             self.put_entry(server, entry)?;
             return send_stamped(&fixed, packet, Some(dst), None).await;
@@ -305,7 +331,7 @@ impl Transport {
             .ntp_socket
             .as_ref()
             .context("the NTP port is not open")?;
-        send_stamped(&bound.socket, packet, Some(to), t3).await
+        send_stamped(bound.socket_for(&to), packet, Some(to), t3).await
     }
 
     pub fn ntp_port(&self) -> u16 {

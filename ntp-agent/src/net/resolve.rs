@@ -6,11 +6,12 @@
 
 use std::net::IpAddr;
 
-/// All addresses of `name`, sorted and deduplicated.
+/// All addresses of `name`, canonical (an IPv4-mapped answer is the IPv4
+/// address), sorted and deduplicated.
 pub async fn resolve(name: &str, port: u16) -> std::io::Result<Vec<IpAddr>> {
     let mut addrs: Vec<IpAddr> = tokio::net::lookup_host((name, port))
         .await?
-        .map(|sa| sa.ip())
+        .map(|sa| crate::model::addr::canonical(sa.ip()))
         .collect();
     addrs.sort();
     addrs.dedup();

@@ -7,8 +7,8 @@ use super::*;
 use crate::{
     model::{timestamps::StampCounts, Role, SourceStamps, StampKind},
     protocol::{
-        KeFailureKind, NtsRejects, NtsReport, PoolReport, ServerCounters, SourceName,
-        SourceTimestamps,
+        IgnoredCounters, KeFailureKind, NtsRejects, NtsReport, PoolReport, ServerCounters,
+        SourceName, SourceTimestamps,
     },
 };
 
@@ -144,6 +144,9 @@ fn report() -> AgentReport {
                 },
             },
         }],
+        ignored: IgnoredCounters {
+            ipv4_mapped_source: 2,
+        },
     }
 }
 
@@ -587,6 +590,13 @@ fn server_requests_by_result() {
             v("malformed")
         ],
         [10.0, 1.0, 4.0, 0.0, 2.0]
+    );
+    assert_eq!(
+        p.value(
+            "ntp_filter_agent_ignored_datagrams_total",
+            &[("reason", "ipv4_mapped_source")]
+        ),
+        2.0
     );
 }
 
