@@ -17,7 +17,10 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use crate::protocol::{AgentReport, Command, Reply, Request, MAX_REQUEST};
+use crate::{
+    net::admission::Admission,
+    protocol::{AgentReport, Command, Reply, Request, MAX_REQUEST},
+};
 
 pub const DEFAULT_PATH: &str = "/run/ntp-filter/agent.sock";
 
@@ -87,16 +90,34 @@ fn file_kind(t: &std::fs::FileType) -> &'static str {
     }
 }
 
+/// Control connections open at once. `status` and changes are one line
+/// each way from a root-only socket: a handful at a time is plenty, and
+/// the cap keeps the agent's descriptors for NTP.
+pub const MAX_CONNECTIONS: usize = 32;
+/// A client sends its request at once and reads the reply at once; one
+/// that idles, or sends half a line, is closed after this long.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Accepts connections until the listener is dropped.
 pub async fn serve(listener: UnixListener, core: mpsc::Sender<Call>) {
+    let admission = Admission::new("control socket", MAX_CONNECTIONS);
+    let mut failures = 0;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                admission.accept_failed(&e, &mut failures).await;
+                continue;
+            }
         };
+        failures = 0;
+        let ticket = admission.admit();
         let core = core.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, core).await {
-                tracing::debug!("control connection: {e:#}");
+            match ticket.serve(answer(stream, core)).await {
+                Some(Err(e)) => tracing::debug!("control connection: {e:#}"),
+                Some(Ok(())) => {}
+                None => tracing::debug!("control connection closed to make room for a newer one"),
             }
         });
     }
@@ -106,7 +127,9 @@ async fn answer(stream: UnixStream, core: mpsc::Sender<Call>) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
-    reader.read_line(&mut line).await?;
+    tokio::time::timeout(IO_TIMEOUT, reader.read_line(&mut line))
+        .await
+        .context("no complete request line in time")??;
     let reply = match Request::from_line(&line) {
         Ok(Request::Status) => {
             let (tx, rx) = oneshot::channel();
@@ -123,8 +146,11 @@ async fn answer(stream: UnixStream, core: mpsc::Sender<Call>) -> Result<()> {
         }
         Err(e) => Reply::Error(e),
     };
-    write.write_all(reply.to_line().as_bytes()).await?;
-    write.write_all(b"\n").await?;
+    let mut out = reply.to_line();
+    out.push('\n');
+    tokio::time::timeout(IO_TIMEOUT, write.write_all(out.as_bytes()))
+        .await
+        .context("the client did not read the reply in time")??;
     Ok(())
 }
 
