@@ -125,12 +125,19 @@ pub async fn serve(listener: UnixListener, core: mpsc::Sender<Call>) {
 
 async fn answer(stream: UnixStream, core: mpsc::Sender<Call>) -> Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
+    let mut line = Vec::new();
     let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
-    tokio::time::timeout(IO_TIMEOUT, reader.read_line(&mut line))
+    tokio::time::timeout(IO_TIMEOUT, reader.read_until(b'\n', &mut line))
         .await
         .context("no complete request line in time")??;
-    let reply = match Request::from_line(&line) {
+    let request = if line.len() >= MAX_REQUEST && !line.ends_with(b"\n") {
+        Err(format!(
+            "malformed request: longer than {MAX_REQUEST} bytes"
+        ))
+    } else {
+        Request::from_bytes(&line)
+    };
+    let reply = match request {
         Ok(Request::Status) => {
             let (tx, rx) = oneshot::channel();
             core.send(Call::Status(tx)).await?;
@@ -198,6 +205,38 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// What the agent's side answers to `request`, with no event loop
+    /// behind it (the request must not reach one).
+    async fn reply_to(request: &[u8]) -> Reply {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let (core, _loop) = mpsc::channel(1);
+        let served = tokio::spawn(answer(ours, core));
+        theirs.write_all(request).await.unwrap();
+        let mut line = String::new();
+        tokio::io::BufReader::new(theirs)
+            .read_line(&mut line)
+            .await
+            .unwrap();
+        served.await.unwrap().unwrap();
+        Reply::from_line(&line).unwrap()
+    }
+
+    #[tokio::test]
+    async fn bad_bytes_get_an_error_reply() {
+        let Reply::Error(e) = reply_to(b"{\"status\xff\xfe\n").await else {
+            panic!("invalid UTF-8 must be answered with an error");
+        };
+        assert!(e.contains("not UTF-8: invalid byte at offset 8"), "{e}");
+        let Reply::Error(e) = reply_to(&[b'x'; MAX_REQUEST + 10]).await else {
+            panic!("an over-long line must be answered with an error");
+        };
+        assert!(e.contains("longer than 4096 bytes"), "{e}");
+        let Reply::Error(e) = reply_to(b"[1, 2]\n").await else {
+            panic!("JSON that is no request must be answered with an error");
+        };
+        assert!(e.contains("malformed request"), "{e}");
     }
 
     #[test]

@@ -119,6 +119,28 @@ fn sighup_is_logged_and_ignored() {
     assert!(std::path::Path::new(&env.control_socket()).exists());
 }
 
+/// Bytes that are not UTF-8 on the control socket get an error line
+/// back, not a silently closed connection.
+fn invalid_utf8_on_the_control_socket_gets_an_error() {
+    use std::io::{BufRead as _, Write as _};
+    let lab = RouterLab::new("utf8").unwrap();
+    let env = AgentEnv::new("utf8").unwrap();
+    let _agent = env
+        .start(lab.router(), &["--iface", WAN_IF, "--server", "192.0.2.10"])
+        .unwrap();
+    let mut c = std::os::unix::net::UnixStream::connect(env.control_socket()).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"{\"status\xff\xfe\n").unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(c).read_line(&mut line).unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("no reply line ({e}): {line:?}"));
+    let error = reply["error"].as_str().unwrap_or_else(|| panic!("{reply}"));
+    assert!(error.contains("not UTF-8"), "{error}");
+    // And the agent still answers a proper request.
+    env.status(lab.router()).unwrap();
+}
+
 /// Idle connections opened on the control socket, as in the issue.
 const IDLE_CONNECTIONS: usize = 1100;
 /// The agent's descriptor limit in the flood test: far fewer than the
@@ -276,6 +298,12 @@ fn main() -> std::process::ExitCode {
             Agent
         ),
         trial!(sighup_is_logged_and_ignored, Netns, Bpffs, Agent),
+        trial!(
+            invalid_utf8_on_the_control_socket_gets_an_error,
+            Netns,
+            Bpffs,
+            Agent
+        ),
         trial!(
             connection_floods_leave_status_scrapes_and_ntp_working,
             Netns,
