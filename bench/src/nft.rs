@@ -14,16 +14,16 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use ntp_agent::{filter::Desired, model::acl};
+use ntp_agent::{
+    filter::Desired,
+    model::{acl, policy::modes_in},
+};
 use ntp_filter_common::{config_flags, mode_bit, ModeMask, SourceClass, NTP_PORT};
 
 pub const TABLE: &str = "nfbench";
 
 fn modes(mask: ModeMask) -> String {
-    let list: Vec<String> = (0..8u8)
-        .filter(|m| mask & mode_bit(*m) != 0)
-        .map(|m| m.to_string())
-        .collect();
+    let list: Vec<String> = modes_in(mask).iter().map(u8::to_string).collect();
     format!("{{ {} }}", list.join(", "))
 }
 

@@ -1,14 +1,22 @@
 //! The command line. Scripts depend on these names; keep them stable.
 
-use std::path::PathBuf;
+use std::{
+    num::{NonZeroU16, NonZeroU32},
+    path::PathBuf,
+};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, FromArgMatches as _, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
 
 use crate::{
     control,
     filter::{pins, XdpModeArg},
-    metrics,
-    model::{Cidr, ModeOverride, Role, SourceArg},
+    metrics::ListenAddr,
+    model::{
+        source::Poll,
+        text::{integer, parse_integer, some_integer, value_enum},
+        Cidr, ModeOverride, Role, SourceArg,
+    },
 };
 
 #[derive(Parser, Debug)]
@@ -20,6 +28,18 @@ use crate::{
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The command line, and its matches: which options were given on it
+    /// (for laying them over the config file).
+    pub fn parse_with_matches() -> (Self, clap::ArgMatches) {
+        use clap::CommandFactory as _;
+        let matches = Self::command().get_matches();
+        let cli = Self::from_arg_matches(&matches)
+            .unwrap_or_else(|e| e.format(&mut Self::command()).exit());
+        (cli, matches)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -92,29 +112,42 @@ pub struct ControlArgs {
     pub control_socket: PathBuf,
 }
 
-#[derive(Args, Debug)]
+/// `run`'s options, and the config file's keys: serde reads the file into
+/// this same struct (keys are the long options without dashes, values are
+/// checked by the parsers the flags use), absent keys take clap's defaults,
+/// and [`crate::config::merge`] lays the command line over it.
+#[derive(Args, Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RunArgs {
     /// Interface to filter (repeat for several).
     #[arg(long = "iface", value_name = "IF")]
+    #[serde(rename = "iface")]
     pub ifaces: Vec<String>,
     /// Read settings from this TOML file; flags given here override it.
     #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// NTP server, an address or a host name (every address it resolves
     /// to); repeat for several. Its mode-4 replies pass. Its own poll
     /// settings may follow: `192.0.2.10,minpoll=4,maxpoll=8,noiburst`.
     #[arg(long = "server", value_name = "ADDR[,OPTIONS]")]
+    #[serde(rename = "server")]
     pub servers: Vec<SourceArg>,
     /// Symmetric peer, an address or a host name; repeat for several. Its
     /// modes 1 and 2 pass. Options as for --server.
     #[arg(long = "peer", value_name = "ADDR[,OPTIONS]")]
+    #[serde(rename = "peer")]
     pub peers: Vec<SourceArg>,
     #[arg(long = "mode", value_name = "MODE", value_enum, default_value_t = Role::Client)]
+    #[serde(rename = "mode")]
     pub role: Role,
     #[arg(long = "xdp-mode", value_enum, default_value_t = XdpModeArg::Auto)]
+    #[serde(deserialize_with = "value_enum")]
     pub xdp_mode: XdpModeArg,
-    #[command(flatten)]
-    pub pins: PinArgs,
+    /// Base directory on bpffs for the pinned link and maps; the layout
+    /// version is appended (`<DIR>/v<N>`).
+    #[arg(long = "pin-dir", value_name = "DIR", default_value = pins::DEFAULT_BASE)]
+    pub pin_dir: PathBuf,
     /// Never change the system clock (measure and report only).
     #[arg(long)]
     pub no_clock_adjust: bool,
@@ -123,15 +156,57 @@ pub struct RunArgs {
     /// after time-sync.target wait for real time.
     #[arg(long)]
     pub ready_after_sync: bool,
-    #[command(flatten)]
-    pub sync: SyncArgs,
+    /// Shortest poll interval, log2 seconds (6 = 64 s), for sources
+    /// without their own `minpoll=`.
+    #[arg(long, default_value = "6")]
+    pub minpoll: Poll,
+    /// Longest poll interval, log2 seconds (10 = 1024 s), for sources
+    /// without their own `maxpoll=`.
+    #[arg(long, default_value = "10")]
+    pub maxpoll: Poll,
+    /// Do not send the first requests in a quick burst (sources with their
+    /// own `iburst` still do).
+    #[arg(long)]
+    #[serde(rename = "iburst", deserialize_with = "inverted")]
+    pub no_iburst: bool,
+    /// Send every request from this local port (e.g. 123 for strict
+    /// upstream firewalls) instead of a random port per request.
+    #[arg(long, value_name = "PORT", value_parser = parse_integer::<NonZeroU16>)]
+    #[serde(deserialize_with = "some_integer")]
+    pub source_port: Option<NonZeroU16>,
+    /// Step instead of slewing when the offset exceeds this (seconds).
+    #[arg(long, default_value_t = 0.128, value_name = "SECONDS")]
+    pub step_threshold: f64,
+    /// Allow steps only during the first N clock updates (like chrony's
+    /// makestep); without it, steps are allowed at any time.
+    #[arg(long, value_name = "N", value_parser = parse_integer::<u32>)]
+    #[serde(deserialize_with = "some_integer")]
+    pub step_limit: Option<u32>,
+    /// Refuse to set the clock when the offset exceeds this (seconds).
+    #[arg(long, default_value_t = 1000.0, value_name = "SECONDS")]
+    pub panic_threshold: f64,
+    /// Allow one step beyond the panic threshold at start (like ntpd -g),
+    /// for boxes without a real-time clock.
+    #[arg(long)]
+    pub allow_panic_step: bool,
+    /// Server mode: requests a client may send back to back.
+    #[arg(long, default_value = "8", value_parser = parse_integer::<NonZeroU32>)]
+    #[serde(deserialize_with = "integer")]
+    pub ratelimit_burst: NonZeroU32,
+    /// Server mode: a client earns one more request per this many seconds;
+    /// over its limit it gets one KoD RATE, then no answer.
+    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+    pub ratelimit_interval: f64,
+    /// Frequency estimate kept across restarts.
+    #[arg(long, value_name = "PATH", default_value = "/var/lib/ntp-filter/drift")]
+    pub drift_file: PathBuf,
     /// Unix socket `ntp-agent status` talks to (mode 0600).
     #[arg(long = "control-socket", value_name = "PATH", default_value = control::DEFAULT_PATH)]
     pub control_socket: PathBuf,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics, e.g.
     /// 127.0.0.1:9975 (off unless given).
-    #[arg(long, value_name = "ADDR:PORT", value_parser = metrics::parse_addr)]
-    pub metrics: Option<std::net::SocketAddr>,
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<ListenAddr>,
     /// Replace the allowed modes of a class: `server=4`, `peer=1,2,4`,
     /// `other=` (none). Repeat per class. Overrides the --mode defaults.
     #[arg(long = "allow-modes", value_name = "CLASS=MODES")]
@@ -145,8 +220,9 @@ pub struct RunArgs {
     #[arg(long = "deny", value_name = "CIDR")]
     pub deny: Vec<Cidr>,
     /// UDP port NTP uses on this network.
-    #[arg(long, default_value_t = 123, value_parser = clap::value_parser!(u16).range(1..))]
-    pub ntp_port: u16,
+    #[arg(long, default_value = "123", value_parser = parse_integer::<NonZeroU16>)]
+    #[serde(deserialize_with = "integer")]
+    pub ntp_port: NonZeroU16,
     /// Pass non-first UDP fragments addressed to the box (dropped by default).
     #[arg(long)]
     pub pass_non_first_fragments: bool,
@@ -160,49 +236,21 @@ pub struct RunArgs {
     pub count_out_of_scope: bool,
 }
 
-/// Time-sync settings.
-#[derive(Args, Debug, Clone)]
-pub struct SyncArgs {
-    /// Shortest poll interval, log2 seconds (6 = 64 s), for sources
-    /// without their own `minpoll=`.
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i8).range(3..=17))]
-    pub minpoll: i8,
-    /// Longest poll interval, log2 seconds (10 = 1024 s), for sources
-    /// without their own `maxpoll=`.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i8).range(3..=17))]
-    pub maxpoll: i8,
-    /// Do not send the first requests in a quick burst (sources with their
-    /// own `iburst` still do).
-    #[arg(long)]
-    pub no_iburst: bool,
-    /// Send every request from this local port (e.g. 123 for strict
-    /// upstream firewalls) instead of a random port per request.
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
-    pub source_port: Option<u16>,
-    /// Step instead of slewing when the offset exceeds this (seconds).
-    #[arg(long, default_value_t = 0.128, value_name = "SECONDS")]
-    pub step_threshold: f64,
-    /// Allow steps only during the first N clock updates (like chrony's
-    /// makestep); without it, steps are allowed at any time.
-    #[arg(long, value_name = "N")]
-    pub step_limit: Option<u32>,
-    /// Refuse to set the clock when the offset exceeds this (seconds).
-    #[arg(long, default_value_t = 1000.0, value_name = "SECONDS")]
-    pub panic_threshold: f64,
-    /// Allow one step beyond the panic threshold at start (like ntpd -g),
-    /// for boxes without a real-time clock.
-    #[arg(long)]
-    pub allow_panic_step: bool,
-    /// Server mode: requests a client may send back to back.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
-    pub ratelimit_burst: u32,
-    /// Server mode: a client earns one more request per this many seconds;
-    /// over its limit it gets one KoD RATE, then no answer.
-    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
-    pub ratelimit_interval: f64,
-    /// Frequency estimate kept across restarts.
-    #[arg(long, value_name = "PATH", default_value = "/var/lib/ntp-filter/drift")]
-    pub drift_file: PathBuf,
+/// What `run` does with no options at all: clap's defaults, the only place
+/// they are written down (also for the keys a config file leaves out).
+impl Default for RunArgs {
+    fn default() -> Self {
+        let cmd = RunArgs::augment_args(clap::Command::new("run")).no_binary_name(true);
+        let matches = cmd
+            .try_get_matches_from(std::iter::empty::<&str>())
+            .expect("run needs no option");
+        RunArgs::from_arg_matches(&matches).expect("defaults parse")
+    }
+}
+
+/// `iburst = false` is `--no-iburst`.
+fn inverted<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    bool::deserialize(d).map(|b| !b)
 }
 
 #[derive(Args, Debug, Clone)]

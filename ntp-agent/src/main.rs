@@ -1,7 +1,6 @@
-use clap::Parser as _;
 use ntp_agent::{
     cli::{Cli, Command},
-    cmd,
+    cmd, config,
     model::AclRule,
 };
 use ntp_proto::SourceKind;
@@ -15,13 +14,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = match with_config_file(Cli::parse()) {
-        Ok(cli) => cli,
-        Err(e) => {
-            eprintln!("ntp-agent: error: {e:#}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
+    let (cli, matches) = Cli::parse_with_matches();
     if !matches!(cli.command, Command::Run(_)) {
         // `ntp-agent status | head` should end quietly when the reader
         // goes away, like other command-line tools. Not for `run`: the
@@ -34,7 +27,10 @@ fn main() -> std::process::ExitCode {
     }
     let result = match cli.command {
         Command::CheckConfig { file } => cmd::check_config::check_config(&file),
-        Command::Run(args) => cmd::run::run(*args),
+        Command::Run(args) => {
+            let given = matches.subcommand_matches("run").expect("parsed as run");
+            config::with_file(*args, given).and_then(cmd::run::run)
+        }
         Command::Detach(args) => cmd::detach::detach(args),
         Command::Status(args) => cmd::status::status(args),
         Command::Server(c) => cmd::change::source(SourceKind::Server, c),
@@ -50,25 +46,4 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-/// `run --config FILE`: parse again with the file's settings in front of
-/// the command line's, so flags override the file.
-fn with_config_file(cli: Cli) -> anyhow::Result<Cli> {
-    use clap::Parser as _;
-    let Command::Run(args) = &cli.command else {
-        return Ok(cli);
-    };
-    let Some(path) = &args.config else {
-        return Ok(cli);
-    };
-    let file = ntp_agent::config::load(path)?;
-    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let run = raw
-        .iter()
-        .position(|a| a == "run")
-        .ok_or_else(|| anyhow::anyhow!("no `run` on the command line"))?;
-    let mut argv = raw[..=run].to_vec();
-    argv.extend(ntp_agent::config::merge(file, &raw[run + 1..]));
-    Ok(Cli::try_parse_from(argv)?)
 }

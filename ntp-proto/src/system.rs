@@ -322,11 +322,6 @@ impl System {
         self.slots[self.index_of(id)?].as_ref()
     }
 
-    fn slot_mut(&mut self, id: SourceId) -> Option<&mut SourceSlot> {
-        let i = self.index_of(id)?;
-        self.slots[i].as_mut()
-    }
-
     /// Slot `i` as selection and the system peer refer to it: always
     /// occupied, because retiring a source clears every reference to its slot.
     fn at(&self, i: usize) -> &SourceSlot {

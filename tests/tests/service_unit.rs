@@ -110,9 +110,9 @@ fn the_units_directories_are_the_agents_defaults() {
     let args = run_defaults();
     let state = format!("/var/lib/{}/", u.one("Service", "StateDirectory"));
     assert!(
-        args.sync.drift_file.starts_with(&state),
+        args.drift_file.starts_with(&state),
         "drift file {} is not under StateDirectory {state}",
-        args.sync.drift_file.display()
+        args.drift_file.display()
     );
     let runtime = format!("/run/{}/", u.one("Service", "RuntimeDirectory"));
     assert!(
@@ -124,18 +124,18 @@ fn the_units_directories_are_the_agents_defaults() {
     assert!(
         writable
             .iter()
-            .any(|w| args.pins.pin_dir.starts_with(w.trim_start_matches('-'))),
+            .any(|w| args.pin_dir.starts_with(w.trim_start_matches('-'))),
         "pin dir {} is not under ReadWritePaths {writable:?}",
-        args.pins.pin_dir.display()
+        args.pin_dir.display()
     );
     // The example config the install puts next to it uses the same places.
     for (key, value) in [
-        ("pin-dir", args.pins.pin_dir.display().to_string()),
+        ("pin-dir", args.pin_dir.display().to_string()),
         (
             "control-socket",
             ntp_agent::control::DEFAULT_PATH.to_string(),
         ),
-        ("drift-file", args.sync.drift_file.display().to_string()),
+        ("drift-file", args.drift_file.display().to_string()),
     ] {
         let line = format!("{key} = \"{value}\"");
         assert!(
@@ -202,14 +202,14 @@ fn the_header_explains_ready_after_sync() {
 
 fn ready_after_sync_from_the_config_file_or_the_flag() {
     let parse_run = |file: &str, flags: &[&str]| {
-        let settings = ntp_agent::config::parse(file).unwrap();
-        let cli_args: Vec<std::ffi::OsString> = flags.iter().map(Into::into).collect();
-        let mut argv: Vec<std::ffi::OsString> = vec!["ntp-agent".into(), "run".into()];
-        argv.extend(ntp_agent::config::merge(settings, &cli_args));
-        let Command::Run(args) = Cli::try_parse_from(argv).unwrap().command else {
-            unreachable!()
-        };
-        args.ready_after_sync
+        use clap::CommandFactory as _;
+        let file = ntp_agent::config::parse(file).unwrap();
+        let argv = ["ntp-agent", "run"].iter().chain(flags);
+        let matches = Cli::command().try_get_matches_from(argv).unwrap();
+        let run = matches.subcommand_matches("run").unwrap();
+        ntp_agent::config::merge(file, run)
+            .unwrap()
+            .ready_after_sync
     };
     assert!(!parse_run("", &[]));
     assert!(parse_run("ready-after-sync = true\n", &[]));

@@ -17,7 +17,7 @@ use crate::{
 pub fn source(kind: SourceKind, c: SourceCommand) -> Result<()> {
     let cmd = match c.op {
         Op::Add => Command::Add(kind, c.target),
-        Op::Del if c.target.poll != Default::default() => anyhow::bail!(
+        Op::Del if c.target.options != Default::default() => anyhow::bail!(
             "{}: poll options go with `add`; `del` takes only the address or name",
             c.target
         ),

@@ -4,18 +4,9 @@
 use std::path::Path;
 
 use anyhow::Result;
-use clap::Parser as _;
-
-use crate::cli::{Cli, Command};
 
 pub fn check_config(file: &Path) -> Result<()> {
-    let settings = crate::config::load(file)?;
-    let mut argv: Vec<std::ffi::OsString> = vec!["ntp-agent".into(), "run".into()];
-    argv.extend(crate::config::merge(settings, &[]));
-    let cli = Cli::try_parse_from(argv)?;
-    let Command::Run(args) = cli.command else {
-        unreachable!("parsed as run");
-    };
+    let args = crate::config::load(file)?;
     super::run::check(&args).map_err(|e| anyhow::anyhow!("{}: {e:#}", file.display()))?;
     println!(
         "{}: ok ({} interface(s), {} server(s), {} peer(s), {:?} mode)",

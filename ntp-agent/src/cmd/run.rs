@@ -30,7 +30,7 @@ use crate::{
 /// (0) when each request picks a random port, which the sync loop registers
 /// before sending; the fixed port when the operator set one.
 fn initial_reply_port(args: &RunArgs) -> u16 {
-    args.sync.source_port.unwrap_or(0)
+    args.source_port.map_or(0, |p| p.get())
 }
 
 fn addresses(args: &[SourceArg]) -> Vec<IpAddr> {
@@ -94,7 +94,7 @@ pub fn desired(args: &RunArgs) -> Result<Desired> {
     }
     Ok(Desired {
         config: FilterConfig {
-            ntp_port: args.ntp_port,
+            ntp_port: args.ntp_port.get(),
             flags,
         },
         policy: policy::table(args.role, &args.allow_modes),
@@ -161,7 +161,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     // Bound before anything is attached too: a bad or busy address stops
     // the start here (the control socket goes away with `control`).
     let metrics = args.metrics.map(metrics::bind).transpose()?;
-    let pins = PinDir::new(&args.pins.pin_dir);
+    let pins = PinDir::new(&args.pin_dir);
     pins.prepare()?;
     pins.check_layout()?;
     let fresh = !pins.has_maps();
@@ -191,8 +191,8 @@ pub fn run(args: RunArgs) -> Result<()> {
 /// port for server mode or peers, or `--source-port`.
 fn low_port(args: &RunArgs) -> Option<u16> {
     let start = caps::unprivileged_port_start();
-    let ntp = (args.role == Role::Server || !args.peers.is_empty()).then_some(args.ntp_port);
-    [ntp, args.sync.source_port]
+    let ntp = (args.role == Role::Server || !args.peers.is_empty()).then_some(args.ntp_port.get());
+    [ntp, args.source_port.map(|p| p.get())]
         .into_iter()
         .flatten()
         .filter(|&p| p < start)
@@ -297,35 +297,35 @@ fn retire_leftovers(args: &RunArgs, pins: &PinDir, older: &[PinDir]) -> Result<(
 }
 
 fn settings(args: &RunArgs) -> Result<Settings> {
-    if args.sync.minpoll > args.sync.maxpoll {
+    if args.minpoll > args.maxpoll {
         bail!(
             "--minpoll {} is larger than --maxpoll {}",
-            args.sync.minpoll,
-            args.sync.maxpoll
+            args.minpoll,
+            args.maxpoll
         );
     }
-    if args.sync.step_threshold.is_nan() || args.sync.step_threshold <= 0.0 {
+    if args.step_threshold.is_nan() || args.step_threshold <= 0.0 {
         bail!(
             "--step-threshold must be a positive number of seconds, not {}",
-            args.sync.step_threshold
+            args.step_threshold
         );
     }
-    if !(args.sync.ratelimit_interval.is_finite() && args.sync.ratelimit_interval > 0.0) {
+    if !(args.ratelimit_interval.is_finite() && args.ratelimit_interval > 0.0) {
         bail!(
             "--ratelimit-interval must be a positive number of seconds, not {}",
-            args.sync.ratelimit_interval
+            args.ratelimit_interval
         );
     }
-    if args.sync.panic_threshold.is_nan() || args.sync.panic_threshold < 0.0 {
+    if args.panic_threshold.is_nan() || args.panic_threshold < 0.0 {
         bail!(
             "--panic-threshold must be ≥ 0 seconds (0 disables it), not {}",
-            args.sync.panic_threshold
+            args.panic_threshold
         );
     }
     let poll = PollSettings {
-        minpoll: args.sync.minpoll,
-        maxpoll: args.sync.maxpoll,
-        iburst: !args.sync.no_iburst,
+        minpoll: args.minpoll.get(),
+        maxpoll: args.maxpoll.get(),
+        iburst: !args.no_iburst,
     };
     for (flag, source) in args
         .servers
@@ -342,11 +342,11 @@ fn settings(args: &RunArgs) -> Result<Settings> {
         .map(|k| RefId::from_ip(k.to_ip()))
         .collect();
     let discipline = DisciplineConfig {
-        step_threshold: NtpDuration::from_seconds(args.sync.step_threshold),
-        step_limit: args.sync.step_limit,
-        panic_threshold: (args.sync.panic_threshold > 0.0)
-            .then(|| NtpDuration::from_seconds(args.sync.panic_threshold)),
-        allow_panic_step_at_start: args.sync.allow_panic_step,
+        step_threshold: NtpDuration::from_seconds(args.step_threshold),
+        step_limit: args.step_limit,
+        panic_threshold: (args.panic_threshold > 0.0)
+            .then(|| NtpDuration::from_seconds(args.panic_threshold)),
+        allow_panic_step_at_start: args.allow_panic_step,
         ..DisciplineConfig::default()
     };
     Ok(Settings {
@@ -358,15 +358,15 @@ fn settings(args: &RunArgs) -> Result<Settings> {
             own_refids,
             ..SystemConfig::default()
         },
-        drift_file: Some(args.sync.drift_file.clone()),
-        ntp_port: args.ntp_port,
-        source_port: args.sync.source_port,
+        drift_file: Some(args.drift_file.clone()),
+        ntp_port: args.ntp_port.get(),
+        source_port: args.source_port.map(|p| p.get()),
         role: args.role,
         policy_overrides: args.allow_modes.clone(),
         acl: access_list(args)?,
         rate_limit: RateLimit {
-            burst: args.sync.ratelimit_burst,
-            interval: std::time::Duration::from_secs_f64(args.sync.ratelimit_interval),
+            burst: args.ratelimit_burst.get(),
+            interval: std::time::Duration::from_secs_f64(args.ratelimit_interval),
         },
     })
 }
@@ -423,7 +423,7 @@ fn serve(
         .await?;
         tracing::info!(
             "stopping; the filter stays attached with the last policy (fail closed). `ntp-agent detach --pin-dir {}` removes it",
-            args.pins.pin_dir.display()
+            args.pin_dir.display()
         );
         drop(control);
         Ok(())

@@ -9,6 +9,7 @@ use ntp_filter_common::{SourceClass, LAYOUT_VERSION};
 use serde::Serialize;
 
 use super::{stats::FilterStats, FilterMaps, PinDir};
+use crate::model::policy::modes_in;
 
 #[derive(Serialize)]
 pub struct FilterStatus {
@@ -84,10 +85,7 @@ pub fn collect(pins: &PinDir) -> Result<FilterStatus> {
         interfaces,
         policy: SourceClass::ALL
             .iter()
-            .map(|c| {
-                let mask = masks[*c as usize];
-                (c.name(), (0..8).filter(|m| mask & (1 << m) != 0).collect())
-            })
+            .map(|c| (c.name(), modes_in(masks[*c as usize])))
             .collect(),
         servers,
         peers,

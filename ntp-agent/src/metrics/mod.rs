@@ -32,19 +32,34 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `--metrics`: an IP address and a port. Names are refused, so the
 /// address the agent listens on is exactly the one written.
-pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    let addr: SocketAddr = s
-        .parse()
-        .map_err(|_| format!("expected IP:PORT such as 127.0.0.1:9975 or [::1]:9975, not {s:?}"))?;
-    if addr.port() == 0 {
-        return Err(format!("port 0 in {s:?}: give the port scrapers will use"));
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenAddr(pub SocketAddr);
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let addr: SocketAddr = s.parse().map_err(|_| {
+            format!("expected IP:PORT such as 127.0.0.1:9975 or [::1]:9975, not {s:?}")
+        })?;
+        if addr.port() == 0 {
+            return Err(format!("port 0 in {s:?}: give the port scrapers will use"));
+        }
+        Ok(Self(addr))
     }
-    Ok(addr)
 }
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+crate::model::text::serde_as_text!(ListenAddr);
 
 /// Binds the listener; done before the filter is attached, so a bad or
 /// busy address stops the start with nothing changed.
-pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
+pub fn bind(ListenAddr(addr): ListenAddr) -> Result<std::net::TcpListener> {
     std::net::TcpListener::bind(addr).map_err(|e| {
         let hint = match e.kind() {
             std::io::ErrorKind::AddrInUse => ": something else listens there",
@@ -144,6 +159,10 @@ impl Scraper {
 mod tests {
     use super::*;
 
+    fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+        s.parse::<ListenAddr>().map(|a| a.0)
+    }
+
     #[test]
     fn addresses_are_ip_and_port() {
         assert_eq!(
@@ -165,7 +184,7 @@ mod tests {
     fn a_busy_address_is_named_with_the_flag() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
-        let e = format!("{:#}", bind(addr).unwrap_err());
+        let e = format!("{:#}", bind(ListenAddr(addr)).unwrap_err());
         assert!(
             e.starts_with(&format!("cannot listen on {addr} for --metrics: ")),
             "{e}"

@@ -42,19 +42,35 @@ impl FromStr for ModeOverride {
     }
 }
 
+/// The NTP modes in a mask, lowest first.
+pub fn modes_in(mask: ModeMask) -> Vec<u8> {
+    (0..8u8).filter(|m| mask & mode_bit(*m) != 0).collect()
+}
+
+/// `1,2,4`.
+fn list(mask: ModeMask) -> String {
+    let modes: Vec<String> = modes_in(mask).iter().map(u8::to_string).collect();
+    modes.join(",")
+}
+
+/// As given: `peer=1,2,4`, `other=`.
+impl fmt::Display for ModeOverride {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.class.name(), list(self.mask))
+    }
+}
+
+super::text::serde_as_text!(ModeOverride);
+
 /// Modes as a list, for display.
 pub struct Modes(pub ModeMask);
 
 impl fmt::Display for Modes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let list: Vec<String> = (0..8u8)
-            .filter(|m| self.0 & mode_bit(*m) != 0)
-            .map(|m| m.to_string())
-            .collect();
-        if list.is_empty() {
+        if self.0 == 0 {
             f.write_str("none")
         } else {
-            f.write_str(&list.join(","))
+            f.write_str(&list(self.0))
         }
     }
 }
@@ -102,6 +118,9 @@ mod tests {
             mode_bit(1) | mode_bit(2) | mode_bit(4)
         );
         assert_eq!("other=".parse::<ModeOverride>().unwrap().mask, 0);
+        for text in ["peer=1,2,4", "other=", "server=3,4"] {
+            assert_eq!(text.parse::<ModeOverride>().unwrap().to_string(), text);
+        }
     }
 
     #[test]

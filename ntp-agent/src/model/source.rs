@@ -1,13 +1,15 @@
 //! A configured source: an address or a name, with poll settings of its
 //! own where they differ from the global ones. On the command line and the
 //! control socket it is `ADDR[,minpoll=N][,maxpoll=N][,iburst|,noiburst]`
-//! (`--server 192.0.2.10,minpoll=4,noiburst`); in the config file a table
-//! (`{ address = "192.0.2.10", minpoll = 4, iburst = false }`) that is
-//! turned into that form, so both are checked by this one parser.
+//! (`--server 192.0.2.10,minpoll=4,noiburst`); the config file also takes
+//! a table (`{ address = "192.0.2.10", minpoll = 4, iburst = false }`),
+//! whose values go through the same checks.
 
-use std::{fmt, net::IpAddr, str::FromStr};
+use std::{fmt, net::IpAddr, ops::RangeInclusive, str::FromStr};
 
 use ntp_proto::SourceKind;
+
+use super::text::{integer, parse_integer, Integer};
 
 /// An address or a host name, as given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,7 +62,7 @@ fn is_host_name(s: &str) -> bool {
             .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
 }
 
-super::text::serde_as_text!(SourceSpec, SourceArg);
+super::text::serde_as_text!(SourceSpec);
 
 /// `server` or `peer`, as in the commands that add them.
 pub fn kind_name(kind: SourceKind) -> &'static str {
@@ -70,8 +72,49 @@ pub fn kind_name(kind: SourceKind) -> &'static str {
     }
 }
 
-/// The range `--minpoll`/`--maxpoll` accept (log2 s: 8 s … 36 h).
-pub const POLL_RANGE: std::ops::RangeInclusive<i8> = 3..=17;
+/// A poll interval as the operator gives it (`--minpoll`, `minpoll=`):
+/// log2 seconds, 3..=17 (8 s … 36 h).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Poll(i8);
+
+impl Poll {
+    pub const RANGE: RangeInclusive<i8> = 3..=17;
+
+    pub fn get(self) -> i8 {
+        self.0
+    }
+}
+
+/// `--minpoll`, `minpoll = N` and `minpoll=N` all check this range.
+impl Integer for Poll {
+    const RANGE: RangeInclusive<i64> = *Poll::RANGE.start() as i64..=*Poll::RANGE.end() as i64;
+    const WHAT: &'static str = "a log2 interval";
+
+    fn from_checked(n: i64) -> Self {
+        Self(n as i8)
+    }
+}
+
+impl FromStr for Poll {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_integer(s)
+    }
+}
+
+/// From a config file's integer, through the check the flag uses.
+impl<'de> serde::Deserialize<'de> for Poll {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        integer(d)
+    }
+}
+
+impl fmt::Display for Poll {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// Poll settings for all sources (`--minpoll`, `--maxpoll`, `--no-iburst`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,29 +124,226 @@ pub struct PollSettings {
     pub iburst: bool,
 }
 
-/// Per-source exceptions to [`PollSettings`]; `None` takes the global value.
+/// A source's own options; `None` takes the global value (or none).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PollOverride {
+pub struct SourceOptions {
     pub minpoll: Option<i8>,
     pub maxpoll: Option<i8>,
     pub iburst: Option<bool>,
 }
 
+/// A per-source option's value as written: `iburst`, `noiburst` and
+/// `iburst = true|false` are switches; `minpoll=4` and `minpoll = 4` are
+/// numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionValue {
+    Switch(bool),
+    Number(i64),
+}
+
+/// What an option takes.
+enum Takes {
+    /// `NAME` / `noNAME`; `NAME = true|false` in a table.
+    Switch,
+    /// `NAME=N`; `NAME = N` in a table; `what` names the unit in errors.
+    Number {
+        range: RangeInclusive<i64>,
+        what: &'static str,
+    },
+}
+
+/// One per-source option: its name, what it takes, and the field of
+/// [`SourceOptions`] it fills.
+struct SourceOption {
+    name: &'static str,
+    takes: Takes,
+    get: fn(&SourceOptions) -> Option<OptionValue>,
+    /// Called with a value of the kind `takes` says, inside its range.
+    set: fn(&mut SourceOptions, OptionValue),
+}
+
+const POLL_OPTION: Takes = Takes::Number {
+    range: <Poll as Integer>::RANGE,
+    what: <Poll as Integer>::WHAT,
+};
+
+fn number(v: OptionValue) -> i64 {
+    match v {
+        OptionValue::Number(n) => n,
+        OptionValue::Switch(b) => i64::from(b),
+    }
+}
+
+fn switch(v: OptionValue) -> bool {
+    matches!(v, OptionValue::Switch(true))
+}
+
+/// Every per-source option, the one place that knows them: the text form
+/// (`--server`, `server add`, the control socket), the config file's
+/// source tables, `Display` and the error messages all read this list, so
+/// an option is added here (and a field in [`SourceOptions`]) and nowhere
+/// else. Checks across options belong in [`SourceArg::new`].
+const OPTIONS: &[SourceOption] = &[
+    SourceOption {
+        name: "minpoll",
+        takes: POLL_OPTION,
+        get: |o| o.minpoll.map(|n| OptionValue::Number(n.into())),
+        set: |o, v| o.minpoll = i8::try_from(number(v)).ok(),
+    },
+    SourceOption {
+        name: "maxpoll",
+        takes: POLL_OPTION,
+        get: |o| o.maxpoll.map(|n| OptionValue::Number(n.into())),
+        set: |o, v| o.maxpoll = i8::try_from(number(v)).ok(),
+    },
+    SourceOption {
+        name: "iburst",
+        takes: Takes::Switch,
+        get: |o| o.iburst.map(OptionValue::Switch),
+        set: |o, v| o.iburst = Some(switch(v)),
+    },
+];
+
+/// `minpoll=N, maxpoll=N, iburst or noiburst`.
+fn text_forms() -> String {
+    let forms: Vec<String> = OPTIONS
+        .iter()
+        .flat_map(|o| match o.takes {
+            Takes::Switch => vec![o.name.to_string(), format!("no{}", o.name)],
+            Takes::Number { .. } => vec![format!("{}=N", o.name)],
+        })
+        .collect();
+    match forms.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => forms.join(""),
+    }
+}
+
+/// `` `address`, `minpoll`, `maxpoll`, `iburst` ``.
+fn table_keys() -> String {
+    let keys: Vec<String> = std::iter::once("address")
+        .chain(OPTIONS.iter().map(|o| o.name))
+        .map(|k| format!("`{k}`"))
+        .collect();
+    keys.join(", ")
+}
+
+impl SourceOptions {
+    /// Sets option `name` of source `of` to `value` (written as
+    /// `written`, for errors), checked against what it takes. `Ok(false)`
+    /// for an unknown name; an error if the value is of the wrong kind or
+    /// out of range, or the option was already set.
+    fn set(
+        &mut self,
+        name: &str,
+        value: OptionValue,
+        written: &str,
+        of: &str,
+    ) -> Result<bool, String> {
+        let Some(option) = OPTIONS.iter().find(|o| o.name == name) else {
+            return Ok(false);
+        };
+        match (&option.takes, value) {
+            (Takes::Switch, OptionValue::Switch(_)) => {}
+            (Takes::Number { range, what }, OptionValue::Number(n)) => {
+                if !range.contains(&n) {
+                    return Err(format!(
+                        "{written}: expected {what} in {}..={}, not {n}",
+                        range.start(),
+                        range.end()
+                    ));
+                }
+            }
+            (Takes::Switch, OptionValue::Number(_)) => return Ok(false),
+            (Takes::Number { what, .. }, OptionValue::Switch(_)) => {
+                return Err(format!("{written}: expected {what} (`{name}=N`)"))
+            }
+        }
+        if (option.get)(self).is_some() {
+            return Err(format!("{name} is given twice for {of}"));
+        }
+        (option.set)(self, value);
+        Ok(true)
+    }
+
+    /// One option of the text form: `minpoll=4`, `iburst`, `noiburst`.
+    fn set_text(&mut self, option: &str, of: &str) -> Result<bool, String> {
+        match option.split_once('=') {
+            Some((name, text)) => {
+                let n = text.parse::<i64>().map_err(|_| {
+                    let what = match OPTIONS.iter().find(|o| o.name == name).map(|o| &o.takes) {
+                        Some(Takes::Number { what, .. }) => what,
+                        _ => {
+                            return format!(
+                                "unknown source option {option:?}: expected {}",
+                                text_forms()
+                            )
+                        }
+                    };
+                    format!("{option}: expected {what}, not {text:?}")
+                })?;
+                self.set(name, OptionValue::Number(n), option, of)
+            }
+            None => match self.set(option, OptionValue::Switch(true), option, of)? {
+                true => Ok(true),
+                false => match option.strip_prefix("no") {
+                    Some(name)
+                        if OPTIONS
+                            .iter()
+                            .any(|o| o.name == name && matches!(o.takes, Takes::Switch)) =>
+                    {
+                        self.set(name, OptionValue::Switch(false), option, of)
+                    }
+                    _ => Ok(false),
+                },
+            },
+        }
+    }
+}
+
+/// As the text form writes them: `,minpoll=4,noiburst`.
+impl fmt::Display for SourceOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for option in OPTIONS {
+            match (option.get)(self) {
+                Some(OptionValue::Number(n)) => write!(f, ",{}={n}", option.name)?,
+                Some(OptionValue::Switch(true)) => write!(f, ",{}", option.name)?,
+                Some(OptionValue::Switch(false)) => write!(f, ",no{}", option.name)?,
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceArg {
     pub spec: SourceSpec,
-    pub poll: PollOverride,
+    pub options: SourceOptions,
 }
 
 impl SourceArg {
+    /// Refuses a source whose own options contradict each other.
+    pub fn new(spec: SourceSpec, options: SourceOptions) -> Result<Self, String> {
+        if let (Some(min), Some(max)) = (options.minpoll, options.maxpoll) {
+            if min > max {
+                return Err(format!(
+                    "{spec}: minpoll {min} is larger than maxpoll {max}"
+                ));
+            }
+        }
+        Ok(Self { spec, options })
+    }
+
     /// This source's effective poll settings; an error (naming the source)
     /// when its interval bounds cross, e.g. its own `minpoll=12` against the
     /// global `--maxpoll 10`.
     pub fn poll_settings(&self, global: &PollSettings) -> Result<PollSettings, String> {
+        let own = &self.options;
         let p = PollSettings {
-            minpoll: self.poll.minpoll.unwrap_or(global.minpoll),
-            maxpoll: self.poll.maxpoll.unwrap_or(global.maxpoll),
-            iburst: self.poll.iburst.unwrap_or(global.iburst),
+            minpoll: own.minpoll.unwrap_or(global.minpoll),
+            maxpoll: own.maxpoll.unwrap_or(global.maxpoll),
+            iburst: own.iburst.unwrap_or(global.iburst),
         };
         if p.minpoll > p.maxpoll {
             let origin = |own: Option<i8>| if own.is_some() { "its" } else { "the global" };
@@ -111,9 +351,9 @@ impl SourceArg {
                 "{}: minpoll {} ({}) is larger than maxpoll {} ({})",
                 self.spec,
                 p.minpoll,
-                origin(self.poll.minpoll),
+                origin(own.minpoll),
                 p.maxpoll,
-                origin(self.poll.maxpoll)
+                origin(own.maxpoll)
             ));
         }
         Ok(p)
@@ -124,40 +364,15 @@ impl From<SourceSpec> for SourceArg {
     fn from(spec: SourceSpec) -> Self {
         Self {
             spec,
-            poll: PollOverride::default(),
+            options: SourceOptions::default(),
         }
     }
 }
 
 impl fmt::Display for SourceArg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.spec)?;
-        if let Some(n) = self.poll.minpoll {
-            write!(f, ",minpoll={n}")?;
-        }
-        if let Some(n) = self.poll.maxpoll {
-            write!(f, ",maxpoll={n}")?;
-        }
-        match self.poll.iburst {
-            Some(true) => f.write_str(",iburst"),
-            Some(false) => f.write_str(",noiburst"),
-            None => Ok(()),
-        }
+        write!(f, "{}{}", self.spec, self.options)
     }
-}
-
-fn poll_value(key: &str, value: &str) -> Result<i8, String> {
-    value
-        .parse::<i8>()
-        .ok()
-        .filter(|n| POLL_RANGE.contains(n))
-        .ok_or_else(|| {
-            format!(
-                "{key}={value}: expected a log2 interval in {}..={}",
-                POLL_RANGE.start(),
-                POLL_RANGE.end()
-            )
-        })
 }
 
 impl FromStr for SourceArg {
@@ -167,33 +382,188 @@ impl FromStr for SourceArg {
         let mut parts = s.split(',');
         let target = parts.next().unwrap_or_default().trim();
         let spec: SourceSpec = target.parse().map_err(|e| format!("{target:?}: {e}"))?;
-        let mut poll = PollOverride::default();
+        let mut options = SourceOptions::default();
         for option in parts.map(str::trim) {
-            let (key, value) = option.split_once('=').unwrap_or((option, ""));
-            let seen = match key {
-                "minpoll" => poll.minpoll.replace(poll_value(key, value)?).is_some(),
-                "maxpoll" => poll.maxpoll.replace(poll_value(key, value)?).is_some(),
-                "iburst" | "noiburst" if value.is_empty() => {
-                    poll.iburst.replace(key == "iburst").is_some()
-                }
-                _ => {
-                    return Err(format!(
-                        "unknown source option {option:?}: expected minpoll=N, maxpoll=N, iburst or noiburst"
-                    ))
-                }
-            };
-            if seen {
-                return Err(format!("{key} is given twice for {spec}"));
-            }
-        }
-        if let (Some(min), Some(max)) = (poll.minpoll, poll.maxpoll) {
-            if min > max {
+            let known = options.set_text(option, &spec.to_string())?;
+            if !known {
                 return Err(format!(
-                    "{spec}: minpoll {min} is larger than maxpoll {max}"
+                    "unknown source option {option:?}: expected {}",
+                    text_forms()
                 ));
             }
         }
-        Ok(Self { spec, poll })
+        Self::new(spec, options)
+    }
+}
+
+impl serde::Serialize for SourceArg {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The text form, or (in the config file) a table `{ address = …,
+/// minpoll = …, iburst = … }` whose keys are the text form's options.
+impl<'de> serde::Deserialize<'de> for SourceArg {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(SourceVisitor)
+    }
+}
+
+struct SourceVisitor;
+
+impl SourceVisitor {
+    fn not<E: serde::de::Error>(what: &str) -> E {
+        E::custom(format!(
+            "expected {}, not a {what}",
+            SourceVisitor::EXPECTING
+        ))
+    }
+
+    const EXPECTING: &'static str = "an address, a name or a table { address = …, <option> = … }";
+}
+
+impl<'de> serde::de::Visitor<'de> for SourceVisitor {
+    type Value = SourceArg;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(Self::EXPECTING)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<SourceArg, E> {
+        s.parse().map_err(E::custom)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<SourceArg, E> {
+        Err(Self::not("integer"))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<SourceArg, E> {
+        Err(Self::not("integer"))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<SourceArg, E> {
+        Err(Self::not("float"))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<SourceArg, E> {
+        Err(Self::not("boolean"))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<SourceArg, A::Error> {
+        Err(Self::not("array"))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<SourceArg, A::Error> {
+        use serde::de::Error as _;
+        let mut address = None;
+        let mut options = SourceOptions::default();
+        while let Some(key) = map.next_key::<String>()? {
+            let value: Scalar = map.next_value()?;
+            if key == "address" {
+                match value {
+                    Scalar::Text(a) => address = Some(a),
+                    other => {
+                        return Err(A::Error::custom(format!(
+                            "`address` must be a string, not {other}"
+                        )))
+                    }
+                }
+                continue;
+            }
+            let takes = OPTIONS.iter().find(|o| o.name == key).map(|o| &o.takes);
+            let value = match (takes, value) {
+                (None, _) => {
+                    return Err(A::Error::custom(format!(
+                        "unknown key `{key}` in a source table, expected one of {}",
+                        table_keys()
+                    )))
+                }
+                (Some(Takes::Switch), Scalar::Bool(b)) => OptionValue::Switch(b),
+                (Some(Takes::Number { .. }), Scalar::Int(n)) => OptionValue::Number(n),
+                (Some(Takes::Switch), other) => {
+                    return Err(A::Error::custom(format!(
+                        "`{key}` must be true or false, not {other}"
+                    )))
+                }
+                (Some(Takes::Number { what, .. }), other) => {
+                    return Err(A::Error::custom(format!(
+                        "`{key}` must be an integer ({what}), not {other}"
+                    )))
+                }
+            };
+            let written = match value {
+                OptionValue::Number(n) => format!("{key}={n}"),
+                OptionValue::Switch(b) => format!("{key} = {b}"),
+            };
+            options
+                .set(&key, value, &written, "this source table")
+                .map_err(A::Error::custom)?;
+        }
+        let address = address.ok_or_else(|| A::Error::custom("a source table needs `address`"))?;
+        let spec: SourceSpec = address
+            .parse()
+            .map_err(|e| A::Error::custom(format!("{address:?}: {e}")))?;
+        SourceArg::new(spec, options).map_err(A::Error::custom)
+    }
+}
+
+/// One value of a source table, whatever its type, so that a wrong type
+/// gets a message naming the key.
+enum Scalar {
+    Text(String),
+    Int(i64),
+    Bool(bool),
+    Other(&'static str),
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Text(s) => write!(f, "{s:?}"),
+            Scalar::Int(n) => write!(f, "{n}"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::Other(what) => write!(f, "a {what}"),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a value")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Text(s.to_owned()))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(n))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Scalar, E> {
+                Ok(i64::try_from(n).map_or(Scalar::Other("integer"), Scalar::Int))
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(b))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Other("float"))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Scalar, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other("array"))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Scalar, A::Error> {
+                while a
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Scalar::Other("table"))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -253,6 +623,64 @@ mod tests {
                 iburst: false
             })
         );
+    }
+
+    /// Each option in [`OPTIONS`] means the same in the text form and in a
+    /// config file's table, is written back as given, and is refused out
+    /// of range or as the wrong kind by both.
+    #[test]
+    fn every_option_reads_alike_as_text_and_as_a_table() {
+        #[derive(serde::Deserialize)]
+        struct File {
+            server: Vec<SourceArg>,
+        }
+        let table = |body: &str| {
+            toml::from_str::<File>(&format!("[[server]]\naddress = \"192.0.2.10\"\n{body}\n"))
+                .map(|f| f.server[0].clone())
+                .map_err(|e| e.message().to_string())
+        };
+        for option in OPTIONS {
+            let name = option.name;
+            let cases: Vec<(String, String)> = match &option.takes {
+                Takes::Switch => vec![
+                    (name.to_string(), format!("{name} = true")),
+                    (format!("no{name}"), format!("{name} = false")),
+                ],
+                Takes::Number { range, .. } => vec![
+                    (
+                        format!("{name}={}", range.start()),
+                        format!("{name} = {}", range.start()),
+                    ),
+                    (
+                        format!("{name}={}", range.end()),
+                        format!("{name} = {}", range.end()),
+                    ),
+                ],
+            };
+            for (text, toml_line) in cases {
+                let written = format!("192.0.2.10,{text}");
+                let from_text: SourceArg = written.parse().unwrap();
+                assert_eq!(table(&toml_line).unwrap(), from_text, "{text}");
+                assert_eq!(from_text.to_string(), written);
+                assert!((option.get)(&from_text.options).is_some(), "{text}");
+            }
+            match &option.takes {
+                Takes::Switch => {
+                    assert!(format!("192.0.2.10,{name}=1").parse::<SourceArg>().is_err());
+                    assert!(table(&format!("{name} = 1")).unwrap_err().contains(name));
+                }
+                Takes::Number { range, .. } => {
+                    let over = range.end() + 1;
+                    let text = format!("192.0.2.10,{name}={over}").parse::<SourceArg>();
+                    let file = table(&format!("{name} = {over}")).unwrap_err();
+                    let text = text.unwrap_err();
+                    assert!(text.contains(&format!("{name}={over}: expected")), "{text}");
+                    assert!(file.contains(&format!("{name}={over}: expected")), "{file}");
+                    assert!(format!("192.0.2.10,{name}").parse::<SourceArg>().is_err());
+                    assert!(table(&format!("{name} = true")).unwrap_err().contains(name));
+                }
+            }
+        }
     }
 
     #[test]
