@@ -2,7 +2,11 @@
 //! client by a token bucket like chrony's `ratelimit`. Modes 6 and 7
 //! (control, private) are never answered, in any mode.
 
-use std::{collections::HashMap, net::IpAddr, time::Instant};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
 
 use ntp_proto::{build_kod_rate, build_reply, Mode, NtpPacket, NtpTimestamp, ServerState};
 
@@ -70,7 +74,11 @@ impl RateLimiter {
     /// Drops clients whose buckets are full again; if that frees nothing,
     /// the oldest half.
     fn forget_idle(&mut self, now: Instant) {
-        let full_after = self.limit.interval * self.limit.burst.max(1);
+        let full_after = self
+            .limit
+            .interval
+            .checked_mul(self.limit.burst.max(1))
+            .unwrap_or(Duration::MAX);
         self.clients
             .retain(|_, b| now.saturating_duration_since(b.last) < full_after);
         if self.clients.len() >= MAX_CLIENTS {
@@ -110,8 +118,6 @@ pub fn answer(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 99));

@@ -133,12 +133,41 @@ fn invalid_utf8_on_the_control_socket_gets_an_error() {
     c.write_all(b"{\"status\xff\xfe\n").unwrap();
     let mut line = String::new();
     std::io::BufReader::new(c).read_line(&mut line).unwrap();
-    let reply: serde_json::Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("no reply line ({e}): {line:?}"));
+    let reply: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("no reply line ({e}): {line:?}"));
     let error = reply["error"].as_str().unwrap_or_else(|| panic!("{reply}"));
     assert!(error.contains("not UTF-8"), "{error}");
     // And the agent still answers a proper request.
     env.status(lab.router()).unwrap();
+}
+
+/// A float option far out of range (`1e30` seconds) is one line naming
+/// the option, the value and the range, in `check-config` and `run` alike,
+/// never a panic (exit 101).
+fn float_option_out_of_range_is_named_not_a_panic() {
+    let ns = Netns::new("float").unwrap();
+    let env = AgentEnv::new("float").unwrap();
+    let file = env.dir().join("agent.toml");
+    std::fs::write(
+        &file,
+        "iface = [\"lo\"]\nserver = [\"192.0.2.10\"]\nratelimit-interval = 1e30\n",
+    )
+    .unwrap();
+    let file = file.display().to_string();
+    let check = run_agent_once(&ns, &["check-config", &file], Duration::from_secs(10)).unwrap();
+    let args = env.run_args(&["--iface", "lo", "--ratelimit-interval", "1e30"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = run_agent_once(&ns, &args, Duration::from_secs(10)).unwrap();
+    for (what, out) in [("check-config", &check), ("run", &run)] {
+        let (code, log) = (out.status.code(), &out.log);
+        assert!(!log.contains("panicked"), "{what}: {log}");
+        assert_eq!(code, Some(1), "{what}: {log}");
+        assert!(
+            log.contains("--ratelimit-interval 1000000000000000000000000000000 is out of range")
+                && log.contains("0.001 to 3600 seconds"),
+            "{what}: {log}"
+        );
+    }
 }
 
 /// Idle connections opened on the control socket, as in the issue.
@@ -298,6 +327,7 @@ fn main() -> std::process::ExitCode {
             Agent
         ),
         trial!(sighup_is_logged_and_ignored, Netns, Bpffs, Agent),
+        trial!(float_option_out_of_range_is_named_not_a_panic, Netns, Agent),
         trial!(
             invalid_utf8_on_the_control_socket_gets_an_error,
             Netns,

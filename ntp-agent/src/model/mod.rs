@@ -5,6 +5,7 @@
 pub mod acl;
 pub mod policy;
 pub mod role;
+pub mod seconds;
 pub mod settings;
 pub mod source;
 pub mod text;
