@@ -90,9 +90,14 @@ pub fn decide(cur: &mut Cursor, l4: &L4) -> Verdict {
         if !for_us(l4) {
             return pass(PassReason::NotLocal);
         }
+        // The exemption for non-first fragments is for real IPv6 hosts: a
+        // source embedding IPv4 is never one (RFC 4291), fragment or not.
         if reason == DropReason::Fragment
             && config().flags & config_flags::PASS_NON_FIRST_FRAGMENTS != 0
         {
+            if l4.embedded_v4_src {
+                return drop(DropReason::MappedSource);
+            }
             return pass(PassReason::NonFirstFragment);
         }
         return drop(reason);

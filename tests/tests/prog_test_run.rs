@@ -587,6 +587,20 @@ fn table() -> Vec<Fixture> {
         ntp_frame(OTHER4, LOCAL4, NTP, NTP, 4, 3),
         refused(Other, 3, D::UnknownSource),
     );
+    // The exemption never covers an IPv6 source embedding IPv4.
+    t.with(
+        frag_pass,
+        "pass-non-first/ipv6-frag/last/::ffff:peer/to-box",
+        ip_fragment(
+            "::ffff:192.0.2.20".parse().unwrap(),
+            LOCAL6,
+            None,
+            &[0x5a; 48],
+            false,
+            185,
+        ),
+        Expect::Drop(D::MappedSource),
+    );
     t.add(
         "pass-non-first-restored/ipv4-frag/last/to-box",
         ip_fragment(OTHER4, LOCAL4, None, &[0x5a; 48], false, 185),
