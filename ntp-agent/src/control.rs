@@ -101,17 +101,10 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Accepts connections until the listener is dropped.
 pub async fn serve(listener: UnixListener, core: mpsc::Sender<Call>) {
     let admission = Admission::new("control socket", MAX_CONNECTIONS);
-    let mut failures = 0;
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                admission.accept_failed(&e, &mut failures).await;
-                continue;
-            }
-        };
-        failures = 0;
-        let ticket = admission.admit();
+        let (stream, ticket) = admission
+            .next(|| async { listener.accept().await.map(|(s, _)| s) })
+            .await;
         let core = core.clone();
         tokio::spawn(async move {
             match ticket.serve(answer(stream, core)).await {

@@ -28,17 +28,10 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(super) async fn serve(listener: tokio::net::TcpListener, scraper: Arc<Scraper>) {
     let admission = Admission::new("metrics", MAX_CONNECTIONS);
-    let mut failures = 0;
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                admission.accept_failed(&e, &mut failures).await;
-                continue;
-            }
-        };
-        failures = 0;
-        let ticket = admission.admit();
+        let (stream, ticket) = admission
+            .next(|| async { listener.accept().await.map(|(s, _)| s) })
+            .await;
         let scraper = scraper.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {

@@ -94,19 +94,27 @@ impl Admission {
         self.inner.lock().expect("admission lock poisoned").evicted
     }
 
-    /// Logs a failed accept (once per streak at warn) and pauses.
-    pub async fn accept_failed(&self, e: &std::io::Error, streak: &mut u64) {
-        if *streak == 0 {
-            tracing::warn!(
-                "{}: accept failed: {e}; retrying every {} ms",
-                self.what,
-                ACCEPT_BACKOFF.as_millis()
-            );
-        } else {
-            tracing::debug!("{}: accept failed again: {e}", self.what);
+    /// The next connection `accept` yields, admitted. A failed accept
+    /// (out of descriptors) is logged once per streak at warn and retried
+    /// after [`ACCEPT_BACKOFF`] instead of spinning.
+    pub async fn next<S, F>(&self, mut accept: impl FnMut() -> F) -> (S, Ticket)
+    where
+        F: Future<Output = std::io::Result<S>>,
+    {
+        let mut failures = 0u64;
+        loop {
+            match accept().await {
+                Ok(stream) => return (stream, self.admit()),
+                Err(e) if failures == 0 => tracing::warn!(
+                    "{}: accept failed: {e}; retrying every {} ms",
+                    self.what,
+                    ACCEPT_BACKOFF.as_millis()
+                ),
+                Err(e) => tracing::debug!("{}: accept failed again: {e}", self.what),
+            }
+            failures += 1;
+            tokio::time::sleep(ACCEPT_BACKOFF).await;
         }
-        *streak += 1;
-        tokio::time::sleep(ACCEPT_BACKOFF).await;
     }
 }
 
