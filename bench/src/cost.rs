@@ -199,6 +199,7 @@ impl LoadedFilter {
         let pins = this.pins.as_ref().expect("set above");
         let ebpf = filter::load(pins, filter::LoadOptions::default())?;
         let mut maps = FilterMaps::open(pins)?;
+        maps.seed_tables()?;
         reconcile::apply(&mut maps, &flood::desired()?)?;
         let local: BTreeMap<AddrKey, u8> = BTreeMap::from([
             (AddrKey::from_ip(LOCAL4.into()), local_kind::UNICAST),

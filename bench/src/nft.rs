@@ -269,10 +269,9 @@ mod tests {
 
     fn desired() -> Desired {
         let mut sources = BTreeMap::new();
-        let entry = |class: SourceClass, reply_port| SourceEntry {
-            class: class as u8,
-            _pad: 0,
-            reply_port,
+        let entry = |class: SourceClass, reply_port| match class {
+            SourceClass::Peer => SourceEntry::peer(),
+            _ => SourceEntry::server(reply_port, 123),
         };
         sources.insert(
             AddrKey::from_ip("192.0.2.10".parse().unwrap()),

@@ -61,6 +61,8 @@ pub enum Command {
     Server(SourceCommand),
     /// Add or delete a symmetric peer on the running agent.
     Peer(SourceCommand),
+    /// Add or delete a pool (servers taken from a name) on the running agent.
+    Pool(SourceCommand),
     /// Switch the running agent between client and server mode.
     Mode(ModeCommand),
     /// Let a client range in, on the running agent (server mode).
@@ -89,8 +91,8 @@ pub enum Op {
 #[derive(Args, Debug)]
 pub struct SourceCommand {
     pub op: Op,
-    /// An address or a host name; with `add`, optionally its own poll
-    /// settings: `ADDR,minpoll=4,maxpoll=8,noiburst`.
+    /// An address or a host name; with `add`, optionally its own options:
+    /// `ADDR,minpoll=4,maxpoll=8,noiburst`, `HOST,nts`, `NAME,maxsources=6`.
     #[arg(value_name = "ADDR|NAME[,OPTIONS]")]
     pub target: SourceArg,
     #[command(flatten)]
@@ -129,7 +131,8 @@ pub struct RunArgs {
     pub config: Option<PathBuf>,
     /// NTP server, an address or a host name (every address it resolves
     /// to); repeat for several. Its mode-4 replies pass. Its own poll
-    /// settings may follow: `192.0.2.10,minpoll=4,maxpoll=8,noiburst`.
+    /// settings may follow: `192.0.2.10,minpoll=4,maxpoll=8,noiburst`;
+    /// `HOST,nts[,nts-port=N]` authenticates it with NTS.
     #[arg(long = "server", value_name = "ADDR[,OPTIONS]")]
     #[serde(rename = "server")]
     pub servers: Vec<SourceArg>,
@@ -138,6 +141,16 @@ pub struct RunArgs {
     #[arg(long = "peer", value_name = "ADDR[,OPTIONS]")]
     #[serde(rename = "peer")]
     pub peers: Vec<SourceArg>,
+    /// A pool: up to `maxsources=N` (default 4) servers from one name, an
+    /// unreachable or falseticking one replaced by a fresh address; repeat
+    /// for several. Options as for --server, and `maxsources=N`.
+    #[arg(long = "pool", value_name = "NAME[,OPTIONS]")]
+    #[serde(rename = "pool")]
+    pub pools: Vec<SourceArg>,
+    /// Trust anchors for NTS-KE (PEM certificates) besides the system's;
+    /// repeat for several.
+    #[arg(long = "nts-ca", value_name = "FILE")]
+    pub nts_ca: Vec<PathBuf>,
     #[arg(long = "mode", value_name = "MODE", value_enum, default_value_t = Role::Client)]
     #[serde(rename = "mode")]
     pub role: Role,

@@ -6,14 +6,19 @@
 //! line override the file; for lists (`iface`, `server`, …) the command
 //! line's list replaces the file's.
 //!
-//! A server or peer is a string, or a table with its own poll settings:
+//! A server, peer or pool is a string, or a table with its own options:
 //!
 //! ```toml
 //! server = ["192.0.2.10", { address = "time.example.net", minpoll = 4, iburst = false }]
+//! nts-ca = ["/etc/ntp-filter/ca.pem"]
 //!
-//! [[peer]]
-//! address = "192.0.2.20"
-//! maxpoll = 8
+//! [[server]]
+//! address = "nts.example.net"
+//! nts = true
+//!
+//! [[pool]]
+//! address = "pool.example.net"
+//! maxsources = 6
 //! ```
 
 use std::{collections::BTreeMap, ops::Range, path::Path};

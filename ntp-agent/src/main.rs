@@ -1,9 +1,8 @@
 use ntp_agent::{
     cli::{Cli, Command},
     cmd, config,
-    model::AclRule,
+    model::{AclRule, SourceRole},
 };
-use ntp_proto::SourceKind;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
@@ -33,8 +32,9 @@ fn main() -> std::process::ExitCode {
         }
         Command::Detach(args) => cmd::detach::detach(args),
         Command::Status(args) => cmd::status::status(args),
-        Command::Server(c) => cmd::change::source(SourceKind::Server, c),
-        Command::Peer(c) => cmd::change::source(SourceKind::Peer, c),
+        Command::Server(c) => cmd::change::source(SourceRole::Server, c),
+        Command::Peer(c) => cmd::change::source(SourceRole::Peer, c),
+        Command::Pool(c) => cmd::change::source(SourceRole::Pool, c),
         Command::Mode(c) => cmd::change::role(c),
         Command::Allow(c) => cmd::change::acl(AclRule::allow(c.cidr), c),
         Command::Deny(c) => cmd::change::acl(AclRule::deny(c.cidr), c),

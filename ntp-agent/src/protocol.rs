@@ -7,10 +7,10 @@
 
 use std::fmt;
 
-use ntp_proto::{SourceId, SourceKind, SourceStatus, SystemStatus};
+use ntp_proto::{SourceId, SourceStatus, SystemStatus};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{source::kind_name, AclRule, Role, SourceArg, SourceSpec};
+use crate::model::{AclRule, Role, SourceArg, SourceRole, SourceSpec};
 
 /// Longest request the agent reads; the longest real one (a 253-byte host
 /// name with poll options) is far shorter.
@@ -28,9 +28,9 @@ pub enum Request {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Command {
-    Add(SourceKind, SourceArg),
-    /// Only the address or name: poll options go with `Add`.
-    Del(SourceKind, SourceSpec),
+    Add(SourceRole, SourceArg),
+    /// Only the address or name: source options go with `Add`.
+    Del(SourceRole, SourceSpec),
     Mode(Role),
     /// Adds (or, with `del`, removes) an allow or deny rule.
     Acl {
@@ -44,8 +44,8 @@ pub enum Command {
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Add(k, s) => write!(f, "{} add {s}", kind_name(*k)),
-            Self::Del(k, s) => write!(f, "{} del {s}", kind_name(*k)),
+            Self::Add(r, s) => write!(f, "{} add {s}", r.name()),
+            Self::Del(r, s) => write!(f, "{} del {s}", r.name()),
             Self::Mode(role) => write!(f, "mode {role}"),
             Self::Acl { rule, del: false } => write!(f, "{rule}"),
             Self::Acl { rule, del: true } => write!(f, "{} del {}", rule.verb(), rule.cidr),
@@ -83,6 +83,9 @@ pub struct AgentReport {
     /// The host name a source's address came from, for sources given by name.
     pub source_names: Vec<SourceName>,
     pub server: ServerCounters,
+    /// The NTS sources, whether or not they have a core source yet.
+    pub nts: Vec<NtsReport>,
+    pub pools: Vec<PoolReport>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -104,6 +107,99 @@ pub struct ServerCounters {
     /// trailer): never answered, never charged to the rate limit.
     #[serde(default)]
     pub malformed: u64,
+}
+
+/// Replies from an NTS source refused before the RFC 5905 checks, by
+/// reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NtsRejects {
+    /// Authenticator missing or not verifying (e.g. a forged plain reply).
+    pub nts_auth: u64,
+    /// NTS NAK from the server.
+    pub nts_nak: u64,
+    /// Unique identifier missing or not that of our request.
+    pub nts_unique_id: u64,
+    /// Nothing of ours outstanding (a replay, a late duplicate).
+    pub nts_unsolicited: u64,
+    /// Extension fields that do not parse.
+    pub nts_malformed: u64,
+}
+
+/// Why a key establishment failed, one word per class of failure (the
+/// log line and `last_error` have the whole message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeFailureKind {
+    Resolve,
+    Refused,
+    Connect,
+    Timeout,
+    NameMismatch,
+    UnknownIssuer,
+    Expired,
+    Certificate,
+    Tls,
+    Protocol,
+    /// The KE named an NTP server that is already another source.
+    Conflict,
+}
+
+impl KeFailureKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Resolve => "resolve",
+            Self::Refused => "refused",
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::NameMismatch => "name_mismatch",
+            Self::UnknownIssuer => "unknown_issuer",
+            Self::Expired => "expired",
+            Self::Certificate => "certificate",
+            Self::Tls => "tls",
+            Self::Protocol => "protocol",
+            Self::Conflict => "conflict",
+        }
+    }
+}
+
+/// The `nts` object of a source in `status --json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NtsStatus {
+    /// `HOST:PORT` of the NTS-KE server.
+    pub ke_server: String,
+    /// Where NTP goes since the last key establishment.
+    pub ntp_server: Option<std::net::SocketAddr>,
+    pub cookies: usize,
+    pub aead: Option<String>,
+    /// Unix time of the last successful key establishment.
+    pub last_ke: Option<u64>,
+    pub ke_successes: u64,
+    pub ke_failures: u64,
+    /// The last failure (`None` once a key establishment succeeds again).
+    pub last_error: Option<String>,
+    pub last_error_kind: Option<KeFailureKind>,
+    pub rejects: NtsRejects,
+}
+
+/// One NTS source: its core source once a key establishment named the
+/// NTP server, and why it cannot be used while there is none.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NtsReport {
+    /// As configured (`time.example`, the KE host).
+    pub host: String,
+    pub source: Option<SourceId>,
+    pub reason: Option<String>,
+    pub nts: NtsStatus,
+}
+
+/// One `--pool NAME`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolReport {
+    pub name: String,
+    pub max_sources: usize,
+    pub members: Vec<SourceId>,
+    /// Members replaced so far (unreachable or falsetickers).
+    pub replacements: u64,
 }
 
 impl Request {
@@ -155,14 +251,17 @@ pub(crate) mod tests {
         let arg = |s: &str| s.parse::<SourceArg>().unwrap();
         let cidr = |s: &str| s.parse::<Cidr>().unwrap();
         vec![
-            Command::Add(SourceKind::Server, arg("192.0.2.10")),
+            Command::Add(SourceRole::Server, arg("192.0.2.10")),
             Command::Add(
-                SourceKind::Server,
+                SourceRole::Server,
                 arg("time.example.net,minpoll=4,maxpoll=8,noiburst"),
             ),
-            Command::Add(SourceKind::Peer, arg("2001:db8::20,iburst")),
-            Command::Del(SourceKind::Server, "2001:db8::10".parse().unwrap()),
-            Command::Del(SourceKind::Peer, "ntp.example.net".parse().unwrap()),
+            Command::Add(SourceRole::Peer, arg("2001:db8::20,iburst")),
+            Command::Add(SourceRole::Server, arg("nts.example.net,nts,nts-port=4461")),
+            Command::Add(SourceRole::Pool, arg("pool.example.net,maxsources=6")),
+            Command::Del(SourceRole::Server, "2001:db8::10".parse().unwrap()),
+            Command::Del(SourceRole::Peer, "ntp.example.net".parse().unwrap()),
+            Command::Del(SourceRole::Pool, "pool.example.net".parse().unwrap()),
             Command::Mode(Role::Client),
             Command::Mode(Role::Server),
             Command::Acl {
@@ -259,6 +358,54 @@ pub(crate) mod tests {
                 not_serving: 1,
                 malformed: 3,
             },
+            nts: vec![
+                NtsReport {
+                    host: "nts.example.net".into(),
+                    source: Some(SourceId::new(3, 3)),
+                    reason: None,
+                    nts: NtsStatus {
+                        ke_server: "nts.example.net:4460".into(),
+                        ntp_server: Some("192.0.2.10:123".parse().unwrap()),
+                        cookies: 7,
+                        aead: Some("AEAD_AES_SIV_CMAC_256".into()),
+                        last_ke: Some(1_700_000_000),
+                        ke_successes: 2,
+                        ke_failures: 1,
+                        last_error: Some("TLS: invalid peer certificate: UnknownIssuer".into()),
+                        last_error_kind: Some(KeFailureKind::UnknownIssuer),
+                        rejects: NtsRejects {
+                            nts_auth: 1,
+                            nts_nak: 2,
+                            nts_unique_id: 3,
+                            nts_unsolicited: 4,
+                            nts_malformed: 5,
+                        },
+                    },
+                },
+                NtsReport {
+                    host: "192.0.2.30".into(),
+                    source: None,
+                    reason: Some("NTS-KE with 192.0.2.30:4460 failed: no answer within 10s".into()),
+                    nts: NtsStatus {
+                        ke_server: "192.0.2.30:4460".into(),
+                        ntp_server: None,
+                        cookies: 0,
+                        aead: None,
+                        last_ke: None,
+                        ke_successes: 0,
+                        ke_failures: 3,
+                        last_error: Some("no answer within 10s".into()),
+                        last_error_kind: Some(KeFailureKind::Timeout),
+                        rejects: NtsRejects::default(),
+                    },
+                },
+            ],
+            pools: vec![PoolReport {
+                name: "pool.example.net".into(),
+                max_sources: 4,
+                members: vec![SourceId::new(4, 4)],
+                replacements: 9,
+            }],
         }
     }
 
@@ -328,8 +475,11 @@ pub(crate) mod tests {
                 "server add 192.0.2.10",
                 "server add time.example.net,minpoll=4,maxpoll=8,noiburst",
                 "peer add 2001:db8::20,iburst",
+                "server add nts.example.net,nts,nts-port=4461",
+                "pool add pool.example.net,maxsources=6",
                 "server del 2001:db8::10",
                 "peer del ntp.example.net",
+                "pool del pool.example.net",
                 "mode client",
                 "mode server",
                 "allow 192.0.2.0/24",

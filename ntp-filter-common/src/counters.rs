@@ -39,8 +39,10 @@ pub enum DropReason {
     ShortPayload = 2,
     /// NTP version outside 1..=4.
     BadVersion = 3,
-    /// A mode not allowed for addresses that are neither server nor peer.
-    UnknownSource = 4,
+    /// A mode not allowed for addresses of class
+    /// [`Other`](crate::SourceClass::Other) (neither server nor peer).
+    /// Operators see it as `unknown_source`, the name it has always had.
+    OtherSource = 4,
     /// A mode not allowed for the configured server or peer it came from.
     ModeNotAllowed = 5,
     /// A server reply to a local port we have no request outstanding on.
@@ -61,7 +63,7 @@ impl DropReason {
         Self::ExtHeaders,
         Self::ShortPayload,
         Self::BadVersion,
-        Self::UnknownSource,
+        Self::OtherSource,
         Self::ModeNotAllowed,
         Self::WrongReplyPort,
         Self::Denied,
@@ -74,7 +76,7 @@ impl DropReason {
             Self::ExtHeaders => "too_many_ext_headers",
             Self::ShortPayload => "short_payload",
             Self::BadVersion => "bad_version",
-            Self::UnknownSource => "unknown_source",
+            Self::OtherSource => "unknown_source",
             Self::ModeNotAllowed => "mode_not_allowed",
             Self::WrongReplyPort => "wrong_reply_port",
             Self::Denied => "denied",
@@ -252,13 +254,13 @@ pub mod cell {
     /// reasons the decision gives.
     pub const OUTCOMES: [Option<DropReason>; 5] = [
         None,
-        Some(DropReason::UnknownSource),
+        Some(DropReason::OtherSource),
         Some(DropReason::ModeNotAllowed),
         Some(DropReason::WrongReplyPort),
         Some(DropReason::Denied),
     ];
     pub const ALLOWED: u32 = 0;
-    pub const UNKNOWN_SOURCE: u32 = 1;
+    pub const OTHER_SOURCE: u32 = 1;
     pub const MODE_NOT_ALLOWED: u32 = 2;
     pub const WRONG_REPLY_PORT: u32 = 3;
     pub const DENIED: u32 = 4;

@@ -22,7 +22,8 @@ pub use counters::{
 /// 3: `NF_IFACES`, and `NF_COUNTERS` one block of counters per interface slot.
 /// 4: the address tables as hashed arrays ([`table`]), the policy in the
 ///    config record, `NF_COUNTERS` as one cell per packet ([`cell`]),
-///    `DropReason::MappedSource`.
+///    `DropReason::MappedSource`; a server's port in its slot and the
+///    ports servers answer from in the config record (NTS).
 pub const LAYOUT_VERSION: u32 = 4;
 
 /// The NTP port, used until the agent writes [`FilterConfig`].
@@ -178,7 +179,41 @@ pub struct SourceEntry {
     /// from, host byte order. A mode-4 reply to any other port is dropped
     /// (RFC 9109). 0 means no request outstanding: every reply is dropped.
     pub reply_port: u16,
+    /// For a server: the UDP port it answers from, host byte order — the
+    /// NTP port, or the one an NTS key establishment negotiated. A mode-4
+    /// reply from any other port is dropped.
+    pub server_port: u16,
+    pub _pad2: u16,
 }
+
+impl SourceEntry {
+    /// A server answering from `server_port`, replies expected at
+    /// `reply_port` (0: none yet).
+    pub const fn server(reply_port: u16, server_port: u16) -> Self {
+        Self {
+            class: SourceClass::Server as u8,
+            _pad: 0,
+            reply_port,
+            server_port,
+            _pad2: 0,
+        }
+    }
+
+    /// A symmetric peer (it talks from the NTP port to the NTP port).
+    pub const fn peer() -> Self {
+        Self {
+            class: SourceClass::Peer as u8,
+            _pad: 0,
+            reply_port: 0,
+            server_port: 0,
+            _pad2: 0,
+        }
+    }
+}
+
+/// How many ports other than the NTP port servers may answer from
+/// ([`ConfigRecord::server_ports`]): NTS servers negotiating their own.
+pub const MAX_SERVER_PORTS: usize = 4;
 
 /// What the local-address map knows about a destination.
 pub mod local_kind {
@@ -198,6 +233,19 @@ pub struct ConfigRecord {
     /// Allowed NTP modes, indexed by [`SourceClass`].
     pub policy: [ModeMask; SourceClass::COUNT],
     pub _pad: u8,
+    /// Ports servers answer from besides the NTP port (negotiated by NTS
+    /// key establishments), *network* byte order so the program compares
+    /// them with the packet's field as loaded. A datagram from one of them
+    /// is in scope like one from the NTP port. Used lanes come first;
+    /// unused ones hold the NTP port, which adds nothing (so a first lane
+    /// holding it means there are none).
+    pub server_ports: [u16; MAX_SERVER_PORTS],
+    /// The key of the address tables' hash ([`table::hash`]), drawn at
+    /// random by the agent when it creates the maps and kept for their
+    /// life: without it anyone who can get an address into the configured
+    /// set (a pool's DNS answer) could pick one that collides with a
+    /// configured source and keep that source out of the table.
+    pub table_seed: u64,
 }
 
 impl ConfigRecord {
@@ -285,9 +333,9 @@ mod pod {
 
 const _: () = {
     assert!(core::mem::size_of::<AddrKey>() == 16);
-    assert!(core::mem::size_of::<SourceEntry>() == 4);
+    assert!(core::mem::size_of::<SourceEntry>() == 8);
     assert!(core::mem::size_of::<FilterConfig>() == 4);
-    assert!(core::mem::size_of::<ConfigRecord>() == 8);
+    assert!(core::mem::size_of::<ConfigRecord>() == 24);
 };
 
 #[cfg(test)]

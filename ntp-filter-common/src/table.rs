@@ -60,13 +60,30 @@ pub const EMPTY: u32 = 0;
 const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 const MIX: u64 = 0xff51_afd7_ed55_8ccd;
 
-/// The hash of an address. Multiplicative: the high bits of the product
-/// depend on every bit of the folded input, and an IPv4 address sits in the
-/// low half of it (`w1` rotated by 32), where it moves the most bits.
+/// The hash of an address under the tables' `seed`
+/// ([`ConfigRecord::table_seed`](crate::ConfigRecord::table_seed)).
+/// Multiplicative: the high bits of the product depend on every bit of the
+/// folded input, and an IPv4 address sits in the low half of it (`w1`
+/// rotated by 32), where it moves the most bits. Two addresses collide
+/// (same hash, so the same bucket and slot under every displacement) only
+/// when [`key_word`] of their first words differ by exactly the difference
+/// of their rotated second words: without a secret seed an IPv6 host could
+/// solve that for its interface identifier and keep a configured source
+/// out of the table; with one it cannot. Addresses sharing the first word
+/// (all IPv4 ones) never collide.
 #[inline(always)]
-pub const fn hash(w: Words) -> u64 {
-    let x = w[0].wrapping_mul(MIX) ^ w[1].rotate_right(32);
-    x.wrapping_mul(GOLDEN)
+pub const fn hash(w: Words, seed: u64) -> u64 {
+    (key_word(w[0], seed) ^ w[1].rotate_right(32)).wrapping_mul(GOLDEN)
+}
+
+/// The first word under the key, through a multiply, a shift and another
+/// multiply, so that every bit of the seed reaches every bit of the
+/// difference between two first words (a single multiply would let
+/// seeds that differ in high bits act alike).
+#[inline(always)]
+const fn key_word(w0: u64, seed: u64) -> u64 {
+    let v = (w0 ^ seed).wrapping_mul(MIX);
+    (v ^ (v >> 32)).wrapping_mul(GOLDEN)
 }
 
 /// The directory entry of an address with hash `h`.
@@ -138,7 +155,9 @@ pub struct Slot {
     pub kind: u8,
     /// Sources: as [`SourceEntry::reply_port`](crate::SourceEntry).
     pub reply_port: u16,
-    pub _pad: u32,
+    /// Sources: as [`SourceEntry::server_port`](crate::SourceEntry).
+    pub server_port: u16,
+    pub _pad: u16,
 }
 
 const _: () = assert!(core::mem::size_of::<Slot>() == 24);
@@ -147,6 +166,47 @@ const _: () = assert!(core::mem::size_of::<Slot>() == 24);
 mod tests {
     extern crate std;
     use super::*;
+
+    /// The address an IPv6 host in the /64 `prefix` (first word) would pick
+    /// to collide with `target` if it knew `seed`: solves the hash's
+    /// pre-multiplication state for the interface identifier.
+    fn collider(target: Words, prefix: u64, seed: u64) -> Words {
+        let want = key_word(target[0], seed) ^ target[1].rotate_right(32);
+        let w1 = (want ^ key_word(prefix, seed)).rotate_left(32);
+        [prefix, w1]
+    }
+
+    /// Why the tables are keyed: with a known key a host can always find an
+    /// address with a configured source's hash (which then can never be
+    /// placed beside it); under any other key — one bit off included — the
+    /// same address is just an address.
+    #[test]
+    fn a_collision_needs_the_key() {
+        let target = v4_words(u32::from_le_bytes([192, 0, 2, 11]));
+        let prefix = words(&[0x20, 1, 0xd, 0xb8, 0xb, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])[0];
+        for known in [0, 0x0123_4567_89ab_cdef, u64::MAX] {
+            let forged = collider(target, prefix, known);
+            assert_ne!(forged, target);
+            assert_eq!(hash(forged, known), hash(target, known));
+            let others = (0..64)
+                .map(|bit| known ^ (1 << bit))
+                .chain([1, 42, 0x8000_0000]);
+            for other in others.filter(|&o| o != known) {
+                assert_ne!(
+                    hash(forged, other),
+                    hash(target, other),
+                    "{known:#x} vs {other:#x}"
+                );
+            }
+        }
+        // Addresses sharing the first word (every IPv4 address) never
+        // collide, whatever the key.
+        for seed in [0, 7, u64::MAX] {
+            let a = v4_words(u32::from_le_bytes([192, 0, 2, 11]));
+            let b = v4_words(u32::from_le_bytes([192, 0, 2, 12]));
+            assert_ne!(hash(a, seed), hash(b, seed));
+        }
+    }
 
     #[test]
     fn words_round_trip_and_v4_matches_the_mapped_form() {

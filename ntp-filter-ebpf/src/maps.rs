@@ -48,8 +48,9 @@ fn find(
     slots: &'static Array<Slot>,
     g: Geometry,
     w: Words,
+    seed: u64,
 ) -> Option<&'static Slot> {
-    let h = table::hash(w);
+    let h = table::hash(w, seed);
     let disp = *dir.get(table::bucket(h, g))?;
     if disp == table::EMPTY {
         // Most misses end here: a router has few addresses of either kind.
@@ -59,19 +60,17 @@ fn find(
     (slot.addr[0] == w[0] && slot.addr[1] == w[1]).then_some(slot)
 }
 
-/// Whether `w` is one of the box's addresses.
+/// Whether `w` is one of the box's addresses (`seed`: the config record's
+/// `table_seed`).
 #[inline(always)]
-pub fn is_local(w: Words) -> bool {
-    find(&NF_LOCAL_DIR, &NF_LOCAL, table::LOCAL, w).is_some_and(|s| s.kind != 0)
+pub fn is_local(w: Words, seed: u64) -> bool {
+    find(&NF_LOCAL_DIR, &NF_LOCAL, table::LOCAL, w, seed).is_some_and(|s| s.kind != 0)
 }
 
-/// `(class, reply_port)` of a source; `(0, 0)` (other) if not configured.
+/// The slot of a configured source (its class and ports), if any.
 #[inline(always)]
-pub fn source(w: Words) -> (u8, u16) {
-    match find(&NF_SOURCES_DIR, &NF_SOURCES, table::SOURCES, w) {
-        Some(s) => (s.class, s.reply_port),
-        None => (0, 0),
-    }
+pub fn source(w: Words, seed: u64) -> Option<&'static Slot> {
+    find(&NF_SOURCES_DIR, &NF_SOURCES, table::SOURCES, w, seed)
 }
 
 /// Counts one packet in `cell` of the ingress interface's block: one

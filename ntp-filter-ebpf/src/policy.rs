@@ -5,7 +5,7 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use ntp_filter_common::{
     acl, cell, config_flags, mode_bit, table, AddrKey, ConfigRecord, DropReason, PassReason,
-    SourceClass, NTP_PORT,
+    SourceClass, MAX_SERVER_PORTS, NTP_PORT,
 };
 
 use crate::{
@@ -51,6 +51,8 @@ const DEFAULT_CONFIG: ConfigRecord = ConfigRecord {
     flags: 0,
     policy: [0; SourceClass::COUNT],
     _pad: 0,
+    server_ports: [NTP_PORT.swap_bytes(); MAX_SERVER_PORTS],
+    table_seed: 0,
 };
 
 /// The config entry, read in place (a copy of the record costs a load per
@@ -62,8 +64,8 @@ fn config() -> &'static ConfigRecord {
 
 /// Transit traffic to hosts behind the router is not ours to filter.
 #[inline(always)]
-fn for_us(l4: &L4) -> bool {
-    l4.dst_kind == DstKind::Group || maps::is_local(l4.dst)
+fn for_us(l4: &L4, cfg: &ConfigRecord) -> bool {
+    l4.dst_kind == DstKind::Group || maps::is_local(l4.dst, cfg.table_seed)
 }
 
 /// The access list's verdict on a client request from `src`: the longest
@@ -85,15 +87,17 @@ fn acl_allows(src: table::Words, cfg: &ConfigRecord) -> bool {
 
 #[inline(always)]
 pub fn decide(cur: &mut Cursor, l4: &L4) -> Verdict {
+    // The first lookup a UDP packet pays (an inlined array lookup): the
+    // port and the tables' seed are configuration.
+    let cfg = config();
     if let Some(reason) = l4.hidden {
         // Ports unknown: anything for the box might be NTP.
-        if !for_us(l4) {
+        if !for_us(l4, cfg) {
             return pass(PassReason::NotLocal);
         }
         // The exemption for non-first fragments is for real IPv6 hosts: a
         // source embedding IPv4 is never one (RFC 4291), fragment or not.
-        if reason == DropReason::Fragment
-            && config().flags & config_flags::PASS_NON_FIRST_FRAGMENTS != 0
+        if reason == DropReason::Fragment && cfg.flags & config_flags::PASS_NON_FIRST_FRAGMENTS != 0
         {
             if l4.embedded_v4_src {
                 return drop(DropReason::MappedSource);
@@ -105,22 +109,26 @@ pub fn decide(cur: &mut Cursor, l4: &L4) -> Verdict {
     let Some(udp) = udp::parse(cur) else {
         // A first fragment too short to hold the ports is the classic tiny-
         // fragment trick to slip past port filters.
-        if l4.fragment == Fragment::First && for_us(l4) {
+        if l4.fragment == Fragment::First && for_us(l4, cfg) {
             return drop(DropReason::Fragment);
         }
         return pass(PassReason::Truncated);
     };
-    // The first lookup a UDP packet pays: the port is configuration.
-    let cfg = config();
     let port = if cfg.ntp_port == 0 {
         NTP_PORT
     } else {
         cfg.ntp_port
     };
-    if !udp.has_port(port) {
+    // A server that an NTS key establishment sent to another port answers
+    // from that port: in scope too, checked against its slot below. The
+    // agent fills the lanes from the first, so a first lane holding the
+    // NTP port means there are none: one compare for most routers.
+    if !udp.has_port(port)
+        && (cfg.server_ports[0] == port.swap_bytes() || !udp.src_port_in(&cfg.server_ports))
+    {
         return pass(PassReason::NotNtpPort);
     }
-    if !for_us(l4) {
+    if !for_us(l4, cfg) {
         return pass(PassReason::NotLocal);
     }
     if l4.embedded_v4_src {
@@ -138,18 +146,25 @@ pub fn decide(cur: &mut Cursor, l4: &L4) -> Verdict {
     }
     let mode = first & 7;
 
-    let (class, reply_port) = maps::source(l4.src);
+    let (class, reply_port, server_port) = match maps::source(l4.src, cfg.table_seed) {
+        Some(s) => (s.class, s.reply_port, s.server_port),
+        None => (SourceClass::Other as u8, 0, 0),
+    };
     let allowed = match cfg.policy.get(class as usize) {
         Some(&m) => m,
         None => 0,
     };
     let outcome = if allowed & mode_bit(mode) == 0 {
         if class == SourceClass::Other as u8 {
-            cell::UNKNOWN_SOURCE
+            cell::OTHER_SOURCE
         } else {
             cell::MODE_NOT_ALLOWED
         }
-    } else if class == SourceClass::Server as u8 && mode == 4 && udp.dst_port() != reply_port {
+    } else if class == SourceClass::Server as u8
+        && mode == 4
+        && (udp.dst_port() != reply_port || udp.src_port() != server_port)
+    {
+        // A reply travels between the ports of our request, no others.
         cell::WRONG_REPLY_PORT
     } else if mode == 3 && !acl_allows(l4.src, cfg) {
         // Client requests the class table lets through still need the

@@ -35,7 +35,7 @@ impl AgentEnv {
         let lifetime = Lifetime::Persist(journal.clone());
         Ok(Self {
             pins: PinDir::persist(pin_name, journal)?,
-            tmp: TempDir::with_lifetime("agent", &lifetime)?,
+            tmp: lifetime.temp_dir("agent")?,
             lifetime,
         })
     }

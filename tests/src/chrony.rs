@@ -181,7 +181,7 @@ impl Chronyd {
     /// `start`, left running in persist mode (its files then live in the
     /// lab's state dir, under `chrony-<bind address>`).
     pub fn start_with(ns: &Netns, cfg: &ChronyConfig, lifetime: &Lifetime) -> Result<Self> {
-        let dir = TempDir::with_lifetime(&format!("chrony-{}", cfg.bind), lifetime)?;
+        let dir = lifetime.temp_dir(&format!("chrony-{}", cfg.bind))?;
         let conf = cfg.render(dir.path())?;
         if cfg.command_socket {
             // chronyd refuses a socket directory others can enter.

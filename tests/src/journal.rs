@@ -10,7 +10,7 @@
 //! when a step fails, so a journal cut short by a crash is handled the same
 //! way as a complete one.
 
-use crate::util::run;
+use crate::util::{netns_path, run, TempDir};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -35,6 +35,15 @@ pub enum Lifetime {
 }
 
 impl Lifetime {
+    /// A private directory for `tag`: a fresh temporary one, or
+    /// `<state dir>/<tag>` that outlives this process.
+    pub fn temp_dir(&self, tag: &str) -> Result<TempDir> {
+        match self.journal() {
+            None => TempDir::new(tag),
+            Some(j) => Ok(TempDir::kept(j.subdir(tag)?)),
+        }
+    }
+
     pub fn journal(&self) -> Option<&Journal> {
         match self {
             Lifetime::Scoped => None,
@@ -186,7 +195,7 @@ fn undo_one(made: &Made) -> Result<()> {
 
 /// Deletes namespace `name` if it exists; says so either way.
 pub fn delete_netns(name: &str) -> Result<()> {
-    if !crate::Netns::exists(name) {
+    if !netns_path(name).exists() {
         say!("namespace {name}: already gone");
         return Ok(());
     }

@@ -54,6 +54,7 @@ macro_rules! say_part {
 pub mod agent;
 pub mod bpffs;
 pub mod chrony;
+pub mod dns;
 pub mod frame;
 pub mod journal;
 pub mod lab;
@@ -78,6 +79,7 @@ mod util;
 pub use agent::AgentEnv;
 pub use bpffs::{ensure_bpffs, PinDir};
 pub use chrony::{ChronyConfig, Chronyd, NtsServer};
+pub use dns::Dnsmasq;
 pub use journal::{Journal, Lifetime, Made};
 pub use lab::{addrs, RouterLab};
 pub use netns::Netns;

@@ -1,7 +1,7 @@
 //! `Netns`: a named network namespace owned by the test.
 
 use crate::journal::{Lifetime, Made};
-use crate::util::{run, unique_name};
+use crate::util::{netns_path, run, unique_name};
 use anyhow::{bail, Context, Result};
 use std::ffi::OsStr;
 use std::path::PathBuf;
@@ -52,7 +52,7 @@ impl Netns {
 
     /// The bind-mounted namespace file (`/var/run/netns/NAME`).
     pub fn path(&self) -> PathBuf {
-        PathBuf::from("/var/run/netns").join(&self.name)
+        netns_path(&self.name)
     }
 
     /// A `Command` that runs `program` inside this namespace (shares the
@@ -124,7 +124,7 @@ impl Netns {
 
     /// Whether the namespace still exists (used by the self-tests).
     pub fn exists(name: &str) -> bool {
-        PathBuf::from("/var/run/netns").join(name).exists()
+        netns_path(name).exists()
     }
 }
 

@@ -50,7 +50,7 @@ impl Child {
         lifetime: &Lifetime,
         recorded: Option<Vec<String>>,
     ) -> Result<Self> {
-        let dir = TempDir::with_lifetime("log", lifetime)?;
+        let dir = lifetime.temp_dir("log")?;
         let log = dir.path().join(format!("{}.log", name.replace('/', "_")));
         let out = std::fs::File::create(&log)?;
         cmd.stdin(Stdio::null())

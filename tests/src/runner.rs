@@ -45,22 +45,25 @@ pub enum Need {
     Agent,
     /// chronyd installed (`cargo xtask setup` installs it).
     Chronyd,
+    /// dnsmasq installed (`cargo xtask setup` installs dnsmasq-base).
+    Dnsmasq,
 }
 
 impl Need {
-    const ALL: [Need; 6] = [
+    const ALL: [Need; 7] = [
         Need::Root,
         Need::Netns,
         Need::Bpffs,
         Need::SharedBpffs,
         Need::Agent,
         Need::Chronyd,
+        Need::Dnsmasq,
     ];
 
     /// The needs met before this one is even probed.
     fn implies(self) -> &'static [Need] {
         match self {
-            Need::Root | Need::Agent | Need::Chronyd => &[],
+            Need::Root | Need::Agent | Need::Chronyd | Need::Dnsmasq => &[],
             Need::Netns | Need::Bpffs => &[Need::Root],
             Need::SharedBpffs => &[Need::Bpffs],
         }
@@ -90,6 +93,7 @@ impl Need {
             Need::SharedBpffs => "a bpffs other users can search",
             Need::Agent => "the agent binary",
             Need::Chronyd => "chronyd",
+            Need::Dnsmasq => "dnsmasq",
         }
     }
 
@@ -153,6 +157,17 @@ impl Need {
                 } else {
                     Err(format!(
                         "{} not found (package chrony; `cargo xtask setup` installs it)",
+                        bin.display()
+                    ))
+                }
+            }
+            Need::Dnsmasq => {
+                let bin = std::path::Path::new(crate::dns::DNSMASQ);
+                if crate::util::installed(bin) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} not found (package dnsmasq-base; `cargo xtask setup` installs it)",
                         bin.display()
                     ))
                 }

@@ -1,6 +1,5 @@
 //! Naming and small process helpers shared by the guards.
 
-use crate::journal::Lifetime;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +19,11 @@ pub(crate) fn unique_name(tag: &str) -> String {
     let tag = if tag.is_empty() { "t".to_string() } else { tag };
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("nf-{tag}-{}-{n}", std::process::id())
+}
+
+/// Where `ip netns add NAME` puts namespace `name`.
+pub(crate) fn netns_path(name: &str) -> PathBuf {
+    Path::new("/var/run/netns").join(name)
 }
 
 /// Runs a command to completion; errors carry the command line and stderr
@@ -63,16 +67,10 @@ impl TempDir {
         Ok(Self { path, keep: false })
     }
 
-    /// A private directory for `tag`: a fresh temporary one, or
-    /// `<state dir>/<tag>` that outlives this process.
-    pub fn with_lifetime(tag: &str, lifetime: &Lifetime) -> Result<Self> {
-        match lifetime.journal() {
-            None => Self::new(tag),
-            Some(j) => Ok(Self {
-                path: j.subdir(tag)?,
-                keep: true,
-            }),
-        }
+    /// `path`, left in place on drop (persist mode: see
+    /// [`Lifetime::temp_dir`](crate::journal::Lifetime::temp_dir)).
+    pub(crate) fn kept(path: PathBuf) -> Self {
+        Self { path, keep: true }
     }
 
     pub fn path(&self) -> &Path {

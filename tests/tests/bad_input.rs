@@ -64,6 +64,46 @@ fn unknown_interface_bad_address_and_conflicts() {
     let log = run_fails(&["--iface", WAN_IF, "--minpoll", "10", "--maxpoll", "6"]);
     assert_says(&log, "--minpoll 10 is larger than --maxpoll 6");
 
+    // NTS and pools: each mistake one line, before anything is attached.
+    let dir = TempDir::new("badnts").unwrap();
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let empty = empty.display().to_string();
+    let nts = ["--iface", WAN_IF, "--server", "192.0.2.10,nts", "--nts-ca"];
+    for (extra, says) in [
+        (
+            [&nts[..], &[missing.as_str()]].concat(),
+            format!("--nts-ca {missing}: cannot read the file"),
+        ),
+        (
+            [&nts[..], &[empty.as_str()]].concat(),
+            format!("--nts-ca {empty}: holds no certificate"),
+        ),
+        (
+            vec!["--iface", WAN_IF, "--peer", "192.0.2.20,nts"],
+            "nts on a peer: NTS has no symmetric mode".into(),
+        ),
+        (
+            vec!["--iface", WAN_IF, "--server", "192.0.2.10,nts,maxpol=8"],
+            "unknown source option \"maxpol=8\"".into(),
+        ),
+        (
+            vec!["--iface", WAN_IF, "--pool", "pool.example,nts"],
+            "nts on a pool is not supported".into(),
+        ),
+        (
+            vec!["--iface", WAN_IF, "--server", "time.example,maxsources=2"],
+            "maxsources=N is for --pool only".into(),
+        ),
+    ] {
+        let log = run_fails(&extra);
+        assert_says(&log, &says);
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(lines.len(), 1, "not one error line for {extra:?}:\n{log}");
+        assert!(!xdp_attached(r, WAN_IF), "attached for {extra:?}");
+    }
+
     let ctl = env.control_socket();
     let log = fails(
         r,
@@ -306,6 +346,28 @@ fn config_file_with_overrides_and_errors() {
     let out = run_agent_once(lab.router(), &["check-config", &bad], TIMEOUT).unwrap();
     assert!(!out.status.success());
     assert_says(&out.log, "line 2: xdp-mode");
+
+    // NTS sources, a pool and trust anchors in the file, as on the
+    // command line: a good file checks out, a missing CA file is named.
+    let ca = TestCa::new("config").unwrap();
+    let nts = |ca_file: &str| {
+        format!(
+            "iface = [\"wan0\"]\nnts-ca = [\"{ca_file}\"]\n\n[[server]]\naddress = \"time.example\"\nnts = true\n\n[[server]]\naddress = \"192.0.2.10\"\nnts = true\nnts-port = 4461\n\n[[pool]]\naddress = \"pool.example\"\nmaxsources = 3\n"
+        )
+    };
+    let file = dir.path().join("nts.toml");
+    std::fs::write(&file, nts(&ca.ca_file().display().to_string())).unwrap();
+    let file = file.display().to_string();
+    let out = run_agent_once(lab.router(), &["check-config", &file], TIMEOUT).unwrap();
+    assert!(out.status.success(), "{}", out.log);
+    let missing = dir.path().join("nope.pem").display().to_string();
+    std::fs::write(&file, nts(&missing)).unwrap();
+    let out = run_agent_once(lab.router(), &["check-config", &file], TIMEOUT).unwrap();
+    assert!(!out.status.success(), "{}", out.log);
+    assert_says(
+        &out.log,
+        &format!("--nts-ca {missing}: cannot read the file"),
+    );
 }
 
 fn main() -> std::process::ExitCode {

@@ -5,11 +5,12 @@
 //!
 //! * in scope = UDP to one of the box's addresses (NF_LOCAL), a multicast
 //!   group or 255.255.255.255, with source or destination port = the NTP
-//!   port; everything else passes with the reason it is out of scope;
+//!   port, or source port = a server port (one an NTS key establishment
+//!   negotiated); everything else passes with the reason it is out of scope;
 //! * in scope and a fragment, too many IPv6 extension headers, a payload
 //!   under 48 bytes, an NTP version outside 1..=4, a mode the source's class
-//!   may not send, or a server reply to another port than its reply port:
-//!   dropped;
+//!   may not send, or a server reply to another port than its reply port or
+//!   from another port than its server port: dropped;
 //! * client mode: server → {4}, peer → {1, 2}, other → {}; server mode adds
 //!   mode 3 for every class;
 //! * a mode-3 request the table passes is then checked against the access
@@ -116,7 +117,7 @@ fn spec_decision(mode: Role, class: SourceClass, ntp_mode: u8) -> Expect {
     let drop = if spec_allows(mode, class, ntp_mode) {
         None
     } else if class == SourceClass::Other {
-        Some(DropReason::UnknownSource)
+        Some(DropReason::OtherSource)
     } else {
         Some(DropReason::ModeNotAllowed)
     };
@@ -307,7 +308,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "client-restored/v4/other/mode3",
         ntp_frame(OTHER4, LOCAL4, EPHEMERAL, NTP, 4, 3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
 
     acl_fixtures(&mut t);
@@ -325,7 +326,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "vlan/802.1Q/v6/other/mode3",
         udp_vlan(Vlan::Single, OTHER6, LOCAL6, NTP, NTP, &n3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "vlan/802.1ad-single/v4/other/mode3",
@@ -333,12 +334,12 @@ fn table() -> Vec<Fixture> {
             udp_vlan(Vlan::Single, OTHER4, LOCAL4, NTP, NTP, &n3),
             &[TPID_8021AD],
         ),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "vlan/88a8+8100/v4/other/mode3",
         udp_vlan(Vlan::Double, OTHER4, LOCAL4, NTP, NTP, &n3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "vlan/88a8+8100/v6/peer/mode1",
@@ -359,7 +360,7 @@ fn table() -> Vec<Fixture> {
             udp_vlan(Vlan::Double, OTHER4, LOCAL4, NTP, NTP, &n3),
             &[TPID_8021Q, TPID_8021AD],
         ),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "vlan/88a8+88a8/v6/other/mode3",
@@ -367,7 +368,7 @@ fn table() -> Vec<Fixture> {
             udp_vlan(Vlan::Double, OTHER6, LOCAL6, NTP, NTP, &n3),
             &[TPID_8021AD, TPID_8021AD],
         ),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "vlan/88a8+8100/v4/transit/other/mode3",
@@ -406,7 +407,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "ipv4/ihl6/other/mode3",
         udp4_with_options(OTHER4, LOCAL4, NTP, NTP, &n3, 4),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "ipv4/ihl6/server/mode4",
@@ -416,7 +417,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "ipv4/ihl15/other/mode3",
         udp4_with_options(OTHER4, LOCAL4, NTP, NTP, &n3, 40),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "ipv4/ihl15/server/mode4",
@@ -585,7 +586,7 @@ fn table() -> Vec<Fixture> {
         frag_pass,
         "pass-non-first/v4/other/mode3",
         ntp_frame(OTHER4, LOCAL4, NTP, NTP, 4, 3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     // The exemption never covers an IPv6 source embedding IPv4.
     t.with(
@@ -611,7 +612,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "ipv6-ext/1-hop-by-hop/other/mode3",
         udp6_hop_by_hop(OTHER6, LOCAL6, NTP, NTP, &n3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "ipv6-ext/1-hop-by-hop/server/mode4",
@@ -623,7 +624,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "ipv6-ext/1-AH/other/mode3",
         udp6_auth(OTHER6, LOCAL6, NTP, NTP, &n3, 12),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "ipv6-ext/1-AH/server/mode4",
@@ -641,7 +642,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "ipv6-ext/6/other/mode3",
         insert_ipv6_exts(ntp_frame(OTHER6, LOCAL6, NTP, NTP, 4, 3), &SIX_EXTS),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "ipv6-ext/6/peer/mode2",
@@ -831,6 +832,63 @@ fn table() -> Vec<Fixture> {
             udp(SERVER6, LOCAL6, NTP, NTP, &nts),
             allowed(Server, 4),
         );
+        // An NTS server on the port its key establishment negotiated
+        // (4123, a server port of the config record): in scope, and its
+        // replies must travel between that port and the request's.
+        for v6 in [false, true] {
+            let (srv, f) = (if v6 { NTS6 } else { NTS4 }, fam(v6));
+            t.add(
+                format!("nts-port/{f}/412-byte-reply/4123-to-40124"),
+                udp(srv, local(v6), NTS_SERVER_PORT, NTS_REPLY_PORT, &nts),
+                allowed(Server, 4),
+            );
+            t.add(
+                format!("nts-port/{f}/412-byte-reply/4123-to-40999"),
+                udp(srv, local(v6), NTS_SERVER_PORT, 40999, &nts),
+                refused(Server, 4, D::WrongReplyPort),
+            );
+            t.add(
+                format!("nts-port/{f}/412-byte-reply/123-to-40124"),
+                udp(srv, local(v6), NTP, NTS_REPLY_PORT, &nts),
+                refused(Server, 4, D::WrongReplyPort),
+            );
+        }
+        t.add(
+            "nts-port/v4/other/mode4/4123-to-40124",
+            udp(OTHER4, LOCAL4, NTS_SERVER_PORT, NTS_REPLY_PORT, &nts),
+            refused(Other, 4, D::UnknownSource),
+        );
+        t.add(
+            "nts-port/v6/other/mode3/4123-to-123",
+            ntp_frame(OTHER6, LOCAL6, NTS_SERVER_PORT, NTP, 4, 3),
+            refused(Other, 3, D::UnknownSource),
+        );
+        t.add(
+            "nts-port/v4/plain-server(port 123)/mode4/4123-to-40123",
+            udp(
+                EPHEMERAL4,
+                LOCAL4,
+                NTS_SERVER_PORT,
+                EPHEMERAL_REPLY_PORT,
+                &nts,
+            ),
+            refused(Server, 4, D::WrongReplyPort),
+        );
+        t.add(
+            "nts-port/v4/nts-server/mode4/4124-to-40124(not a server port)",
+            udp(NTS4, LOCAL4, 4124, NTS_REPLY_PORT, &nts),
+            Expect::Pass(P::NotNtpPort),
+        );
+        t.add(
+            "nts-port/v4/transit/4123",
+            udp(OTHER4, TRANSIT4, NTS_SERVER_PORT, NTS_REPLY_PORT, &nts),
+            Expect::Pass(P::NotLocal),
+        );
+        t.add(
+            "nts-port/v4/dst-4123-only/other/mode3",
+            ntp_frame(OTHER4, LOCAL4, EPHEMERAL, NTS_SERVER_PORT, 4, 3),
+            Expect::Pass(P::NotNtpPort),
+        );
     }
 
     // NTP versions: 1..=4 reach the table, the rest are dropped first.
@@ -861,7 +919,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "version/1/v6/other/mode3",
         ntp_frame(OTHER6, LOCAL6, NTP, NTP, 1, 3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
 
     // Transit: NTP to a host behind the router, from every class.
@@ -889,7 +947,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "group/255.255.255.255/other/mode3",
         ntp_frame(OTHER4, LIMITED_BCAST4, NTP, NTP, 4, 3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.add(
         "group/255.255.255.255/server/mode5",
@@ -899,7 +957,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "group/192.0.2.255/other/mode5",
         ntp_frame(OTHER4, SUBNET_BCAST4, NTP, NTP, 4, 5),
-        refused(Other, 5, D::UnknownSource),
+        refused(Other, 5, D::OtherSource),
     );
     t.add(
         "group/192.0.2.255/peer/mode1",
@@ -909,7 +967,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "group/224.0.1.1/other/mode5",
         ntp_frame(OTHER4, MCAST4, NTP, NTP, 4, 5),
-        refused(Other, 5, D::UnknownSource),
+        refused(Other, 5, D::OtherSource),
     );
     t.add(
         "group/224.0.1.1/server/mode4",
@@ -919,7 +977,7 @@ fn table() -> Vec<Fixture> {
     t.add(
         "group/ff02::101/other/mode5",
         ntp_frame(OTHER6, MCAST6, NTP, NTP, 4, 5),
-        refused(Other, 5, D::UnknownSource),
+        refused(Other, 5, D::OtherSource),
     );
     t.add(
         "group/ff02::101/peer/mode2",
@@ -1012,6 +1070,11 @@ fn table() -> Vec<Fixture> {
             ntp_frame(eph, local(v6), NTP, NTP, 4, 4),
             refused(Server, 4, D::WrongReplyPort),
         );
+        t.add(
+            format!("reply-port/{f}/server(reply 123)/mode4/src-50000"),
+            ntp_frame(server, local(v6), EPHEMERAL, NTP, 4, 4),
+            refused(Server, 4, D::WrongReplyPort),
+        );
     }
     t.add(
         "reply-port/v4/server(no request, reply 0)/mode4/dst-123",
@@ -1046,17 +1109,17 @@ fn table() -> Vec<Fixture> {
     t.add(
         "src-port-only/v4/other/mode4/dst-50000",
         ntp_frame(OTHER4, LOCAL4, NTP, EPHEMERAL, 4, 4),
-        refused(Other, 4, D::UnknownSource),
+        refused(Other, 4, D::OtherSource),
     );
     t.add(
         "src-port-only/v6/other/mode4/dst-50000",
         ntp_frame(OTHER6, LOCAL6, NTP, EPHEMERAL, 4, 4),
-        refused(Other, 4, D::UnknownSource),
+        refused(Other, 4, D::OtherSource),
     );
     t.add(
         "dst-port-only/v4/other/mode3/src-50000",
         ntp_frame(OTHER4, LOCAL4, EPHEMERAL, NTP, 4, 3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
 
     // NTP on a custom port (--ntp-port 1123 --source-port 1123: server
@@ -1069,13 +1132,13 @@ fn table() -> Vec<Fixture> {
         custom,
         "port-1123/v4/other/mode3/dst-1123",
         ntp_frame(OTHER4, LOCAL4, EPHEMERAL, CUSTOM_PORT, 4, 3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.with(
         custom,
         "port-1123/v6/other/mode3/src-1123",
         ntp_frame(OTHER6, LOCAL6, CUSTOM_PORT, EPHEMERAL, 4, 3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.with(
         custom,
@@ -1175,13 +1238,13 @@ fn acl_fixtures(t: &mut Table) {
         deny_one,
         "acl/deny-one/v4/other(.99)/mode4",
         ntp_frame(OTHER4, LOCAL4, NTP, NTP, 4, 4),
-        refused(Other, 4, D::UnknownSource),
+        refused(Other, 4, D::OtherSource),
     );
     t.with(
         deny_one,
         "acl/deny-one/v4/other(.99)/mode7",
         ntp_frame(OTHER4, LOCAL4, EPHEMERAL, NTP, 2, 7),
-        refused(Other, 7, D::UnknownSource),
+        refused(Other, 7, D::OtherSource),
     );
     // Scope and parsing come first too.
     t.with(
@@ -1204,7 +1267,7 @@ fn acl_fixtures(t: &mut Table) {
         },
         "acl/deny-one/client-mode/v4/other(.99)/mode3",
         req(OTHER4),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
 
     // (b) An allow rule: everything it does not cover is denied.
@@ -1530,7 +1593,7 @@ fn embedded_ipv4_source_fixtures(t: &mut Table) {
         t.add(
             format!("not-v4-mapped/{src}/mode1"),
             ntp_frame(v6(src), LOCAL6, NTP, NTP, 4, 1),
-            refused(Other, 1, D::UnknownSource),
+            refused(Other, 1, D::OtherSource),
         );
     }
     // The IPv4 peer itself is still the peer.
@@ -1548,7 +1611,7 @@ fn unslotted_fixtures(t: &mut Table) {
         Env::CLIENT,
         "unslotted/v4/other/mode3",
         ntp_frame(OTHER4, LOCAL4, EPHEMERAL, NTP, 4, 3),
-        refused(Other, 3, D::UnknownSource),
+        refused(Other, 3, D::OtherSource),
     );
     t.unslotted(
         Env::CLIENT,
@@ -1838,7 +1901,7 @@ fn counters_follow_the_ingress_interface() {
     };
 
     let frame = ntp_frame(OTHER4, LOCAL4, EPHEMERAL, NTP, 4, 3);
-    let expect = refused(Other, 3, D::UnknownSource);
+    let expect = refused(Other, 3, D::OtherSource);
     let run_all = |h: &mut Harness, cases: &[(u32, u32)]| -> Vec<String> {
         // On a thread of the namespace's: the test run looks the ingress
         // device up there.

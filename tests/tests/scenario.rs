@@ -442,7 +442,7 @@ fn control_errors_change_nothing() {
         ),
         (
             &["server", "del", "192.0.2.10,minpoll=4"][..],
-            "poll options go with `add`",
+            "source options go with `add`",
         ),
     ] {
         let out = s.control(args);

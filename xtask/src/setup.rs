@@ -20,6 +20,9 @@ const TEST_PACKAGES: &[&str] = &[
     "tcpdump",
     // systemd-analyze, to verify dist/ntp-agent.service (nothing is started).
     "systemd",
+    // dnsmasq as the pool test's DNS server: the binary only, without the
+    // `dnsmasq` package's service (and service starts are blocked anyway).
+    "dnsmasq-base",
 ];
 const RUSTUP_FIX: &str = "curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y \
                           && rustup toolchain install nightly --profile minimal";

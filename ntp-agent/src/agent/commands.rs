@@ -11,22 +11,22 @@ use ntp_proto::SourceKind;
 use super::Agent;
 use crate::{
     filter::reconcile,
-    model::{acl, policy, source::kind_name, AclRule, Role, SourceSpec},
+    model::{acl, policy, source::kind_name, AclRule, Role, SourceRole, SourceSpec},
     protocol::Command,
 };
 
 impl Agent {
     pub(super) fn on_command(&mut self, cmd: Command) -> Result<String> {
         let done = match &cmd {
-            Command::Add(kind, spec) => {
-                self.add_source(spec.clone(), *kind, true)?;
+            Command::Add(role, spec) => {
+                self.add_source(spec.clone(), *role, true)?;
                 self.update_ntp_port()?;
-                format!("{} {spec} added", kind_name(*kind))
+                format!("{} {spec} added", role.name())
             }
-            Command::Del(kind, spec) => {
-                self.remove_source(spec, *kind)?;
+            Command::Del(role, spec) => {
+                self.remove_source(spec, *role)?;
                 self.update_ntp_port()?;
-                format!("{} {spec} deleted", kind_name(*kind))
+                format!("{} {spec} deleted", role.name())
             }
             Command::Mode(role) => self.set_role(*role)?,
             Command::Acl { rule, del } => self.change_acl(*rule, *del)?,
@@ -35,8 +35,15 @@ impl Agent {
         Ok(done)
     }
 
-    fn remove_source(&mut self, spec: &SourceSpec, kind: SourceKind) -> Result<()> {
+    fn remove_source(&mut self, spec: &SourceSpec, role: SourceRole) -> Result<()> {
         let now = self.mono(Instant::now());
+        let kind = role.kind();
+        if role == SourceRole::Pool {
+            return self.remove_pool(spec);
+        }
+        if kind == SourceKind::Server && self.remove_nts(&spec.to_string())? {
+            return Ok(());
+        }
         match spec {
             SourceSpec::Addr(addr) => {
                 let id = self
@@ -53,6 +60,9 @@ impl Agent {
                         "{addr} comes from the name {}: delete the name instead",
                         named.name
                     );
+                }
+                if let Some(owner) = self.owner_of(id) {
+                    bail!("{addr} comes from {owner}: delete that instead");
                 }
                 self.system.retire_source(id, now);
                 self.kinds.remove(&id);

@@ -6,6 +6,8 @@
 mod commands;
 mod drift;
 mod names;
+mod nts;
+mod pools;
 mod statelog;
 
 use std::{
@@ -24,17 +26,29 @@ use ntp_proto::{
 use rand::SeedableRng as _;
 use tokio::sync::mpsc;
 
-use self::{names::NamedSource, statelog::StateLog};
+use self::{
+    names::NamedSource,
+    nts::{Incoming, NtsContext, NtsEntry, Outgoing},
+    pools::PoolSource,
+    statelog::StateLog,
+};
 use crate::{
     clock::Clock,
     control,
     filter::FilterMaps,
-    model::{PollSettings, Role, Settings, SourceArg, SourceSpec},
+    model::{PollSettings, Role, Settings, SourceArg, SourceRole, SourceSpec},
     net::{resolve::resolve, Received, Transport},
     notify::Notifier,
     protocol::{AgentReport, ServerCounters, SourceName},
     server::{self, RateLimiter},
 };
+
+/// What a finished resolution was for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Resolving {
+    Name(String),
+    Pool(String),
+}
 
 const DRIFT_SAVE_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -65,7 +79,10 @@ struct Agent {
     log: StateLog,
     rng: rand::rngs::StdRng,
     drift_file: Option<PathBuf>,
-    resolved_tx: mpsc::Sender<(String, std::io::Result<Vec<IpAddr>>)>,
+    resolved_tx: mpsc::Sender<(Resolving, std::io::Result<Vec<IpAddr>>)>,
+    nts: Vec<NtsEntry>,
+    nts_ctx: NtsContext,
+    pools: Vec<PoolSource>,
 }
 
 /// Runs until `stop` completes. `notify` learns when the loop is up, each
@@ -90,6 +107,8 @@ pub async fn run(
     }
     let (to_agent, mut from_net) = mpsc::channel(1024);
     let (resolved_tx, mut resolved_rx) = mpsc::channel(16);
+    let (ke_tx, mut ke_rx) = mpsc::channel(16);
+    let tls = Arc::new(crate::nts::trust::client_config(&settings.nts_ca, true)?);
     let transport = Transport::new(
         settings.ntp_port,
         settings.source_port,
@@ -110,12 +129,18 @@ pub async fn run(
         rng: rand::rngs::StdRng::from_entropy(),
         drift_file: settings.drift_file.clone().filter(|_| adjusting),
         resolved_tx,
+        nts: Vec::new(),
+        nts_ctx: NtsContext::new(tls, ke_tx),
+        pools: Vec::new(),
         settings,
     };
     agent.add_configured_sources()?;
     agent.restore_drift()?;
 
     let mut resolve_timer = tokio::time::interval(names::RESOLVE_CHECK);
+    // Key establishments are due after backoffs; a second is plenty finer
+    // than the shortest (8 s).
+    let mut ke_timer = tokio::time::interval(Duration::from_secs(1));
     let mut drift_timer = tokio::time::interval_at(
         tokio::time::Instant::now() + DRIFT_SAVE_INTERVAL,
         DRIFT_SAVE_INTERVAL,
@@ -151,8 +176,16 @@ pub async fn run(
                 }
             },
             _ = drift_timer.tick() => drift::save_drift(agent.drift_file.as_ref(), &agent.system),
-            _ = resolve_timer.tick() => agent.resolve_due_names(),
-            Some((name, result)) = resolved_rx.recv() => agent.on_resolved(&name, result),
+            _ = resolve_timer.tick() => {
+                agent.resolve_due_names();
+                agent.resolve_due_pools();
+            }
+            Some((what, result)) = resolved_rx.recv() => match what {
+                Resolving::Name(name) => agent.on_resolved(&name, result),
+                Resolving::Pool(name) => agent.on_pool_resolved(&name, result),
+            },
+            _ = ke_timer.tick() => agent.start_due_kes(),
+            Some(done) = ke_rx.recv() => agent.on_ke_done(done),
         }
         if let Some(state) = agent.log.observe(
             &agent.system,
@@ -182,38 +215,49 @@ impl Agent {
     }
 
     fn add_configured_sources(&mut self) -> Result<()> {
-        let specs: Vec<(SourceArg, SourceKind)> = self
-            .settings
-            .servers
-            .iter()
-            .map(|s| (s.clone(), SourceKind::Server))
-            .chain(
-                self.settings
-                    .peers
-                    .iter()
-                    .map(|s| (s.clone(), SourceKind::Peer)),
-            )
-            .collect();
-        for (spec, kind) in specs {
-            self.add_source(spec, kind, false)?;
+        let s = &self.settings;
+        let specs: Vec<(SourceArg, SourceRole)> =
+            (s.servers.iter().map(|a| (a, SourceRole::Server)))
+                .chain(s.peers.iter().map(|a| (a, SourceRole::Peer)))
+                .chain(s.pools.iter().map(|a| (a, SourceRole::Pool)))
+                .map(|(a, r)| (a.clone(), r))
+                .collect();
+        // Stale negotiated ports from an agent before this one go.
+        if let Some(maps) = &self.maps {
+            maps.lock()
+                .expect("maps lock poisoned")
+                .set_server_ports(&[])?;
+        }
+        for (spec, role) in specs {
+            self.add_source(spec, role, false)?;
         }
         self.update_ntp_port()
     }
 
-    /// Adds a source by address (now) or by name (when it resolves).
+    /// Adds a source by address (now), by name (when it resolves), an NTS
+    /// source (when its key establishment names the server) or a pool.
     /// `admit`: also enter it in the filter (sources added at run time;
     /// start-up ones are already there from the initial reconcile).
-    fn add_source(&mut self, arg: SourceArg, kind: SourceKind, admit: bool) -> Result<()> {
+    fn add_source(&mut self, arg: SourceArg, role: SourceRole, admit: bool) -> Result<()> {
+        arg.check_role(role).map_err(anyhow::Error::msg)?;
         let poll = arg
             .poll_settings(&self.settings.poll)
             .map_err(anyhow::Error::msg)?;
+        let kind = role.kind();
+        if role == SourceRole::Pool {
+            return self.add_pool(&arg, poll);
+        }
+        if let Some(ke_port) = arg.nts_ke_port() {
+            return self.add_nts(arg.spec.to_string(), ke_port, poll);
+        }
         match arg.spec {
             SourceSpec::Addr(addr) => {
                 if self.system.source_by_address(addr).is_some() {
                     anyhow::bail!("{addr} is already a source");
                 }
                 if admit {
-                    self.transport.admit(addr, names::class_of(kind))?;
+                    self.transport
+                        .admit(addr, names::class_of(kind), self.settings.ntp_port)?;
                 }
                 let now = self.mono(Instant::now());
                 let id = self
@@ -268,16 +312,23 @@ impl Agent {
                     address,
                     packet,
                 } => {
+                    let ntp = std::net::SocketAddr::new(address, self.transport.ntp_port());
                     let sent = match self.kinds.get(&source) {
                         Some(SourceKind::Peer) => {
-                            let to = std::net::SocketAddr::new(address, self.transport.ntp_port());
-                            self.transport.send_from_ntp_port(to, &packet).await
+                            self.transport.send_from_ntp_port(ntp, &packet).await
                         }
-                        _ => {
-                            self.transport
-                                .send_to_server(source, address, &packet)
-                                .await
-                        }
+                        _ => match self.seal_for(source, &packet) {
+                            Outgoing::Plain => {
+                                self.transport.send_to_server(source, ntp, &packet).await
+                            }
+                            Outgoing::Sealed(to, sealed) => {
+                                self.transport.send_to_server(source, to, &sealed).await
+                            }
+                            Outgoing::Withheld => {
+                                tracing::debug!(%address, "NTS: no session; request not sent");
+                                Ok(())
+                            }
+                        },
                     };
                     if let Err(e) = sent {
                         tracing::warn!(%address, "sending to source failed: {e:#}");
@@ -306,9 +357,17 @@ impl Agent {
             .or_else(|| self.system.source_by_address(r.from.ip()))
         {
             Some(id) => {
-                let actions = self
-                    .system
-                    .handle_packet(id, &r.data, r.at, self.mono(r.mono));
+                let now = self.mono(r.mono);
+                let actions = match self.open_for(id, &r.data) {
+                    Incoming::Plain => self.system.handle_packet(id, &r.data, r.at, now),
+                    Incoming::Authentic(header) => {
+                        self.system.handle_packet(id, &header, r.at, now)
+                    }
+                    Incoming::Refused => {
+                        tracing::debug!(from = %r.from, "NTS: reply refused");
+                        return;
+                    }
+                };
                 self.execute(actions).await;
             }
             None => {
@@ -362,7 +421,7 @@ impl Agent {
                 );
                 tokio::spawn(async move {
                     let result = resolve(&name, port).await;
-                    let _ = tx.send((name, result)).await;
+                    let _ = tx.send((Resolving::Name(name), result)).await;
                 });
             }
         }
@@ -405,14 +464,24 @@ impl Agent {
             source_names: self
                 .names
                 .iter()
-                .flat_map(|n| {
-                    n.sources.iter().map(|&(_, id)| SourceName {
-                        id,
-                        name: n.name.clone(),
-                    })
+                .flat_map(|n| n.sources.iter().map(|&(_, id)| (id, n.name.as_str())))
+                .chain(self.pool_member_names())
+                .map(|(id, name)| SourceName {
+                    id,
+                    name: name.to_owned(),
                 })
                 .collect(),
             server: self.served.clone(),
+            nts: self.nts_reports(),
+            pools: self.pool_reports(),
         }
+    }
+
+    /// Takes a source out of the core and the filter (after whatever
+    /// replaces it went in).
+    fn retire(&mut self, id: SourceId, addr: IpAddr) -> Result<()> {
+        self.system.retire_source(id, self.mono(Instant::now()));
+        self.kinds.remove(&id);
+        self.transport.forget(id, addr)
     }
 }

@@ -82,7 +82,7 @@ impl NamedSource {
                 tracing::warn!(name = %self.name, %addr, "address is already a source; not added twice");
                 continue;
             }
-            if let Err(e) = transport.admit(addr, class) {
+            if let Err(e) = transport.admit(addr, class, transport.ntp_port()) {
                 tracing::error!("{e:#}");
                 continue;
             }

@@ -4,24 +4,26 @@
 use std::path::Path;
 
 use anyhow::Result;
-use ntp_proto::SourceKind;
 
 use crate::{
     cli::{AclCommand, ModeCommand, Op, SourceCommand},
     control,
-    model::AclRule,
+    model::{AclRule, SourceRole},
     protocol::Command,
 };
 
-/// `server|peer add|del ADDR|NAME[,OPTIONS]`.
-pub fn source(kind: SourceKind, c: SourceCommand) -> Result<()> {
+/// `server|peer|pool add|del ADDR|NAME[,OPTIONS]`.
+pub fn source(role: SourceRole, c: SourceCommand) -> Result<()> {
     let cmd = match c.op {
-        Op::Add => Command::Add(kind, c.target),
+        Op::Add => {
+            c.target.check_role(role).map_err(anyhow::Error::msg)?;
+            Command::Add(role, c.target)
+        }
         Op::Del if c.target.options != Default::default() => anyhow::bail!(
-            "{}: poll options go with `add`; `del` takes only the address or name",
+            "{}: source options go with `add`; `del` takes only the address or name",
             c.target
         ),
-        Op::Del => Command::Del(kind, c.target.spec),
+        Op::Del => Command::Del(role, c.target.spec),
     };
     print(&c.control.control_socket, cmd)
 }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
-use ntp_filter_common::{config_flags, AddrKey, FilterConfig, SourceClass, SourceEntry};
+use ntp_filter_common::{config_flags, AddrKey, FilterConfig, SourceEntry};
 
 use ntp_proto::{DisciplineConfig, NtpDuration, RefId, SystemConfig};
 
@@ -21,7 +21,8 @@ use crate::{
     metrics,
     model::{
         acl::{self, AclRule},
-        policy, seconds, PollSettings, RateLimit, Role, Settings, SourceArg, SourceSpec,
+        policy, seconds, PollSettings, RateLimit, Role, Settings, SourceArg, SourceRole,
+        SourceSpec,
     },
     notify::{self, Notifier, ReadyWhen},
 };
@@ -33,8 +34,12 @@ fn initial_reply_port(args: &RunArgs) -> u16 {
     args.source_port.map_or(0, |p| p.get())
 }
 
+/// The sources known by address at start. An NTS source's address is
+/// that of its key establishment server: the NTP server it names joins the
+/// sources map once the key establishment is done.
 fn addresses(args: &[SourceArg]) -> Vec<IpAddr> {
     args.iter()
+        .filter(|a| a.nts_ke_port().is_none())
         .filter_map(|a| match &a.spec {
             SourceSpec::Addr(ip) => Some(*ip),
             SourceSpec::Name(_) => None,
@@ -62,25 +67,14 @@ pub fn desired(args: &RunArgs) -> Result<Desired> {
     for &ip in &servers {
         sources.insert(
             AddrKey::from_ip(ip),
-            SourceEntry {
-                class: SourceClass::Server as u8,
-                _pad: 0,
-                reply_port: initial_reply_port(args),
-            },
+            SourceEntry::server(initial_reply_port(args), args.ntp_port.get()),
         );
     }
     for ip in addresses(&args.peers) {
         if servers.contains(&ip) {
             bail!("{ip} is given both as --server and as --peer: an address is one or the other");
         }
-        sources.insert(
-            AddrKey::from_ip(ip),
-            SourceEntry {
-                class: SourceClass::Peer as u8,
-                _pad: 0,
-                reply_port: 0,
-            },
-        );
+        sources.insert(AddrKey::from_ip(ip), SourceEntry::peer());
     }
     let mut flags = 0;
     if args.bpf_log {
@@ -109,11 +103,16 @@ pub fn check(args: &RunArgs) -> Result<(Desired, Settings)> {
     if args.ifaces.is_empty() {
         bail!("no interface to filter: give --iface IF (or `iface = [\"IF\"]` in the config file)");
     }
-    if args.ready_after_sync && args.servers.is_empty() && args.peers.is_empty() {
+    if args.ready_after_sync
+        && args.servers.is_empty()
+        && args.peers.is_empty()
+        && args.pools.is_empty()
+    {
         bail!("--ready-after-sync (ready-after-sync = true) needs a --server or --peer: without a source the clock never synchronizes and systemd would time the start out");
     }
     let desired = desired(args)?;
     no_source_twice(args)?;
+    crate::nts::trust::check_ca_files(&args.nts_ca)?;
     for iface in &args.ifaces {
         filter::ifindex(iface)?;
     }
@@ -128,6 +127,7 @@ fn no_source_twice(args: &RunArgs) -> Result<()> {
         .iter()
         .map(|s| ("--server", s))
         .chain(args.peers.iter().map(|p| ("--peer", p)))
+        .chain(args.pools.iter().map(|p| ("--pool", p)))
         .collect();
     for (i, (flag, arg)) in all.iter().enumerate() {
         if let Some((first_flag, first)) = all[..i].iter().find(|(_, a)| a.spec == arg.spec) {
@@ -212,6 +212,7 @@ fn setup(
         },
     )?;
     let mut maps = FilterMaps::open(pins)?;
+    maps.seed_tables()?;
     let changes = reconcile::apply(&mut maps, desired)?;
     tracing::info!(?changes, "filter maps reconciled");
     reconcile::apply_local(&mut maps, &local_addrs::current()?)?;
@@ -319,14 +320,16 @@ fn settings(args: &RunArgs) -> Result<Settings> {
         maxpoll: args.maxpoll.get(),
         iburst: !args.no_iburst,
     };
-    for (flag, source) in args
+    for (flag, role, source) in args
         .servers
         .iter()
-        .map(|s| ("--server", s))
-        .chain(args.peers.iter().map(|p| ("--peer", p)))
+        .map(|s| ("--server", SourceRole::Server, s))
+        .chain(args.peers.iter().map(|p| ("--peer", SourceRole::Peer, p)))
+        .chain(args.pools.iter().map(|p| ("--pool", SourceRole::Pool, p)))
     {
         source
             .poll_settings(&poll)
+            .and_then(|_| source.check_role(role))
             .map_err(|e| anyhow::anyhow!("{flag} {source}: {e}"))?;
     }
     let own_refids = local_addrs::current()?
@@ -344,6 +347,8 @@ fn settings(args: &RunArgs) -> Result<Settings> {
     Ok(Settings {
         servers: args.servers.clone(),
         peers: args.peers.clone(),
+        pools: args.pools.clone(),
+        nts_ca: args.nts_ca.clone(),
         poll,
         system: SystemConfig {
             discipline,

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use anyhow::Result;
 use ntp_filter_common::SourceClass;
-use ntp_proto::{SourceStatus, SystemStatus};
+use ntp_proto::SystemStatus;
 use serde::Serialize;
 
 use crate::{
@@ -18,7 +18,7 @@ use crate::{
         PinDir,
     },
     model::{policy::Modes, Role},
-    protocol::{AgentReport, ServerCounters},
+    protocol::{AgentReport, NtsReport, PoolReport, ServerCounters},
 };
 
 pub fn render_text(s: &FilterStatus) -> String {
@@ -26,6 +26,14 @@ pub fn render_text(s: &FilterStatus) -> String {
     let _ = writeln!(out, "filter info:");
     let _ = writeln!(out, "        pin dir:    {}", s.pin_dir);
     let _ = writeln!(out, "        ntp port:   {}", s.ntp_port);
+    if !s.server_ports.is_empty() {
+        let ports: Vec<String> = s.server_ports.iter().map(u16::to_string).collect();
+        let _ = writeln!(
+            out,
+            "        server ports: {} (negotiated by NTS)",
+            ports.join(", ")
+        );
+    }
     for i in &s.interfaces {
         let slot = match i.counter_slot {
             Some(n) => format!("counter slot {n}"),
@@ -82,20 +90,8 @@ pub fn render_text(s: &FilterStatus) -> String {
     let _ = writeln!(out, "filter drops:");
     let _ = writeln!(out, "     class   mode    passed   dropped");
     class_mode_rows(&mut out, c, "     ");
-    let reasons: Vec<String> = c.drops.iter().map(|(r, n)| format!("{r} {n}")).collect();
-    let _ = writeln!(
-        out,
-        "     dropped {} by reason: {}",
-        c.total_dropped,
-        reasons.join(", ")
-    );
-    let passes: Vec<String> = c.passes.iter().map(|(r, n)| format!("{r} {n}")).collect();
-    let _ = writeln!(
-        out,
-        "     passed {} by reason: {}",
-        c.total_passed,
-        passes.join(", ")
-    );
+    by_reason(&mut out, "dropped", c.total_dropped, &c.drops);
+    by_reason(&mut out, "passed", c.total_passed, &c.passes);
     if !s.counters_by_interface.is_empty() {
         let _ = writeln!(out, "filter counters by interface:");
         let _ = writeln!(out, "       class   mode    passed   dropped");
@@ -112,6 +108,12 @@ pub fn render_text(s: &FilterStatus) -> String {
         class_mode_rows(&mut out, c, "       ");
     }
     out
+}
+
+/// `     dropped 7 by reason: fragment 2, unknown_source 5`.
+fn by_reason(out: &mut String, what: &str, total: u64, reasons: &BTreeMap<&'static str, u64>) {
+    let list: Vec<String> = reasons.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    let _ = writeln!(out, "     {what} {total} by reason: {}", list.join(", "));
 }
 
 /// One `class mode passed dropped` row per cell that counted anything.
@@ -174,6 +176,7 @@ pub fn render_agent(agent: &AgentReport) -> String {
     for p in &agent.sources {
         let ms = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.3}"));
         let when = p.when.map_or_else(|| "-".into(), |w| w.to_string());
+        let nts = agent.nts.iter().find(|n| n.source == Some(p.id));
         let _ = writeln!(
             out,
             "{}{:<15} {:<15} {:>2} {} {:>4} {:>4} {:>4o} {:>8} {:>8} {:>7}",
@@ -181,7 +184,7 @@ pub fn render_agent(agent: &AgentReport) -> String {
             p.remote,
             p.refid,
             p.stratum,
-            p.kind,
+            if nts.is_some() { NTS_MARK } else { p.kind },
             when,
             p.poll,
             p.reach,
@@ -192,8 +195,50 @@ pub fn render_agent(agent: &AgentReport) -> String {
         if p.state.contains("KoD") {
             let _ = writeln!(out, "      {} {}", p.remote, p.state);
         }
+        if let Some(n) = nts {
+            let _ = writeln!(out, "      {} {}", p.remote, nts_line(n));
+        }
+    }
+    // NTS sources whose key establishment has not named a server yet.
+    for n in agent.nts.iter().filter(|n| n.source.is_none()) {
+        let _ = writeln!(
+            out,
+            " {:<15} {:<15} 16 {NTS_MARK}    -    -    0        -        -       -",
+            n.host, ".NTS."
+        );
+        let _ = writeln!(out, "      {} {}", n.host, nts_line(n));
+    }
+    for p in &agent.pools {
+        let _ = writeln!(
+            out,
+            "pool {}: {} of {} members, {} replaced",
+            p.name,
+            p.members.len(),
+            p.max_sources,
+            p.replacements
+        );
     }
     out
+}
+
+/// The `t` column of an NTS source: a server whose replies are
+/// authenticated (the `nts` line under it says how).
+const NTS_MARK: char = 'N';
+
+/// `NTS via HOST:PORT: 8 cookies, AEAD_AES_SIV_CMAC_256`, or why not.
+fn nts_line(n: &NtsReport) -> String {
+    let s = &n.nts;
+    match &n.reason {
+        Some(reason) => format!("{reason}; nothing is sent until it succeeds"),
+        None => {
+            let aead = s.aead.as_deref().unwrap_or("-");
+            let mut line = format!("NTS via {}: {} cookies, {aead}", s.ke_server, s.cookies);
+            if let Some(e) = &s.last_error {
+                let _ = write!(line, "; last KE error: {e}");
+            }
+            line
+        }
+    }
 }
 
 /// `status --json`: the agent's part under the names the README
@@ -217,8 +262,35 @@ struct AgentJson<'a> {
     clock: &'a str,
     clock_correction_ms: Option<f64>,
     host: &'a SystemStatus,
-    peers: &'a [SourceStatus],
+    /// The sources, an NTS one with its `nts` object; NTS sources without
+    /// a server yet at the end (`remote` the KE host, `state` why).
+    peers: Vec<serde_json::Value>,
+    pools: &'a [PoolReport],
     server: &'a ServerCounters,
+}
+
+fn peers_json(a: &AgentReport) -> Vec<serde_json::Value> {
+    let nts_of = |id| a.nts.iter().find(|n| n.source == Some(id));
+    let with_nts = a.sources.iter().map(|s| {
+        let mut v = serde_json::to_value(s).unwrap_or_default();
+        if let (Some(n), Some(m)) = (nts_of(s.id), v.as_object_mut()) {
+            m.insert(
+                "nts".into(),
+                serde_json::to_value(&n.nts).unwrap_or_default(),
+            );
+        }
+        v
+    });
+    let pending = a.nts.iter().filter(|n| n.source.is_none()).map(|n| {
+        serde_json::json!({
+            "remote": n.host,
+            "kind": "u",
+            "reach": 0,
+            "state": n.reason,
+            "nts": n.nts,
+        })
+    });
+    with_nts.chain(pending).collect()
 }
 
 impl<'a> StatusJson<'a> {
@@ -229,7 +301,8 @@ impl<'a> StatusJson<'a> {
                 clock: &a.clock,
                 clock_correction_ms: a.clock_correction_ms,
                 host: &a.system,
-                peers: &a.sources,
+                peers: peers_json(a),
+                pools: &a.pools,
                 server: &a.server,
             }),
             agent_error: agent.as_ref().err().map(|e| format!("{e:#}")),
@@ -280,9 +353,13 @@ mod tests {
             "        stratum:  16\n",
             "        offset:   0.500ms\n",
             "        clients:  10 answered, 2 KoD RATE, 30 ignored (rate limit), 3 malformed\n",
-            "*192.0.2.10      127.127.1.1      3 u   12   64  377    0.208   -0.142   0.139\n",
+            "*192.0.2.10      127.127.1.1      3 N   12   64  377    0.208   -0.142   0.139\n",
+            "      192.0.2.10 NTS via nts.example.net:4460: 7 cookies, AEAD_AES_SIV_CMAC_256; last KE error: TLS: invalid peer certificate: UnknownIssuer\n",
             "x192.0.2.10      127.127.1.1      3 s    -   64  377        -   -0.142   0.139\n",
             "      192.0.2.10 unreachable: KoD DENY\n",
+            " 192.0.2.30      .NTS.           16 N    -    -    0        -        -       -\n",
+            "      192.0.2.30 NTS-KE with 192.0.2.30:4460 failed: no answer within 10s; nothing is sent until it succeeds\n",
+            "pool pool.example.net: 1 of 4 members, 9 replaced\n",
         ] {
             assert!(text.contains(line), "no {line:?} in:\n{text}");
         }
@@ -312,12 +389,33 @@ mod tests {
                 "host",
                 "mode",
                 "peers",
+                "pools",
                 "server"
             ]
         );
         assert_eq!(v["mode"], "server");
         assert_eq!(v["host"], serde_json::to_value(&report.system).unwrap());
-        assert_eq!(v["peers"], serde_json::to_value(&report.sources).unwrap());
+        // Each source as the core reports it, an NTS one with its `nts`
+        // object, then the NTS source still without a server.
+        let peers = v["peers"].as_array().unwrap();
+        assert_eq!(peers.len(), report.sources.len() + 1);
+        for (p, s) in peers.iter().zip(&report.sources) {
+            let mut p = p.clone();
+            let nts = p.as_object_mut().unwrap().remove("nts");
+            assert_eq!(p, serde_json::to_value(s).unwrap());
+            assert_eq!(nts.is_some(), s.id == report.nts[0].source.unwrap());
+        }
+        assert_eq!(peers[0]["nts"]["cookies"], 7);
+        assert_eq!(peers[0]["nts"]["ke_server"], "nts.example.net:4460");
+        assert_eq!(peers[0]["nts"]["aead"], "AEAD_AES_SIV_CMAC_256");
+        assert_eq!(peers[0]["nts"]["last_ke"], 1_700_000_000);
+        assert_eq!(peers[0]["nts"]["ke_failures"], 1);
+        assert_eq!(peers[0]["nts"]["rejects"]["nts_auth"], 1);
+        assert_eq!(peers[2]["remote"], "192.0.2.30");
+        assert_eq!(peers[2]["nts"]["last_error_kind"], "timeout");
+        assert!(peers[2]["state"].as_str().unwrap().contains("failed"));
+        assert_eq!(v["pools"][0]["name"], "pool.example.net");
+        assert_eq!(v["pools"][0]["max_sources"], 4);
         assert_eq!(v["server"]["rate_ignored"], 30);
         assert_eq!(v["server"]["malformed"], 3);
         assert_eq!(v["filter_error"], "no pins");

@@ -21,6 +21,9 @@ pub struct FilterStatus {
     pub policy: BTreeMap<&'static str, Vec<u8>>,
     pub servers: Vec<IpAddr>,
     pub peers: Vec<IpAddr>,
+    /// Ports servers answer from besides `ntp_port` (negotiated by NTS
+    /// key establishments): replies from them are in scope too.
+    pub server_ports: Vec<u16>,
     pub local_addresses: usize,
     /// The box's addresses (in this network namespace) that are not in the
     /// filter's local-address map because it is full: NTP to them is
@@ -45,7 +48,7 @@ pub struct FilterStatus {
 #[derive(Serialize)]
 pub struct InterfaceStatus {
     pub name: String,
-    /// `native`, `skb`, `hw`, or `unknown` when iproute2 cannot tell.
+    /// `native`, `skb`, `hw`, or `unknown` when the kernel does not say.
     pub xdp_mode: String,
     /// Its block of the counter array; `null`: counted under `other`.
     pub counter_slot: Option<u32>,
@@ -89,6 +92,7 @@ pub fn collect(pins: &PinDir) -> Result<FilterStatus> {
             .collect(),
         servers,
         peers,
+        server_ports: maps.server_ports()?,
         local_addresses: local.len(),
         local_addresses_unprotected: crate::filter::local_addrs::current()
             .map(|box_addrs| box_addrs.keys().filter(|k| !local.contains_key(k)).count())
@@ -106,21 +110,83 @@ pub fn collect(pins: &PinDir) -> Result<FilterStatus> {
     })
 }
 
-/// The attach mode as the kernel reports it (IFLA_XDP via iproute2).
+/// The attach mode as the kernel reports it: IFLA_XDP's attach type, read
+/// with one RTM_GETLINK over rtnetlink (no `ip` process per scrape).
+/// `None` when nothing is attached or the link cannot be read.
 pub fn xdp_mode(iface: &str) -> Option<String> {
-    let out = std::process::Command::new("ip")
-        .args(["-j", "-d", "link", "show", "dev", iface])
-        .output()
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    let mode = v.get(0)?.get("xdp")?.get("mode")?.as_u64()?;
-    Some(
-        match mode {
-            1 => "native",
-            2 => "skb",
-            3 => "hw",
-            _ => "unknown",
-        }
-        .into(),
-    )
+    use netlink_packet_route::link::{LinkAttribute, LinkXdp, XdpAttached};
+    let link = get_link(iface).ok()?;
+    let attached = link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Xdp(xdp) => xdp.iter().find_map(|x| match x {
+            LinkXdp::Attached(mode) => Some(*mode),
+            _ => None,
+        }),
+        _ => None,
+    })?;
+    let mode = match attached {
+        XdpAttached::None => return None,
+        XdpAttached::Driver => "native",
+        XdpAttached::SocketBuffer => "skb",
+        XdpAttached::Hardware => "hw",
+        _ => "unknown",
+    };
+    Some(mode.into())
+}
+
+/// How long a reply from the kernel may take before the caller gets on
+/// without it (it answers at once; this only bounds a scrape).
+const NETLINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `iface`'s link message, as `ip link show dev IFACE` reads it.
+fn get_link(iface: &str) -> Result<netlink_packet_route::link::LinkMessage> {
+    use anyhow::{bail, Context as _};
+    use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_REQUEST};
+    use netlink_packet_route::{link::LinkMessage, RouteNetlinkMessage};
+    use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+    let index =
+        nix::net::if_::if_nametoindex(iface).with_context(|| format!("no interface {iface:?}"))?;
+    let mut link = LinkMessage::default();
+    link.header.index = index;
+    let mut request = NetlinkMessage::from(RouteNetlinkMessage::GetLink(link));
+    request.header.flags = NLM_F_REQUEST;
+    request.header.sequence_number = 1;
+    request.finalize();
+    let mut out = vec![0u8; request.buffer_len()];
+    request.serialize(&mut out);
+
+    let mut socket = Socket::new(NETLINK_ROUTE).context("opening an rtnetlink socket")?;
+    socket.bind_auto()?;
+    nix::sys::socket::setsockopt(
+        &socket,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(NETLINK_TIMEOUT.as_secs() as _, 0),
+    )?;
+    socket.send_to(&out, &SocketAddr::new(0, 0), 0)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = socket.recv(&mut &mut buf[..], 0)?;
+    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[..n])
+        .context("reading the rtnetlink reply")?;
+    match reply.payload {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => Ok(link),
+        NetlinkPayload::Error(e) => bail!("RTM_GETLINK {iface}: {e}"),
+        _ => bail!("RTM_GETLINK {iface}: unexpected reply"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Nothing is attached to `lo` here, and a missing interface is no
+    /// error for status: both read as no mode (the attached modes are
+    /// checked by the namespace tests, `status`'s `xdp_mode`).
+    #[test]
+    fn xdp_mode_reads_the_link_over_rtnetlink() {
+        assert_eq!(super::get_link("lo").unwrap().header.index, 1);
+        assert_eq!(super::xdp_mode("lo"), None);
+        assert_eq!(super::xdp_mode("nf-no-such-if"), None);
+        assert!(
+            format!("{:#}", super::get_link("nf-no-such-if").unwrap_err())
+                .contains("nf-no-such-if")
+        );
+    }
 }

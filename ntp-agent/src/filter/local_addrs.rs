@@ -67,7 +67,7 @@ pub fn sync(maps: &Mutex<FilterMaps>, left_out: &mut usize) -> Result<()> {
                 addresses = desired.len(),
                 capacity = MAX_LOCAL_ADDRS,
                 unprotected = c.left_out.len(),
-                first = %crate::filter::maps::key_ip(&c.left_out[0]),
+                first = %c.left_out[0].to_ip(),
                 "the box has more addresses than the filter's local-address map holds: NTP to the {} left out is treated as transit (not filtered)",
                 c.left_out.len()
             );

@@ -9,6 +9,7 @@ use aya::maps::{lpm_trie::LpmTrie, Array, Map, MapData, MapError, PerCpuArray, P
 use ntp_filter_common::{
     cell, cell_base, config_flags, counters, names, table, AclKey, AddrKey, ConfigRecord,
     FilterConfig, ModeMask, SourceClass, SourceEntry, COUNTER_SLOTS, IFACE_OTHER, MAX_IFACE_SLOTS,
+    MAX_SERVER_PORTS,
 };
 
 use super::{
@@ -28,6 +29,48 @@ pub struct FilterMaps {
     ifaces: Array<MapData, u32>,
 }
 
+/// The NTP port a config record means (0: the default).
+fn effective_port(ntp_port: u16) -> u16 {
+    if ntp_port == 0 {
+        ntp_filter_common::NTP_PORT
+    } else {
+        ntp_port
+    }
+}
+
+/// The record's server ports in host order, without the unused lanes (the
+/// NTP port, or 0 in a map never written).
+fn server_ports_of(rec: &ConfigRecord) -> Vec<u16> {
+    let ntp = effective_port(rec.ntp_port);
+    let mut ports: Vec<u16> = rec
+        .server_ports
+        .iter()
+        .map(|p| u16::from_be(*p))
+        .filter(|p| *p != 0 && *p != ntp)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// `ports` as the record's lanes (network order, unused ones the NTP
+/// port), and the ports that did not fit.
+fn lanes(ports: &[u16], ntp: u16) -> ([u16; MAX_SERVER_PORTS], Vec<u16>) {
+    let mut wanted: Vec<u16> = ports
+        .iter()
+        .copied()
+        .filter(|p| *p != ntp && *p != 0)
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut out = [ntp.to_be(); MAX_SERVER_PORTS];
+    for (lane, p) in out.iter_mut().zip(&wanted) {
+        *lane = p.to_be();
+    }
+    let left_out = wanted.get(MAX_SERVER_PORTS..).unwrap_or_default().to_vec();
+    (out, left_out)
+}
+
 fn open(pins: &PinDir, name: &str) -> Result<MapData> {
     let path = pins.map(name);
     MapData::from_pin(&path).with_context(|| {
@@ -41,15 +84,19 @@ fn open(pins: &PinDir, name: &str) -> Result<MapData> {
 impl FilterMaps {
     pub fn open(pins: &PinDir) -> Result<Self> {
         let array = |name| -> Result<Map> { Ok(Map::Array(open(pins, name)?)) };
+        let config: Array<MapData, ConfigRecord> = Array::try_from(array(names::CONFIG)?)?;
+        let seed = config.get(&0, 0)?.table_seed;
         Ok(Self {
-            config: Array::try_from(array(names::CONFIG)?)?,
+            config,
             sources: AddrTable::new(
                 table::SOURCES,
+                seed,
                 Array::try_from(array(names::SOURCES_DIR)?)?,
                 Array::try_from(array(names::SOURCES)?)?,
             ),
             local: AddrTable::new(
                 table::LOCAL,
+                seed,
                 Array::try_from(array(names::LOCAL_DIR)?)?,
                 Array::try_from(array(names::LOCAL_ADDRS)?)?,
             ),
@@ -57,6 +104,35 @@ impl FilterMaps {
             acl: LpmTrie::try_from(Map::LpmTrie(open(pins, names::ACL)?))?,
             ifaces: Array::try_from(Map::Array(open(pins, names::IFACES)?))?,
         })
+    }
+
+    /// Gives freshly created tables their secret hash key: only while both
+    /// are empty and unkeyed, so a table is always read with the key it was
+    /// laid out with (a restarted agent, `status` and the program all take
+    /// it from the config record). Called once by the agent that loads the
+    /// program, before anything is put in the tables.
+    pub fn seed_tables(&mut self) -> Result<()> {
+        let rec = self.record()?;
+        if rec.table_seed != 0 || self.sources.count()? != 0 || self.local.count()? != 0 {
+            return Ok(());
+        }
+        let seed = loop {
+            let s: u64 = rand::random();
+            if s != 0 {
+                break s;
+            }
+        };
+        self.config.set(
+            0,
+            ConfigRecord {
+                table_seed: seed,
+                ..rec
+            },
+            0,
+        )?;
+        self.sources.set_seed(seed);
+        self.local.set_seed(seed);
+        Ok(())
     }
 
     fn record(&self) -> Result<ConfigRecord> {
@@ -67,15 +143,37 @@ impl FilterMaps {
         Ok(self.record()?.settings())
     }
 
-    /// Writes the settings, leaving the policy as it is (one write of the
-    /// whole record, so the program never sees half of it).
+    /// Writes the settings, leaving the policy and the server ports as
+    /// they are (one write of the whole record, so the program never sees
+    /// half of it).
     pub fn set_config(&mut self, cfg: FilterConfig) -> Result<()> {
-        let rec = ConfigRecord {
+        let old = self.record()?;
+        let ports = server_ports_of(&old);
+        let mut rec = ConfigRecord {
             ntp_port: cfg.ntp_port,
             flags: cfg.flags,
-            ..self.record()?
+            ..old
         };
+        rec.server_ports = lanes(&ports, effective_port(cfg.ntp_port)).0;
         Ok(self.config.set(0, rec, 0)?)
+    }
+
+    /// The ports servers answer from besides the NTP port (host order).
+    pub fn server_ports(&self) -> Result<Vec<u16>> {
+        Ok(server_ports_of(&self.record()?))
+    }
+
+    /// Sets the ports servers answer from besides the NTP port; returns
+    /// those that did not fit ([`MAX_SERVER_PORTS`]), whose replies stay
+    /// out of the filter's scope.
+    pub fn set_server_ports(&mut self, ports: &[u16]) -> Result<Vec<u16>> {
+        let mut rec = self.record()?;
+        let (lanes, left_out) = lanes(ports, effective_port(rec.ntp_port));
+        if rec.server_ports != lanes {
+            rec.server_ports = lanes;
+            self.config.set(0, rec, 0)?;
+        }
+        Ok(left_out)
     }
 
     pub fn policy(&self) -> Result<[ModeMask; SourceClass::COUNT]> {
@@ -98,6 +196,8 @@ impl FilterMaps {
                     class: v.class,
                     _pad: 0,
                     reply_port: v.reply_port,
+                    server_port: v.server_port,
+                    _pad2: 0,
                 };
                 (k, entry)
             })
@@ -109,16 +209,17 @@ impl FilterMaps {
             class: entry.class,
             kind: 0,
             reply_port: entry.reply_port,
+            server_port: entry.server_port,
         };
         self.sources
             .put(&key, value)
-            .with_context(|| format!("adding {} to the sources", key_ip(&key)))
+            .with_context(|| format!("adding {} to the sources", key.to_ip()))
     }
 
     pub fn remove_source(&mut self, key: &AddrKey) -> Result<()> {
         self.sources
             .remove(key)
-            .with_context(|| format!("removing {} from the sources", key_ip(key)))
+            .with_context(|| format!("removing {} from the sources", key.to_ip()))
     }
 
     pub fn local_addrs(&self) -> Result<BTreeMap<AddrKey, u8>> {
@@ -135,16 +236,17 @@ impl FilterMaps {
             class: 0,
             kind,
             reply_port: 0,
+            server_port: 0,
         };
         self.local
             .put(&key, value)
-            .with_context(|| format!("adding {} to the local addresses", key_ip(&key)))
+            .with_context(|| format!("adding {} to the local addresses", key.to_ip()))
     }
 
     pub fn remove_local(&mut self, key: &AddrKey) -> Result<()> {
         self.local
             .remove(key)
-            .with_context(|| format!("removing {} from the local addresses", key_ip(key)))
+            .with_context(|| format!("removing {} from the local addresses", key.to_ip()))
     }
 
     /// The access list, sorted (IPv4 first, then by address and length).
@@ -304,12 +406,4 @@ impl FilterMaps {
         }
         Ok(out)
     }
-}
-
-/// A key as an address, for messages.
-pub fn key_ip(key: &AddrKey) -> std::net::IpAddr {
-    let v6 = std::net::Ipv6Addr::from(key.addr);
-    v6.to_ipv4_mapped()
-        .map(std::net::IpAddr::V4)
-        .unwrap_or(std::net::IpAddr::V6(v6))
 }

@@ -100,7 +100,7 @@ mod tests {
             verdict: Verdict::Drop,
         };
         slots[drop3.index() as usize] = 5;
-        slots[Counter::Drop(DropReason::UnknownSource).index() as usize] = 5;
+        slots[Counter::Drop(DropReason::OtherSource).index() as usize] = 5;
         slots[Counter::Pass(PassReason::NotLocal).index() as usize] = 2;
         let s = FilterStats::from_slots(&slots);
         assert_eq!(
@@ -110,7 +110,7 @@ mod tests {
                 dropped: 5
             }
         );
-        assert_eq!(s.drop_count(DropReason::UnknownSource), 5);
+        assert_eq!(s.drop_count(DropReason::OtherSource), 5);
         assert_eq!(s.pass_count(PassReason::NotLocal), 2);
         assert_eq!((s.total_dropped, s.total_passed), (5, 2));
     }

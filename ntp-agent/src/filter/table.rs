@@ -30,6 +30,7 @@ pub struct Value {
     pub class: u8,
     pub kind: u8,
     pub reply_port: u16,
+    pub server_port: u16,
 }
 
 impl Value {
@@ -38,6 +39,7 @@ impl Value {
             class: s.class,
             kind: s.kind,
             reply_port: s.reply_port,
+            server_port: s.server_port,
         }
     }
 
@@ -47,6 +49,7 @@ impl Value {
             class: self.class,
             kind: self.kind,
             reply_port: self.reply_port,
+            server_port: self.server_port,
             _pad: 0,
         }
     }
@@ -56,6 +59,8 @@ impl Value {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Image {
     g: Geometry,
+    /// The hash key ([`table::hash`]), as the config record holds it.
+    seed: u64,
     dir: Vec<u32>,
     slots: Vec<Slot>,
     /// Live addresses.
@@ -70,18 +75,20 @@ pub enum Write {
 }
 
 impl Image {
-    pub fn empty(g: Geometry) -> Self {
+    pub fn empty(g: Geometry, seed: u64) -> Self {
         Self {
             g,
+            seed,
             dir: vec![0; g.dir_len() as usize],
             slots: vec![Slot::default(); g.slots() as usize],
             n: 0,
         }
     }
 
-    fn new(g: Geometry, dir: Vec<u32>, slots: Vec<Slot>) -> Self {
+    fn new(g: Geometry, seed: u64, dir: Vec<u32>, slots: Vec<Slot>) -> Self {
         let mut img = Self {
             g,
+            seed,
             dir,
             slots,
             n: 0,
@@ -93,7 +100,7 @@ impl Image {
     /// `w`'s bucket, and the slot the program looks at for it (none when
     /// the bucket is empty: displacement 0).
     fn home(&self, w: Words) -> (u32, Option<u32>) {
-        let h = table::hash(w);
+        let h = table::hash(w, self.seed);
         let b = table::bucket(h, self.g);
         let d = self.dir[b as usize];
         (b, (d != table::EMPTY).then(|| table::slot(h, d, self.g)))
@@ -168,7 +175,7 @@ impl Image {
                 let a = self.slots[j as usize].addr;
                 a != [0, 0] && a != w && !self.live(j) && self.home(a).0 == b
             })
-            .map(|j| (table::hash(self.slots[j as usize].addr), j))
+            .map(|j| (table::hash(self.slots[j as usize].addr, self.seed), j))
             .collect();
         let old = self.dir[b as usize];
         let mut placed: Vec<u32> = Vec::with_capacity(members.len() + 1);
@@ -187,7 +194,7 @@ impl Image {
                     .map(|&(m, at)| (m, Some(at)))
                     .chain([(w, None)])
                     .all(|(m, at)| {
-                        let j = table::slot(table::hash(m), d, self.g);
+                        let j = table::slot(table::hash(m, self.seed), d, self.g);
                         let fits = !placed.contains(&j) && (at == Some(j) || !self.live(j));
                         placed.push(j);
                         fits
@@ -253,6 +260,7 @@ impl Image {
 /// One table's two pinned maps.
 pub struct AddrTable {
     g: Geometry,
+    seed: u64,
     dir: Array<MapData, u32>,
     slots: Array<MapData, Slot>,
     /// What this process last read or wrote; the writer's view. Checked
@@ -262,9 +270,15 @@ pub struct AddrTable {
 }
 
 impl AddrTable {
-    pub fn new(g: Geometry, dir: Array<MapData, u32>, slots: Array<MapData, Slot>) -> Self {
+    pub fn new(
+        g: Geometry,
+        seed: u64,
+        dir: Array<MapData, u32>,
+        slots: Array<MapData, Slot>,
+    ) -> Self {
         Self {
             g,
+            seed,
             dir,
             slots,
             cache: None,
@@ -281,7 +295,21 @@ impl AddrTable {
             .map(|i| self.slots.get(&i, 0))
             .collect::<Result<_, _>>()
             .context("reading an address table's slots")?;
-        Ok(Image::new(self.g, dir, slots))
+        Ok(Image::new(self.g, self.seed, dir, slots))
+    }
+
+    /// How many addresses the kernel's table holds.
+    pub fn count(&self) -> Result<usize> {
+        match &self.cache {
+            Some(img) => Ok(img.count()),
+            None => Ok(self.read()?.count()),
+        }
+    }
+
+    /// Takes a new hash key: only for a table that is still empty.
+    pub fn set_seed(&mut self, seed: u64) {
+        self.seed = seed;
+        self.cache = None;
     }
 
     /// This process's view, read once.
@@ -303,7 +331,7 @@ impl AddrTable {
 
     pub fn put(&mut self, key: &AddrKey, value: Value) -> Result<()> {
         let w = table::words(&key.addr);
-        let b = table::bucket(table::hash(w), self.g);
+        let b = table::bucket(table::hash(w, self.seed), self.g);
         let kernel = self.dir.get(&b, 0)?;
         if self.image()?.dir[b as usize] != kernel {
             // Another process wrote the table since: start from the kernel's.
@@ -347,6 +375,8 @@ mod tests {
         }
     }
 
+    const SEED: u64 = 0x5eed_0f7a_b1e5;
+
     const SMALL: Geometry = Geometry {
         dir_bits: 3,
         slot_bits: 5,
@@ -362,12 +392,13 @@ mod tests {
         class: 1,
         kind: 0,
         reply_port: 123,
+        server_port: 123,
     };
 
     /// What the XDP program would find for `key` in `img`.
     fn program_finds(img: &Image, key: &AddrKey) -> Option<Value> {
         let w = table::words(&key.addr);
-        let h = table::hash(w);
+        let h = table::hash(w, img.seed);
         let d = img.dir[table::bucket(h, img.g) as usize];
         if d == table::EMPTY {
             return None;
@@ -379,7 +410,7 @@ mod tests {
     #[test]
     fn fills_to_capacity_and_finds_everything() {
         for g in [SMALL, table::SOURCES, table::LOCAL] {
-            let mut img = Image::empty(g);
+            let mut img = Image::empty(g, SEED);
             for i in 0..g.capacity {
                 img.put(&v4(i), V)
                     .unwrap_or_else(|e| panic!("{g:?} #{i}: {e}"));
@@ -399,7 +430,7 @@ mod tests {
     #[test]
     fn a_packet_never_misses_an_address_that_stays() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let mut img = Image::empty(SMALL);
+        let mut img = Image::empty(SMALL, SEED);
         let mut present: Vec<AddrKey> = Vec::new();
         for _ in 0..2000 {
             let key = v4(rng.gen_range(0..40));
@@ -437,7 +468,7 @@ mod tests {
 
     #[test]
     fn updates_in_place_and_refuses_what_is_not_there() {
-        let mut img = Image::empty(SMALL);
+        let mut img = Image::empty(SMALL, SEED);
         img.put(&v4(1), V).unwrap();
         let w = img
             .put(
@@ -464,6 +495,6 @@ mod tests {
         img.remove(&v4(1)).unwrap();
         assert_eq!(img.count(), 0);
         // The last address of a bucket leaves it marked empty again.
-        assert_eq!(img, Image::empty(SMALL).with_slots_of(&img));
+        assert_eq!(img, Image::empty(SMALL, SEED).with_slots_of(&img));
     }
 }

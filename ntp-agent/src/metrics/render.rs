@@ -11,7 +11,10 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{filter::stats::FilterStats, protocol::AgentReport};
+use crate::{
+    filter::stats::FilterStats,
+    protocol::{AgentReport, NtsStatus},
+};
 
 /// What the filter looked like at scrape time, read from the pinned maps.
 #[derive(Clone, Debug, Default)]
@@ -162,6 +165,8 @@ pub fn render(
     if let Some(a) = agent {
         sync_metrics(&mut x, a);
         source_metrics(&mut x, a);
+        nts_metrics(&mut x, a);
+        pool_metrics(&mut x, a);
         server_metrics(&mut x, a);
     }
     x.ints(
@@ -373,9 +378,9 @@ fn source_metrics(x: &mut Exposition, a: &AgentReport) {
     );
     x.counters(
         "source_rejected_replies",
-        "Replies from the source refused by the RFC 5905 checks, by reason",
+        "Replies from the source refused by the RFC 5905 checks, and for an NTS source by the NTS checks before them (nts_*), by reason",
         rows.iter().flat_map(|(l, s)| {
-            rejects(s).into_iter().map(move |(reason, n)| {
+            rejects(a, s).into_iter().map(move |(reason, n)| {
                 let mut l = l.clone();
                 l.push(("reason".into(), reason));
                 (l, n)
@@ -384,14 +389,89 @@ fn source_metrics(x: &mut Exposition, a: &AgentReport) {
     );
 }
 
-/// The reject counters under the names `status --json` uses.
-fn rejects(s: &SourceStatus) -> Vec<(String, u64)> {
-    let Ok(serde_json::Value::Object(m)) = serde_json::to_value(s.rejects) else {
-        return Vec::new();
+/// The reject counters under the names `status --json` uses, an NTS
+/// source's `nts_*` ones included.
+fn rejects(a: &AgentReport, s: &SourceStatus) -> Vec<(String, u64)> {
+    let nts = a
+        .nts
+        .iter()
+        .find(|n| n.source == Some(s.id))
+        .map(|n| n.nts.rejects);
+    let as_map = |v: serde_json::Result<serde_json::Value>| match v {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
     };
+    let mut m = as_map(serde_json::to_value(s.rejects));
+    if let Some(r) = nts {
+        m.extend(as_map(serde_json::to_value(r)));
+    }
     m.into_iter()
         .filter_map(|(k, v)| v.as_u64().map(|n| (k, n)))
         .collect()
+}
+
+/// Per NTS source, labelled by its key establishment server.
+fn nts_metrics(x: &mut Exposition, a: &AgentReport) {
+    let rows: Vec<(Labels, &NtsStatus)> = a
+        .nts
+        .iter()
+        .map(|n| (labels([("ke_server", n.nts.ke_server.as_str())]), &n.nts))
+        .collect();
+    x.ints(
+        "nts_session",
+        "1 while the NTS source has keys and cookies from a key establishment, 0 while it waits for one (it sends nothing then)",
+        a.nts
+            .iter()
+            .zip(&rows)
+            .map(|(n, (l, _))| (l.clone(), i64::from(n.reason.is_none()))),
+    );
+    x.ints(
+        "nts_cookies",
+        "NTS cookies the source holds (8 when full)",
+        rows.iter().map(|(l, n)| (l.clone(), n.cookies as i64)),
+    );
+    x.counters(
+        "nts_key_establishments",
+        "NTS key establishments of the source, by result",
+        rows.iter().flat_map(|(l, n)| {
+            [("success", n.ke_successes), ("failure", n.ke_failures)].map(|(r, v)| {
+                let mut l = l.clone();
+                l.push(("result".into(), r.into()));
+                (l, v)
+            })
+        }),
+    );
+    x.floats(
+        "nts_last_key_establishment_timestamp",
+        "Unix time of the source's last successful NTS key establishment (absent before the first)",
+        seconds(),
+        rows.iter()
+            .filter_map(|(l, n)| n.last_ke.map(|t| (l.clone(), t as f64))),
+    );
+}
+
+/// Per `--pool`, labelled by its name.
+fn pool_metrics(x: &mut Exposition, a: &AgentReport) {
+    let pool = |name: &str| labels([("pool", name)]);
+    x.ints(
+        "pool_members",
+        "Servers the pool has now (up to its maxsources)",
+        a.pools
+            .iter()
+            .map(|p| (pool(&p.name), p.members.len() as i64)),
+    );
+    x.ints(
+        "pool_max_sources",
+        "The pool's maxsources",
+        a.pools
+            .iter()
+            .map(|p| (pool(&p.name), p.max_sources as i64)),
+    );
+    x.counters(
+        "pool_replacements",
+        "Pool members replaced (unreachable or falsetickers for 8 polls)",
+        a.pools.iter().map(|p| (pool(&p.name), p.replacements)),
+    );
 }
 
 fn server_metrics(x: &mut Exposition, a: &AgentReport) {

@@ -18,11 +18,12 @@
 use std::{
     collections::BTreeMap,
     fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv6Addr},
     str::FromStr,
 };
 
 use anyhow::{bail, Result};
+use ipnet::{IpNet, Ipv6Net};
 use ntp_filter_common::{AddrKey, MAX_ACL_RULES, V4_MAPPED_PREFIX_LEN};
 
 /// An address range: a network address and a prefix length, with no bits
@@ -65,20 +66,12 @@ const fn max_len(addr: &IpAddr) -> u8 {
     }
 }
 
-/// `addr` with every bit after the first `prefix_len` cleared.
+/// `addr` with every bit after the first `prefix_len` (at most the
+/// family's length) cleared.
 fn mask(addr: IpAddr, prefix_len: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let bits = u32::from(a);
-            let m = u32::MAX.checked_shl(32 - prefix_len as u32).unwrap_or(0);
-            IpAddr::V4(Ipv4Addr::from(bits & m))
-        }
-        IpAddr::V6(a) => {
-            let bits = u128::from(a);
-            let m = u128::MAX.checked_shl(128 - prefix_len as u32).unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(bits & m))
-        }
-    }
+    IpNet::new(addr, prefix_len)
+        .map(|net| net.trunc().addr())
+        .unwrap_or(addr)
 }
 
 /// `::ffff:a.b.c.d/n` with n ≥ 96 as `a.b.c.d/(n-96)`.
@@ -109,14 +102,14 @@ impl Cidr {
 
     fn checked(addr: IpAddr, prefix_len: u8, value: &str) -> Result<Self, CidrError> {
         let max = max_len(&addr);
-        if prefix_len > max {
+        let Ok(net) = IpNet::new(addr, prefix_len) else {
             return Err(CidrError::PrefixTooLong {
                 value: value.to_owned(),
                 family: if max == 32 { "IPv4" } else { "IPv6" },
                 max,
             });
-        }
-        let network = mask(addr, prefix_len);
+        };
+        let network = net.trunc().addr();
         if network != addr {
             return Err(CidrError::HostBits {
                 value: value.to_owned(),
@@ -143,24 +136,23 @@ impl Cidr {
     /// IPv6 form are the same client, as in the filter.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let (want, len) = self.mapped();
-        let got = AddrKey::from_ip(ip).addr;
-        let full = len as usize / 8;
-        let rest = len as usize % 8;
-        want.addr[..full] == got[..full]
-            && (rest == 0 || (want.addr[full] ^ got[full]) & (0xffu8 << (8 - rest)) == 0)
+        Ipv6Net::new(Ipv6Addr::from(want.addr), len as u8)
+            .is_ok_and(|net| net.contains(&Ipv6Addr::from(AddrKey::from_ip(ip).addr)))
     }
 
     /// The range as the filter matches it: the 16-byte address of
     /// `AddrKey` (IPv4 as `::ffff:a.b.c.d`) and its prefix length (96 + n
     /// for an IPv4 /n), so IPv4 and IPv6 rules compare in one trie.
     pub fn mapped(&self) -> (AddrKey, u32) {
-        match self.addr {
-            IpAddr::V4(a) => (
-                AddrKey::from_v4(a.octets()),
-                V4_MAPPED_PREFIX_LEN + u32::from(self.prefix_len),
-            ),
-            IpAddr::V6(a) => (AddrKey::from_v6(a.octets()), u32::from(self.prefix_len)),
-        }
+        let offset = if self.addr.is_ipv4() {
+            V4_MAPPED_PREFIX_LEN
+        } else {
+            0
+        };
+        (
+            AddrKey::from_ip(self.addr),
+            offset + u32::from(self.prefix_len),
+        )
     }
 
     /// The range a mapped address and prefix length stand for. Bits after
@@ -185,31 +177,33 @@ impl Cidr {
 impl FromStr for Cidr {
     type Err = CidrError;
 
-    /// `192.0.2.0/24`, `2001:db8::/32`, or a bare address (/32, /128).
+    /// `192.0.2.0/24`, `2001:db8::/32` (read by `ipnet`), or a bare
+    /// address (/32, /128).
     fn from_str(s: &str) -> Result<Self, CidrError> {
         let value = s.trim();
-        let syntax = || CidrError::Syntax(s.to_owned());
-        let (addr, len) = match value.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (value, None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| syntax())?;
-        let prefix_len = match len {
-            None => max_len(&addr),
-            Some(l) if !l.is_empty() && l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit()) => {
-                l.parse().map_err(|_| syntax())?
-            }
-            Some(l) if !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) => {
-                // Too many digits for a u8: still a length, just too long.
-                return Err(CidrError::PrefixTooLong {
+        if let Ok(net) = value.parse::<IpNet>() {
+            return Self::checked(net.addr(), net.prefix_len(), value);
+        }
+        if let Ok(addr) = value.parse::<IpAddr>() {
+            return Self::checked(addr, max_len(&addr), value);
+        }
+        // ipnet refuses a length past the family's (and one with leading
+        // zeros, `/024`) like any typo: an address and digits are a length,
+        // so take it or say it is too long.
+        match value.split_once('/') {
+            Some((addr, len)) if !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()) => {
+                let addr: IpAddr = addr.parse().map_err(|_| CidrError::Syntax(s.to_owned()))?;
+                if let Some(len) = len.parse::<u8>().ok().filter(|l| *l <= max_len(&addr)) {
+                    return Self::checked(addr, len, value);
+                }
+                Err(CidrError::PrefixTooLong {
                     value: value.to_owned(),
                     family: if addr.is_ipv4() { "IPv4" } else { "IPv6" },
                     max: max_len(&addr),
-                });
+                })
             }
-            Some(_) => return Err(syntax()),
-        };
-        Self::checked(addr, prefix_len, value)
+            _ => Err(CidrError::Syntax(s.to_owned())),
+        }
     }
 }
 

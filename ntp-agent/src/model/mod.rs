@@ -14,4 +14,4 @@ pub use acl::{AclRule, Cidr};
 pub use policy::ModeOverride;
 pub use role::Role;
 pub use settings::{RateLimit, Settings};
-pub use source::{PollSettings, SourceArg, SourceSpec};
+pub use source::{PollSettings, SourceArg, SourceRole, SourceSpec};

@@ -13,6 +13,10 @@ use super::{AclRule, ModeOverride, PollSettings, Role, SourceArg};
 pub struct Settings {
     pub servers: Vec<SourceArg>,
     pub peers: Vec<SourceArg>,
+    /// `--pool NAME[,maxsources=N]`: servers taken from a name.
+    pub pools: Vec<SourceArg>,
+    /// `--nts-ca FILE`: trust anchors for NTS-KE besides the system's.
+    pub nts_ca: Vec<PathBuf>,
     pub poll: PollSettings,
     pub system: SystemConfig,
     /// Where the frequency estimate is kept across restarts (only used when

@@ -1,9 +1,10 @@
 //! A configured source: an address or a name, with poll settings of its
-//! own where they differ from the global ones. On the command line and the
-//! control socket it is `ADDR[,minpoll=N][,maxpoll=N][,iburst|,noiburst]`
-//! (`--server 192.0.2.10,minpoll=4,noiburst`); the config file also takes
-//! a table (`{ address = "192.0.2.10", minpoll = 4, iburst = false }`),
-//! whose values go through the same checks.
+//! own where they differ from the global ones, NTS, and for a pool how many
+//! addresses it gives. On the command line and the control socket it is
+//! `ADDR[,minpoll=N][,maxpoll=N][,iburst|,noiburst][,nts[,nts-port=N]][,maxsources=N]`
+//! (`--server 192.0.2.10,minpoll=4,noiburst`, `--server time.example,nts`);
+//! the config file also takes a table (`{ address = "192.0.2.10", minpoll
+//! = 4, iburst = false }`), whose values go through the same checks.
 
 use std::{fmt, net::IpAddr, ops::RangeInclusive, str::FromStr};
 
@@ -130,7 +131,19 @@ pub struct SourceOptions {
     pub minpoll: Option<i8>,
     pub maxpoll: Option<i8>,
     pub iburst: Option<bool>,
+    /// `nts`: authenticate with NTS (RFC 8915).
+    pub nts: Option<bool>,
+    /// `nts-port=N`: the NTS-KE port (default [`NTS_KE_PORT`]).
+    pub nts_port: Option<u16>,
+    /// `maxsources=N`: how many addresses a pool takes from its name.
+    pub max_sources: Option<usize>,
 }
+
+/// The NTS-KE port when `nts-port` is not given (RFC 8915).
+pub const NTS_KE_PORT: u16 = 4460;
+
+/// `maxsources` a pool may ask for (chrony's bound).
+pub const MAX_SOURCES_RANGE: RangeInclusive<usize> = 1..=16;
 
 /// A per-source option's value as written: `iburst`, `noiburst` and
 /// `iburst = true|false` are switches; `minpoll=4` and `minpoll = 4` are
@@ -201,6 +214,30 @@ const OPTIONS: &[SourceOption] = &[
         takes: Takes::Switch,
         get: |o| o.iburst.map(OptionValue::Switch),
         set: |o, v| o.iburst = Some(switch(v)),
+    },
+    SourceOption {
+        name: "nts",
+        takes: Takes::Switch,
+        get: |o| o.nts.map(OptionValue::Switch),
+        set: |o, v| o.nts = Some(switch(v)),
+    },
+    SourceOption {
+        name: "nts-port",
+        takes: Takes::Number {
+            range: 1..=65535,
+            what: "a TCP port",
+        },
+        get: |o| o.nts_port.map(|n| OptionValue::Number(n.into())),
+        set: |o, v| o.nts_port = u16::try_from(number(v)).ok(),
+    },
+    SourceOption {
+        name: "maxsources",
+        takes: Takes::Number {
+            range: *MAX_SOURCES_RANGE.start() as i64..=*MAX_SOURCES_RANGE.end() as i64,
+            what: "a number of servers",
+        },
+        get: |o| o.max_sources.map(|n| OptionValue::Number(n as i64)),
+        set: |o, v| o.max_sources = usize::try_from(number(v)).ok(),
     },
 ];
 
@@ -357,6 +394,73 @@ impl SourceArg {
             ));
         }
         Ok(p)
+    }
+}
+
+/// What a [`SourceArg`] is given as: `--server`, `--peer` or `--pool`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SourceRole {
+    Server,
+    Peer,
+    Pool,
+}
+
+impl SourceRole {
+    /// As in the commands that add them (`server add`, `pool add`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Server => "server",
+            Self::Peer => "peer",
+            Self::Pool => "pool",
+        }
+    }
+
+    /// How the core talks to what it gives: a pool gives servers.
+    pub fn kind(self) -> SourceKind {
+        match self {
+            Self::Server | Self::Pool => SourceKind::Server,
+            Self::Peer => SourceKind::Peer,
+        }
+    }
+}
+
+impl SourceArg {
+    /// `nts` (with `nts-port=N`): the TCP port of its key establishment.
+    /// `None`: plain NTP.
+    pub fn nts_ke_port(&self) -> Option<u16> {
+        (self.options.nts == Some(true)).then(|| self.options.nts_port.unwrap_or(NTS_KE_PORT))
+    }
+
+    /// The options that only some kinds of source take: `nts` not on a
+    /// peer (NTS has no symmetric mode) nor a pool (each member would need
+    /// a KE of its own, not done), `nts-port` only with `nts`, `maxsources`
+    /// only on a pool, and a pool is a name.
+    pub fn check_role(&self, role: SourceRole) -> Result<(), String> {
+        let spec = &self.spec;
+        if self.options.nts_port.is_some() && self.nts_ke_port().is_none() {
+            return Err(format!("{spec}: nts-port=N needs nts"));
+        }
+        if role == SourceRole::Peer && self.nts_ke_port().is_some() {
+            return Err(format!(
+                "{spec}: nts on a peer: NTS has no symmetric mode (use --server {spec},nts)"
+            ));
+        }
+        if role != SourceRole::Pool && self.options.max_sources.is_some() {
+            return Err(format!("{spec}: maxsources=N is for --pool only"));
+        }
+        if role == SourceRole::Pool {
+            if let SourceSpec::Addr(a) = spec {
+                return Err(format!(
+                    "{a}: a pool is a host name (use --server {a} for one address)"
+                ));
+            }
+            if self.nts_ke_port().is_some() {
+                return Err(format!(
+                    "{spec}: nts on a pool is not supported: give its servers as --server HOST,nts"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -610,6 +714,9 @@ mod tests {
             "2001:db8::10,minpoll=4",
             "time.example.net,minpoll=4,maxpoll=8,noiburst",
             "192.0.2.10,iburst",
+            "time.example.net,maxpoll=8,nts",
+            "192.0.2.10,nts,nts-port=4461",
+            "pool.example.net,iburst,maxsources=6",
         ] {
             let a: SourceArg = s.parse().unwrap();
             assert_eq!(a.to_string(), s);
@@ -701,5 +808,39 @@ mod tests {
             crossing.poll_settings(&GLOBAL).unwrap_err(),
             "192.0.2.10: minpoll 12 (its) is larger than maxpoll 10 (the global)"
         );
+        assert!(err("192.0.2.10,nts,nts-port=0").contains("nts-port=0: expected a TCP port"));
+        assert!(err("192.0.2.10,nts,nts").contains("nts is given twice"));
+        assert!(err("p.example,maxsources=17")
+            .contains("maxsources=17: expected a number of servers in 1..=16"));
+    }
+
+    #[test]
+    fn options_by_role() {
+        let arg = |s: &str| s.parse::<SourceArg>().unwrap();
+        let role = |s: &str, r| arg(s).check_role(r);
+        assert_eq!(
+            role("192.0.2.20,nts", SourceRole::Peer).unwrap_err(),
+            "192.0.2.20: nts on a peer: NTS has no symmetric mode (use --server 192.0.2.20,nts)"
+        );
+        assert!(role("192.0.2.10,nts-port=4461", SourceRole::Server)
+            .unwrap_err()
+            .contains("nts-port=N needs nts"));
+        assert!(role("t.example,maxsources=2", SourceRole::Server)
+            .unwrap_err()
+            .contains("maxsources=N is for --pool only"));
+        assert!(role("192.0.2.1", SourceRole::Pool)
+            .unwrap_err()
+            .contains("a pool is a host name"));
+        assert!(role("p.example,nts,maxsources=2", SourceRole::Pool)
+            .unwrap_err()
+            .contains("nts on a pool is not supported"));
+        role("p.example,maxsources=2", SourceRole::Pool).unwrap();
+        role("192.0.2.10,nts,nts-port=4461", SourceRole::Server).unwrap();
+        assert_eq!(arg("192.0.2.10,nts").nts_ke_port(), Some(NTS_KE_PORT));
+        assert_eq!(
+            arg("192.0.2.10,nts,nts-port=4461").nts_ke_port(),
+            Some(4461)
+        );
+        assert_eq!(arg("192.0.2.10,nonts").nts_ke_port(), None);
     }
 }

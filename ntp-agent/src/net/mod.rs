@@ -169,14 +169,9 @@ impl Transport {
         self.source_port.unwrap_or(0)
     }
 
-    fn put_entry(&self, ip: IpAddr, class: SourceClass, reply_port: u16) -> Result<()> {
+    fn put_entry(&self, ip: IpAddr, entry: SourceEntry) -> Result<()> {
         let Some(maps) = &self.maps else {
             return Ok(());
-        };
-        let entry = SourceEntry {
-            class: class as u8,
-            _pad: 0,
-            reply_port,
         };
         maps.lock()
             .expect("maps lock poisoned")
@@ -184,13 +179,15 @@ impl Transport {
             .with_context(|| format!("updating {ip} in the filter"))
     }
 
-    /// Adds a source that joined at run time to the filter.
-    pub fn admit(&self, ip: IpAddr, class: SourceClass) -> Result<()> {
-        let reply_port = match class {
-            SourceClass::Server => self.initial_reply_port(),
-            _ => 0,
+    /// Adds a source that joined at run time to the filter; a server
+    /// answers from `server_port` (the NTP port, or the one its NTS key
+    /// establishment negotiated).
+    pub fn admit(&self, ip: IpAddr, class: SourceClass, server_port: u16) -> Result<()> {
+        let entry = match class {
+            SourceClass::Server => SourceEntry::server(self.initial_reply_port(), server_port),
+            _ => SourceEntry::peer(),
         };
-        self.put_entry(ip, class, reply_port)
+        self.put_entry(ip, entry)
     }
 
     /// Removes a source that left from the filter.
@@ -207,18 +204,20 @@ impl Transport {
             .with_context(|| format!("removing {ip} from the filter"))
     }
 
-    /// Sends a client request to a server from a new ephemeral port (or the
-    /// fixed one), registering the port with the filter first.
+    /// Sends a client request to a server (at `dst`: the NTP port, or the
+    /// one NTS negotiated) from a new ephemeral port (or the fixed one),
+    /// registering both ports with the filter first.
     pub async fn send_to_server(
         &mut self,
         id: SourceId,
-        server: IpAddr,
+        dst: SocketAddr,
         packet: &[u8],
     ) -> Result<()> {
-        let dst = SocketAddr::new(server, self.ntp_port);
+        let server = dst.ip();
         if let Some(fixed) = self.fixed() {
             let fixed = fixed.clone();
-            self.put_entry(server, SourceClass::Server, fixed.local_addr()?.port())?;
+            let entry = SourceEntry::server(fixed.local_addr()?.port(), dst.port());
+            self.put_entry(server, entry)?;
             fixed.send_to(packet, dst).await?;
             return Ok(());
         }
@@ -229,7 +228,8 @@ impl Transport {
         let socket = UdpSocket::bind(local).await?;
         // connect() makes the kernel drop datagrams from anyone else too.
         socket.connect(dst).await?;
-        self.put_entry(server, SourceClass::Server, socket.local_addr()?.port())?;
+        let entry = SourceEntry::server(socket.local_addr()?.port(), dst.port());
+        self.put_entry(server, entry)?;
         socket.send(packet).await?;
         let reader = spawn_reader(Arc::new(socket), Some(id), false, self.to_agent.clone());
         // The previous request's socket closes here: a late reply to it is

@@ -16,7 +16,6 @@ use ntp_proto::nts::{
     EXPORTER_LABEL,
 };
 use rustls::{pki_types::ServerName, CertificateError, ClientConfig};
-use serde::Serialize;
 use tokio::{
     io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf},
     net::TcpStream,
@@ -66,23 +65,11 @@ pub enum KeFailure {
     Export(rustls::Error),
     #[error("the NTP server the KE named, {0:?}, does not resolve")]
     NtpServer(String),
+    #[error("the NTP server the KE named, {0}, is already another source")]
+    Conflict(SocketAddr),
 }
 
-/// `KeFailure::kind()`: one word per class of failure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureKind {
-    Resolve,
-    Refused,
-    Connect,
-    Timeout,
-    NameMismatch,
-    UnknownIssuer,
-    Expired,
-    Certificate,
-    Tls,
-    Protocol,
-}
+pub use crate::protocol::KeFailureKind as FailureKind;
 
 impl KeFailure {
     pub fn kind(&self) -> FailureKind {
@@ -104,6 +91,7 @@ impl KeFailure {
             },
             Self::Tls(_) | Self::Io(_) | Self::NoAlpn | Self::Export(_) => FailureKind::Tls,
             Self::Protocol(_) => FailureKind::Protocol,
+            Self::Conflict(_) => FailureKind::Conflict,
         }
     }
 }

@@ -13,43 +13,9 @@ use std::{
 
 use ntp_proto::nts::{KeBackoff, NtsReject, NtsSession};
 use rand::RngCore;
-use serde::Serialize;
 
-use super::ke::{Established, FailureKind, KeFailure};
-
-/// Replies refused before the RFC 5905 checks, by reason.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct NtsRejects {
-    /// Authenticator missing or not verifying (e.g. a forged plain reply).
-    pub nts_auth: u64,
-    /// NTS NAK from the server.
-    pub nts_nak: u64,
-    /// Unique identifier missing or not that of our request.
-    pub nts_unique_id: u64,
-    /// Nothing of ours outstanding (a replay, a late duplicate).
-    pub nts_unsolicited: u64,
-    /// Extension fields that do not parse.
-    pub nts_malformed: u64,
-}
-
-/// The `nts` object of a source in `status --json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct NtsStatus {
-    /// `HOST:PORT` of the NTS-KE server.
-    pub ke_server: String,
-    /// Where NTP goes since the last key establishment.
-    pub ntp_server: Option<SocketAddr>,
-    pub cookies: usize,
-    pub aead: Option<&'static str>,
-    /// Unix time of the last successful key establishment.
-    pub last_ke: Option<u64>,
-    pub ke_successes: u64,
-    pub ke_failures: u64,
-    /// The last failure (`None` once a key establishment succeeds again).
-    pub last_error: Option<String>,
-    pub last_error_kind: Option<FailureKind>,
-    pub rejects: NtsRejects,
-}
+use super::ke::{Established, KeFailure};
+use crate::protocol::{NtsRejects, NtsStatus};
 
 pub struct NtsSource {
     ke_host: String,
@@ -132,7 +98,7 @@ impl NtsSource {
         self.next_ke = None;
         let s = &mut self.status;
         s.ntp_server = Some(to);
-        s.aead = Some(done.aead.name());
+        s.aead = Some(done.aead.name().to_owned());
         s.last_ke = wall
             .duration_since(SystemTime::UNIX_EPOCH)
             .ok()
@@ -247,6 +213,7 @@ fn format_host_port(host: &str, port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::KeFailureKind as FailureKind;
     use ntp_proto::nts::{session::test_server, AeadAlgorithm, AeadKey};
     use rand::SeedableRng;
     use std::time::Duration;

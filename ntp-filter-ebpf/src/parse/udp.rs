@@ -1,5 +1,5 @@
 use network_types::udp::UdpHdr;
-use ntp_filter_common::NTP_HEADER_LEN;
+use ntp_filter_common::{MAX_SERVER_PORTS, NTP_HEADER_LEN};
 
 use super::{cursor::load_u64, Cursor};
 
@@ -17,6 +17,20 @@ impl Udp {
     pub fn has_port(self, port: u16) -> bool {
         let be = u64::from(port.swap_bytes());
         self.raw & 0xffff == be || (self.raw >> 16) & 0xffff == be
+    }
+
+    /// Whether the source port is one of `ports` (network byte order, as
+    /// [`ConfigRecord::server_ports`](ntp_filter_common::ConfigRecord)).
+    #[inline(always)]
+    pub fn src_port_in(self, ports: &[u16; MAX_SERVER_PORTS]) -> bool {
+        let src = self.raw as u16;
+        // Unrolled: one compare per lane, no loop for the verifier.
+        ports[0] == src || ports[1] == src || ports[2] == src || ports[3] == src
+    }
+
+    #[inline(always)]
+    pub fn src_port(self) -> u16 {
+        (self.raw as u16).swap_bytes()
     }
 
     #[inline(always)]

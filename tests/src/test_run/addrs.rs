@@ -33,6 +33,12 @@ pub const EPHEMERAL_REPLY_PORT: u16 = 40123;
 /// A server with no request outstanding (reply port 0): every reply drops.
 pub const IDLE4: IpAddr = a4(192, 0, 2, 12);
 pub const IDLE6: IpAddr = a6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x12]);
+/// An NTS server whose key establishment negotiated another NTP port:
+/// it answers from [`NTS_SERVER_PORT`] to [`NTS_REPLY_PORT`].
+pub const NTS4: IpAddr = a4(192, 0, 2, 13);
+pub const NTS6: IpAddr = a6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x13]);
+pub const NTS_SERVER_PORT: u16 = 4123;
+pub const NTS_REPLY_PORT: u16 = 40124;
 /// `--peer`.
 pub const PEER4: IpAddr = a4(192, 0, 2, 20);
 pub const PEER6: IpAddr = a6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20]);

@@ -67,9 +67,10 @@ impl Default for Env {
 /// `--source-port` makes the agent send every request from that port, so
 /// the servers' registered reply port is the NTP port. Two more servers the
 /// sync loop would have registered itself are added the way it does, in
-/// the sources map: one whose request left from an ephemeral port, and one
-/// with no request outstanding (reply port 0). The access list is set from
-/// `env.acl` directly.
+/// the sources map: one whose request left from an ephemeral port, one
+/// with no request outstanding (reply port 0), and an NTS server answering
+/// from a negotiated port (which [`Harness`] also enters as a server port).
+/// The access list is set from `env.acl` directly.
 pub fn desired(env: Env) -> Result<Desired> {
     let mut argv: Vec<String> = ["ntp-agent", "run", "--iface", "lo"]
         .map(String::from)
@@ -107,19 +108,14 @@ pub fn desired(env: Env) -> Result<Desired> {
             );
         }
     }
-    for (ips, reply_port) in [
-        ([EPHEMERAL4, EPHEMERAL6], EPHEMERAL_REPLY_PORT),
-        ([IDLE4, IDLE6], 0),
+    for (ips, reply_port, server_port) in [
+        ([EPHEMERAL4, EPHEMERAL6], EPHEMERAL_REPLY_PORT, env.ntp_port),
+        ([IDLE4, IDLE6], 0, env.ntp_port),
+        ([NTS4, NTS6], NTS_REPLY_PORT, NTS_SERVER_PORT),
     ] {
         for ip in ips {
-            d.sources.insert(
-                key(ip),
-                SourceEntry {
-                    class: SourceClass::Server as u8,
-                    _pad: 0,
-                    reply_port,
-                },
-            );
+            d.sources
+                .insert(key(ip), SourceEntry::server(reply_port, server_port));
         }
     }
     d.acl = env
@@ -183,7 +179,11 @@ impl Harness {
         // pinned on its next start.
         pins.check_layout()?;
         let mut maps = FilterMaps::open(&pins)?;
+        maps.seed_tables()?;
         reconcile::apply(&mut maps, &desired(Env::CLIENT)?)?;
+        // What the sync loop writes when a key establishment negotiated
+        // another port (before the server's entry).
+        maps.set_server_ports(&[NTS_SERVER_PORT])?;
         reconcile::apply_local(&mut maps, &local_addrs())?;
         let lo = Iface {
             name: "lo".into(),

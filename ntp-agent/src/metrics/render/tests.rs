@@ -6,7 +6,7 @@ use ntp_proto::{KodState, RejectCounters, SourceId, SystemStatus};
 use super::*;
 use crate::{
     model::Role,
-    protocol::{ServerCounters, SourceName},
+    protocol::{KeFailureKind, NtsRejects, NtsReport, PoolReport, ServerCounters, SourceName},
 };
 
 fn source(id: usize, remote: &str, kind: char, tally: Tally) -> SourceStatus {
@@ -79,6 +79,51 @@ fn report() -> AgentReport {
             not_serving: 0,
             malformed: 2,
         },
+        nts: vec![
+            NtsReport {
+                host: "nts.example.net".into(),
+                source: Some(SourceId::new(0, 0)),
+                reason: None,
+                nts: NtsStatus {
+                    ke_server: "nts.example.net:4460".into(),
+                    ntp_server: Some("192.0.2.10:123".parse().unwrap()),
+                    cookies: 7,
+                    aead: Some("AEAD_AES_SIV_CMAC_256".into()),
+                    last_ke: Some(1_700_000_000),
+                    ke_successes: 2,
+                    ke_failures: 1,
+                    last_error: None,
+                    last_error_kind: None,
+                    rejects: NtsRejects {
+                        nts_auth: 3,
+                        ..NtsRejects::default()
+                    },
+                },
+            },
+            NtsReport {
+                host: "192.0.2.30".into(),
+                source: None,
+                reason: Some("NTS-KE with 192.0.2.30:4460 failed: no answer within 10s".into()),
+                nts: NtsStatus {
+                    ke_server: "192.0.2.30:4460".into(),
+                    ntp_server: None,
+                    cookies: 0,
+                    aead: None,
+                    last_ke: None,
+                    ke_successes: 0,
+                    ke_failures: 4,
+                    last_error: Some("no answer within 10s".into()),
+                    last_error_kind: Some(KeFailureKind::Timeout),
+                    rejects: NtsRejects::default(),
+                },
+            },
+        ],
+        pools: vec![PoolReport {
+            name: "pool.example.net".into(),
+            max_sources: 4,
+            members: vec![SourceId::new(1, 1), SourceId::new(2, 2)],
+            replacements: 3,
+        }],
     }
 }
 
@@ -313,6 +358,13 @@ fn every_family_is_named_typed_and_documented() {
         "ntp_filter_source_poll_interval_seconds",
         "ntp_filter_source_last_reply_age_seconds",
         "ntp_filter_source_rejected_replies_total",
+        "ntp_filter_nts_session",
+        "ntp_filter_nts_cookies",
+        "ntp_filter_nts_key_establishments_total",
+        "ntp_filter_nts_last_key_establishment_timestamp_seconds",
+        "ntp_filter_pool_members",
+        "ntp_filter_pool_max_sources",
+        "ntp_filter_pool_replacements_total",
         "ntp_filter_server_requests_total",
         "ntp_filter_packets_total",
         "ntp_filter_drops_total",
@@ -415,8 +467,24 @@ fn sources_carry_address_kind_name_and_one_state() {
     assert_eq!(
         p.find("ntp_filter_source_rejected_replies_total", &server)
             .len(),
+        13 + 5,
+        "every reject reason, zeros included, and an NTS source's nts_* ones"
+    );
+    assert_eq!(
+        p.value(
+            "ntp_filter_source_rejected_replies_total",
+            &[("address", "192.0.2.10"), ("reason", "nts_auth")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        p.find(
+            "ntp_filter_source_rejected_replies_total",
+            &[("address", "192.0.2.11")]
+        )
+        .len(),
         13,
-        "every reject reason, zeros included"
+        "a plain source has no nts_* reasons"
     );
     // A name only where the source came from one.
     for s in p.find("ntp_filter_source_reach", &[]) {
@@ -447,6 +515,43 @@ fn sources_carry_address_kind_name_and_one_state() {
     assert_eq!(p.value("ntp_filter_source_stratum", &peer), 16.0);
     assert!(p.absent("ntp_filter_source_offset_seconds", &peer));
     assert!(p.absent("ntp_filter_source_last_reply_age_seconds", &peer));
+}
+
+#[test]
+fn nts_sources_by_key_establishment_server() {
+    let (_, p) = full(Format::Text);
+    let up = [("ke_server", "nts.example.net:4460")];
+    let down = [("ke_server", "192.0.2.30:4460")];
+    assert_eq!(p.value("ntp_filter_nts_session", &up), 1.0);
+    assert_eq!(p.value("ntp_filter_nts_session", &down), 0.0);
+    assert_eq!(p.value("ntp_filter_nts_cookies", &up), 7.0);
+    let ke = |l: &[(&str, &str)], r| {
+        let mut l = l.to_vec();
+        l.push(("result", r));
+        p.value("ntp_filter_nts_key_establishments_total", &l)
+    };
+    assert_eq!((ke(&up, "success"), ke(&up, "failure")), (2.0, 1.0));
+    assert_eq!((ke(&down, "success"), ke(&down, "failure")), (0.0, 4.0));
+    assert_eq!(
+        p.value(
+            "ntp_filter_nts_last_key_establishment_timestamp_seconds",
+            &up
+        ),
+        1.7e9
+    );
+    assert!(p.absent(
+        "ntp_filter_nts_last_key_establishment_timestamp_seconds",
+        &down
+    ));
+}
+
+#[test]
+fn pools_by_name() {
+    let (_, p) = full(Format::Text);
+    let pool = [("pool", "pool.example.net")];
+    assert_eq!(p.value("ntp_filter_pool_members", &pool), 2.0);
+    assert_eq!(p.value("ntp_filter_pool_max_sources", &pool), 4.0);
+    assert_eq!(p.value("ntp_filter_pool_replacements_total", &pool), 3.0);
 }
 
 #[test]
