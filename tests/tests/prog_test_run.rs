@@ -856,12 +856,12 @@ fn table() -> Vec<Fixture> {
         t.add(
             "nts-port/v4/other/mode4/4123-to-40124",
             udp(OTHER4, LOCAL4, NTS_SERVER_PORT, NTS_REPLY_PORT, &nts),
-            refused(Other, 4, D::UnknownSource),
+            refused(Other, 4, D::OtherSource),
         );
         t.add(
             "nts-port/v6/other/mode3/4123-to-123",
             ntp_frame(OTHER6, LOCAL6, NTS_SERVER_PORT, NTP, 4, 3),
-            refused(Other, 3, D::UnknownSource),
+            refused(Other, 3, D::OtherSource),
         );
         t.add(
             "nts-port/v4/plain-server(port 123)/mode4/4123-to-40123",
