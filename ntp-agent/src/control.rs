@@ -17,7 +17,10 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use crate::protocol::{AgentReport, Command, Reply, Request, MAX_REQUEST};
+use crate::{
+    net::admission::Admission,
+    protocol::{AgentReport, Command, Reply, Request, MAX_REQUEST},
+};
 
 pub const DEFAULT_PATH: &str = "/run/ntp-filter/agent.sock";
 
@@ -87,16 +90,27 @@ fn file_kind(t: &std::fs::FileType) -> &'static str {
     }
 }
 
+/// Control connections open at once. `status` and changes are one line
+/// each way from a root-only socket: a handful at a time is plenty, and
+/// the cap keeps the agent's descriptors for NTP.
+pub const MAX_CONNECTIONS: usize = 32;
+/// A client sends its request at once and reads the reply at once; one
+/// that idles, or sends half a line, is closed after this long.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Accepts connections until the listener is dropped.
 pub async fn serve(listener: UnixListener, core: mpsc::Sender<Call>) {
+    let admission = Admission::new("control socket", MAX_CONNECTIONS);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+        let (stream, ticket) = admission
+            .next(|| async { listener.accept().await.map(|(s, _)| s) })
+            .await;
         let core = core.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, core).await {
-                tracing::debug!("control connection: {e:#}");
+            match ticket.serve(answer(stream, core)).await {
+                Some(Err(e)) => tracing::debug!("control connection: {e:#}"),
+                Some(Ok(())) => {}
+                None => tracing::debug!("control connection closed to make room for a newer one"),
             }
         });
     }
@@ -104,10 +118,19 @@ pub async fn serve(listener: UnixListener, core: mpsc::Sender<Call>) {
 
 async fn answer(stream: UnixStream, core: mpsc::Sender<Call>) -> Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
+    let mut line = Vec::new();
     let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
-    reader.read_line(&mut line).await?;
-    let reply = match Request::from_line(&line) {
+    tokio::time::timeout(IO_TIMEOUT, reader.read_until(b'\n', &mut line))
+        .await
+        .context("no complete request line in time")??;
+    let request = if line.len() >= MAX_REQUEST && !line.ends_with(b"\n") {
+        Err(format!(
+            "malformed request: longer than {MAX_REQUEST} bytes"
+        ))
+    } else {
+        Request::from_bytes(&line)
+    };
+    let reply = match request {
         Ok(Request::Status) => {
             let (tx, rx) = oneshot::channel();
             core.send(Call::Status(tx)).await?;
@@ -123,8 +146,11 @@ async fn answer(stream: UnixStream, core: mpsc::Sender<Call>) -> Result<()> {
         }
         Err(e) => Reply::Error(e),
     };
-    write.write_all(reply.to_line().as_bytes()).await?;
-    write.write_all(b"\n").await?;
+    let mut out = reply.to_line();
+    out.push('\n');
+    tokio::time::timeout(IO_TIMEOUT, write.write_all(out.as_bytes()))
+        .await
+        .context("the client did not read the reply in time")??;
     Ok(())
 }
 
@@ -172,6 +198,38 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// What the agent's side answers to `request`, with no event loop
+    /// behind it (the request must not reach one).
+    async fn reply_to(request: &[u8]) -> Reply {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let (core, _loop) = mpsc::channel(1);
+        let served = tokio::spawn(answer(ours, core));
+        theirs.write_all(request).await.unwrap();
+        let mut line = String::new();
+        tokio::io::BufReader::new(theirs)
+            .read_line(&mut line)
+            .await
+            .unwrap();
+        served.await.unwrap().unwrap();
+        Reply::from_line(&line).unwrap()
+    }
+
+    #[tokio::test]
+    async fn bad_bytes_get_an_error_reply() {
+        let Reply::Error(e) = reply_to(b"{\"status\xff\xfe\n").await else {
+            panic!("invalid UTF-8 must be answered with an error");
+        };
+        assert!(e.contains("not UTF-8: invalid byte at offset 8"), "{e}");
+        let Reply::Error(e) = reply_to(&[b'x'; MAX_REQUEST + 10]).await else {
+            panic!("an over-long line must be answered with an error");
+        };
+        assert!(e.contains("longer than 4096 bytes"), "{e}");
+        let Reply::Error(e) = reply_to(b"[1, 2]\n").await else {
+            panic!("JSON that is no request must be answered with an error");
+        };
+        assert!(e.contains("malformed request"), "{e}");
     }
 
     #[test]

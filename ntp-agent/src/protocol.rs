@@ -236,6 +236,17 @@ impl Request {
             format!("malformed request ({e}): is the client an ntp-agent of another version?")
         })
     }
+
+    /// The request in a line as read off the socket, which may be any bytes.
+    pub fn from_bytes(line: &[u8]) -> Result<Self, String> {
+        let text = std::str::from_utf8(line).map_err(|e| {
+            format!(
+                "malformed request (not UTF-8: invalid byte at offset {}): requests are one line of JSON",
+                e.valid_up_to()
+            )
+        })?;
+        Self::from_line(text)
+    }
 }
 
 impl Reply {

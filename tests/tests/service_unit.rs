@@ -76,6 +76,13 @@ fn starts_as_a_notify_service_with_the_installed_config() {
     );
     assert_eq!(u.one("Service", "Restart"), "on-failure");
     assert_eq!(u.one("Service", "LimitMEMLOCK"), "infinity");
+    // Room for a socket per source plus every capped connection, with
+    // margin for maps, netlink and the NTP port.
+    let nofile: usize = u.one("Service", "LimitNOFILE").parse().unwrap();
+    let needed = ntp_filter_common::MAX_SOURCES as usize
+        + ntp_agent::control::MAX_CONNECTIONS
+        + ntp_agent::metrics::MAX_CONNECTIONS;
+    assert!(nofile >= 2 * needed, "LimitNOFILE={nofile} < 2 × {needed}");
     assert_eq!(u.one("Install", "WantedBy"), "multi-user.target");
 }
 

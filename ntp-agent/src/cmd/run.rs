@@ -21,7 +21,8 @@ use crate::{
     metrics,
     model::{
         acl::{self, AclRule},
-        addr, policy, PollSettings, RateLimit, Role, Settings, SourceArg, SourceRole, SourceSpec,
+        addr, policy, seconds, PollSettings, RateLimit, Role, Settings, SourceArg, SourceRole,
+        SourceSpec,
     },
     notify::{self, Notifier, ReadyWhen},
 };
@@ -323,24 +324,16 @@ fn settings(args: &RunArgs) -> Result<Settings> {
             args.maxpoll
         );
     }
-    if args.step_threshold.is_nan() || args.step_threshold <= 0.0 {
-        bail!(
-            "--step-threshold must be a positive number of seconds, not {}",
-            args.step_threshold
-        );
-    }
-    if !(args.ratelimit_interval.is_finite() && args.ratelimit_interval > 0.0) {
-        bail!(
-            "--ratelimit-interval must be a positive number of seconds, not {}",
-            args.ratelimit_interval
-        );
-    }
-    if args.panic_threshold.is_nan() || args.panic_threshold < 0.0 {
-        bail!(
-            "--panic-threshold must be ≥ 0 seconds (0 disables it), not {}",
-            args.panic_threshold
-        );
-    }
+    let step_threshold = seconds::STEP_THRESHOLD
+        .check(args.step_threshold)
+        .map_err(anyhow::Error::msg)?;
+    let panic_threshold = seconds::PANIC_THRESHOLD
+        .check(args.panic_threshold)
+        .map_err(anyhow::Error::msg)?;
+    let ratelimit_interval = seconds::RATELIMIT_INTERVAL
+        .duration(args.ratelimit_interval)
+        .map_err(anyhow::Error::msg)?
+        .expect("the rate-limit interval is never 0");
     let poll = PollSettings {
         minpoll: args.minpoll.get(),
         maxpoll: args.maxpoll.get(),
@@ -363,10 +356,10 @@ fn settings(args: &RunArgs) -> Result<Settings> {
         .map(|k| RefId::from_ip(k.to_ip()))
         .collect();
     let discipline = DisciplineConfig {
-        step_threshold: NtpDuration::from_seconds(args.step_threshold),
+        step_threshold: NtpDuration::from_seconds(step_threshold),
         step_limit: args.step_limit,
-        panic_threshold: (args.panic_threshold > 0.0)
-            .then(|| NtpDuration::from_seconds(args.panic_threshold)),
+        panic_threshold: (panic_threshold > 0.0)
+            .then(|| NtpDuration::from_seconds(panic_threshold)),
         allow_panic_step_at_start: args.allow_panic_step,
         ..DisciplineConfig::default()
     };
@@ -389,7 +382,7 @@ fn settings(args: &RunArgs) -> Result<Settings> {
         acl: access_list(args)?,
         rate_limit: RateLimit {
             burst: args.ratelimit_burst.get(),
-            interval: std::time::Duration::from_secs_f64(args.ratelimit_interval),
+            interval: ratelimit_interval,
         },
     })
 }
@@ -501,6 +494,37 @@ mod tests {
             unreachable!("parsed as run")
         };
         super::check(&args).map(|_| ())
+    }
+
+    #[test]
+    fn float_options_out_of_range_are_refused_by_name() {
+        for (flag, value, range) in [
+            ("--ratelimit-interval", "1e30", "0.001 to 3600 seconds"),
+            ("--ratelimit-interval", "inf", "0.001 to 3600 seconds"),
+            ("--step-threshold", "NaN", "0.000001 to 86400 seconds"),
+            (
+                "--panic-threshold",
+                "-1",
+                "0.001 to 315360000 seconds, or 0",
+            ),
+        ] {
+            let e = format!(
+                "{:#}",
+                check_of(&[&format!("{flag}={value}"), "--server", "192.0.2.10"]).unwrap_err()
+            );
+            assert!(e.contains(flag) && e.contains(range), "{flag} {value}: {e}");
+        }
+        check_of(&[
+            "--ratelimit-interval",
+            "3600",
+            "--ratelimit-burst",
+            "4294967295",
+            "--panic-threshold",
+            "0",
+            "--server",
+            "192.0.2.10",
+        ])
+        .unwrap();
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
+use super::{Format, Scraper};
+use crate::net::admission::Admission;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{
@@ -13,47 +15,37 @@ use hyper::{
     Method, Request, Response, StatusCode,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::Semaphore;
-
-use super::{Format, Scraper};
 
 pub const PATH: &str = "/metrics";
-/// Scrapers are few; more connections than this wait to be accepted, so a
-/// misbehaving client cannot make the agent hold many sockets.
-const MAX_CONNECTIONS: usize = 8;
-/// Also closes keep-alive connections idle this long.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// After a failed accept (e.g. out of file descriptors), instead of spinning.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Scrapers are few; a new connection beyond this closes the oldest, so
+/// slow or idle clients (slowloris) can neither lock out the next scrape
+/// nor make the agent hold many sockets.
+pub const MAX_CONNECTIONS: usize = 8;
+/// A scraper sends its request at once; also closes keep-alive
+/// connections idle this long (Prometheus scrapes every 15 s or more and
+/// reconnects cheaply).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(super) async fn serve(listener: tokio::net::TcpListener, scraper: Arc<Scraper>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let admission = Admission::new("metrics", MAX_CONNECTIONS);
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::debug!("metrics: accept failed: {e}");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
+        let (stream, ticket) = admission
+            .next(|| async { listener.accept().await.map(|(s, _)| s) })
+            .await;
         let scraper = scraper.clone();
         tokio::spawn(async move {
-            let _slot = slot;
             let service = service_fn(move |req| {
                 let scraper = scraper.clone();
                 async move { Ok::<_, Infallible>(respond(&scraper, req).await) }
             });
-            if let Err(e) = http1::Builder::new()
+            let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!("metrics connection: {e}");
+                .serve_connection(TokioIo::new(stream), service);
+            match ticket.serve(conn).await {
+                Some(Err(e)) => tracing::debug!("metrics connection: {e}"),
+                Some(Ok(())) => {}
+                None => tracing::debug!("metrics connection closed to make room for a newer one"),
             }
         });
     }

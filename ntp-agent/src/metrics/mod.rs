@@ -17,6 +17,7 @@ use std::{
 use anyhow::{anyhow, Result};
 use tokio::sync::{mpsc, oneshot};
 
+pub use http::MAX_CONNECTIONS;
 pub use render::{render, FilterSnapshot, Format};
 
 use crate::{

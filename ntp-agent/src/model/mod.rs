@@ -6,6 +6,7 @@ pub mod acl;
 pub mod addr;
 pub mod policy;
 pub mod role;
+pub mod seconds;
 pub mod settings;
 pub mod source;
 pub mod text;

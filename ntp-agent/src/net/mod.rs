@@ -8,6 +8,7 @@
 //! socket exists only while something needs it, so a plain client never
 //! listens on 123 (the router note's complaint: "port 123 still answers").
 
+pub mod admission;
 pub mod resolve;
 pub mod stamp;
 
