@@ -26,6 +26,7 @@ const HEADERS: usize = ETH_LEN + IP_LEN + 8;
 
 #[xdp]
 pub fn xdp_flood(ctx: XdpContext) -> u32 {
+    // SAFETY: a plain read of a global the loader may have set.
     let ifindex = unsafe { core::ptr::read_volatile(&FLOOD_IFINDEX) };
     if ctx.data() + HEADERS > ctx.data_end() {
         return xdp_action::XDP_ABORTED;
