@@ -189,3 +189,8 @@ impl AgentEnv {
         Ok(run_agent_once(ns, &args, CMD_TIMEOUT)?.log)
     }
 }
+
+/// Whether a `status --json` object says the host is synchronized.
+pub fn synchronized(status: &Value) -> bool {
+    status["host"]["synchronized"].as_bool() == Some(true)
+}

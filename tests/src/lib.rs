@@ -76,7 +76,7 @@ pub mod udp;
 mod sys;
 mod util;
 
-pub use agent::AgentEnv;
+pub use agent::{synchronized, AgentEnv};
 pub use bpffs::{ensure_bpffs, PinDir};
 pub use chrony::{ChronyConfig, Chronyd, NtsServer};
 pub use dns::Dnsmasq;

@@ -43,10 +43,6 @@ fn nts_chronyd_naming(
     Chronyd::start(lab.outside(), &cfg).unwrap()
 }
 
-fn synchronized(v: &Value) -> bool {
-    v["host"]["synchronized"].as_bool() == Some(true)
-}
-
 /// The `peers` entry whose `remote` is `remote`, if any.
 fn peer<'a>(v: &'a Value, remote: &str) -> Option<&'a Value> {
     v["peers"]

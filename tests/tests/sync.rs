@@ -39,10 +39,6 @@ fn wait_status(
     env.wait_status(lab.router(), timeout, what, done).unwrap()
 }
 
-fn synchronized(v: &Value) -> bool {
-    v["host"]["synchronized"].as_bool() == Some(true)
-}
-
 /// The `peers` entry of `remote`.
 fn source(v: &Value, remote: IpAddr) -> &Value {
     let remote = remote.to_string();

@@ -16,10 +16,6 @@ const POLL: Duration = Duration::from_millis(250);
 const UNIT: &str = include_str!("../../dist/ntp-agent.service");
 const NOBODY: u32 = 65534;
 
-fn synchronized(v: &Value) -> bool {
-    v["host"]["synchronized"].as_bool() == Some(true)
-}
-
 fn wait_status(env: &AgentEnv, ns: &Netns, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + SYNC_TIMEOUT;
     loop {
