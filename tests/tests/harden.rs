@@ -66,12 +66,28 @@ fn agent_ignores_ipv6_senders_embedding_ipv4() {
     // A genuine IPv6 client on the same socket, sent after them: once it is
     // answered, any answer to the mapped ones would have gone out too.
     let client = lab.lan_udp(sock(LAN_HOST_V6, 50_002)).unwrap();
-    client
-        .send_to(&NtpPacket::new(mode::CLIENT).to_bytes(), router)
-        .unwrap();
-    client
-        .wait_for(|d| d.ntp_mode() == Some(mode::SERVER), EVENT_TIMEOUT)
-        .unwrap();
+    // Resent each second until answered: a single request was seen lost
+    // (cause not found; see the closing note of #14), and every resend still
+    // comes after the mapped datagrams.
+    let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
+    loop {
+        client
+            .send_to(&NtpPacket::new(mode::CLIENT).to_bytes(), router)
+            .unwrap();
+        if client
+            .wait_for(
+                |d| d.ntp_mode() == Some(mode::SERVER),
+                Duration::from_secs(1),
+            )
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the genuine IPv6 client was never answered"
+        );
+    }
     let from_123 = Match::udp().src_port(123);
     let out: Vec<Frame> = ext
         .frames()
