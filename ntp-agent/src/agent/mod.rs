@@ -155,6 +155,13 @@ pub async fn run(
     );
     let mut watchdog = notify.watchdog_interval().map(tokio::time::interval);
     tokio::pin!(stop);
+    // Said only now that every socket is bound: tests and operators take
+    // this line to mean the NTP port answers (logged earlier, a request sent
+    // on seeing it could find no socket yet).
+    tracing::info!(
+        clock = agent.clock.describe(),
+        "running; SIGTERM or Ctrl-C stops the agent and leaves the filter enforcing"
+    );
     let now = agent.mono(Instant::now());
     let status = agent.system.status(agent.clock.now());
     notify.loop_started(statelog::sync_state(&agent.system, &status, now));

@@ -419,10 +419,6 @@ fn serve(
         } else {
             Box::new(SystemClock::new()?)
         };
-        tracing::info!(
-            clock = clock.describe(),
-            "running; SIGTERM or Ctrl-C stops the agent and leaves the filter enforcing"
-        );
         agent::run(
             settings,
             clock,
