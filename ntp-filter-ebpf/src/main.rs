@@ -12,6 +12,7 @@ mod policy;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
+use ntp_filter_common::PassReason;
 
 use crate::{
     parse::{eth, ipv4, ipv6, Cursor},
@@ -63,13 +64,21 @@ fn classify(ctx: &XdpContext) -> Verdict {
                 return policy::pass(reason);
             }
             let cfg = policy::config();
+            // Most UDP a router sees is not NTP: its ports decide before
+            // the addresses are read.
+            let ahead = ipv4::udp_ahead(&cur);
+            if let Some(udp) = ahead {
+                if !policy::in_scope(udp, cfg) {
+                    return policy::pass(PassReason::NotNtpPort);
+                }
+            }
             match ipv4::parse(&mut cur) {
-                Ok(l4) => policy::decide(&mut cur, &l4, cfg),
+                Ok(l4) => policy::decide(&mut cur, &l4, cfg, ahead.is_some()),
                 Err(reason) => policy::pass(reason),
             }
         }
         Ok(eth::L3::Ipv6) => match ipv6::parse(&mut cur) {
-            Ok(l4) => policy::decide(&mut cur, &l4, policy::config()),
+            Ok(l4) => policy::decide(&mut cur, &l4, policy::config(), false),
             Err(reason) => policy::pass(reason),
         },
         Err(reason) => policy::pass(reason),

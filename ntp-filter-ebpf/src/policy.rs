@@ -10,7 +10,10 @@ use ntp_filter_common::{
 
 use crate::{
     maps::{self, NF_ACL, NF_CONFIG},
-    parse::{udp, Cursor, DstKind, Fragment, L4},
+    parse::{
+        udp::{self, Udp},
+        Cursor, DstKind, Fragment, L4,
+    },
 };
 
 /// What to do with a packet and where it is counted.
@@ -86,12 +89,31 @@ fn acl_allows(src: table::Words, cfg: &ConfigRecord) -> bool {
     }
 }
 
+/// Whether a datagram with these ports is NTP to look at: to or from the
+/// NTP port, or from a server's negotiated port.
+#[inline(always)]
+pub fn in_scope(udp: Udp, cfg: &ConfigRecord) -> bool {
+    let port = if cfg.ntp_port == 0 {
+        NTP_PORT
+    } else {
+        cfg.ntp_port
+    };
+    // A server that an NTS key establishment sent to another port answers
+    // from that port: in scope too, checked against its slot in `decide`.
+    // The agent fills the lanes from the first, so a first lane holding
+    // the NTP port means there are none: one compare for most routers.
+    udp.has_port(port)
+        || (cfg.server_ports[0] != port.swap_bytes() && udp.src_port_in(&cfg.server_ports))
+}
+
 /// `cfg`: the config record, looked up by the caller as soon as the
 /// packet is known to be UDP or to hide its transport header (the lookup
 /// is a call for the compiler, so the fewer values live across it, the
 /// fewer are spilled to the stack).
 #[inline(always)]
-pub fn decide(cur: &mut Cursor, l4: &L4, cfg: &ConfigRecord) -> Verdict {
+/// `in_scope_known`: the caller has seen this datagram's ports pass
+/// [`in_scope`] (IPv4, which looks at them first).
+pub fn decide(cur: &mut Cursor, l4: &L4, cfg: &ConfigRecord, in_scope_known: bool) -> Verdict {
     // Read once: the tables' key goes into every address's hash, and a
     // field read again after a map lookup is a load (and its hash work)
     // again.
@@ -120,18 +142,7 @@ pub fn decide(cur: &mut Cursor, l4: &L4, cfg: &ConfigRecord) -> Verdict {
         }
         return pass(PassReason::Truncated);
     };
-    let port = if cfg.ntp_port == 0 {
-        NTP_PORT
-    } else {
-        cfg.ntp_port
-    };
-    // A server that an NTS key establishment sent to another port answers
-    // from that port: in scope too, checked against its slot below. The
-    // agent fills the lanes from the first, so a first lane holding the
-    // NTP port means there are none: one compare for most routers.
-    if !udp.has_port(port)
-        && (cfg.server_ports[0] == port.swap_bytes() || !udp.src_port_in(&cfg.server_ports))
-    {
+    if !in_scope_known && !in_scope(udp, cfg) {
         return pass(PassReason::NotNtpPort);
     }
     // Both addresses' first words under the key, each computed once: an

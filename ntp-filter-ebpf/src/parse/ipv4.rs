@@ -1,7 +1,7 @@
 use network_types::ip::Ipv4Hdr;
 use ntp_filter_common::{table, DropReason, PassReason};
 
-use super::{cursor::load_u32, Cursor, DstKind, Fragment, L4};
+use super::{cursor::load_u32, udp, Cursor, DstKind, Fragment, L4};
 
 const IPPROTO_UDP: u8 = 17;
 const MORE_FRAGMENTS: u16 = 0x2000;
@@ -22,6 +22,18 @@ pub fn check(cur: &Cursor) -> Result<(), PassReason> {
         return Err(PassReason::NotUdp);
     }
     Ok(())
+}
+
+/// The UDP header behind an IPv4 header that passed [`check`], if the
+/// packet is not a later fragment and holds it; the cursor stays on the
+/// IPv4 header. For a first look at the ports before anything else.
+#[inline(always)]
+pub fn udp_ahead(cur: &Cursor) -> Option<udp::Udp> {
+    let ip: &Ipv4Hdr = cur.peek()?;
+    if u16::from_be_bytes(ip.frags) & OFFSET_MASK != 0 {
+        return None;
+    }
+    udp::peek_ahead(cur, (ip.vihl & 0x0f) as usize * 4)
 }
 
 /// Reads an IPv4 header that passed [`check`], with its options, and
