@@ -42,9 +42,8 @@ pub fn xdp_flood(ctx: XdpContext) -> u32 {
         // frame holds: each frame costs the generator a few instructions
         // instead of a sum over the header, and what the generator spends
         // per frame is in every case's rate alike.
-        let word = |at: usize| -> u32 {
-            (u32::from(*frame.add(at)) << 8) | u32::from(*frame.add(at + 1))
-        };
+        let word =
+            |at: usize| -> u32 { (u32::from(*frame.add(at)) << 8) | u32::from(*frame.add(at + 1)) };
         let (src_hi, src_lo) = (ETH_LEN + 12, ETH_LEN + 14);
         let (new_hi, new_lo) = ((203u32 << 8), (113u32 << 8) | u32::from(host));
         let mut sum = u32::from(!(word(ETH_LEN + 10) as u16));
