@@ -40,12 +40,17 @@ const TRANSIT4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 50);
 pub struct Opts {
     pub repeat: u32,
     pub rounds: usize,
+    /// Another build of the filter (same map layout), measured on every
+    /// filter path in the same rounds: an A/B of a change.
+    pub before: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Program {
     Filter,
+    /// The `--filter-before` object.
+    FilterBefore,
     EmptyPass,
     DropAll,
 }
@@ -246,13 +251,48 @@ fn verdict_name(v: u32) -> &'static str {
 
 pub fn run(opts: &Opts) -> Result<CostResult> {
     let mut filter = LoadedFilter::load("bcost")?;
+    // The older build shares the filter's maps (pins of the same names).
+    let mut before = match &opts.before {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(
+                filter::load_object(&bytes, &filter.pins, filter::LoadOptions::default())
+                    .with_context(|| format!("loading {} as the filter before", path.display()))?,
+            )
+        }
+        None => None,
+    };
     let mut pass = Baseline::Pass.load()?;
     let mut drop_all = Baseline::Drop.load()?;
-    let entries = entries();
+    let mut entries = entries();
+    if before.is_some() {
+        let olds: Vec<Entry> = entries
+            .iter()
+            .filter(|e| e.program == Program::Filter)
+            .map(|e| Entry {
+                name: e.name,
+                program: Program::FilterBefore,
+                frame: e.frame.clone(),
+                verdict: e.verdict,
+            })
+            .collect();
+        entries.extend(olds);
+    }
     let mut kernel = vec![Vec::with_capacity(opts.rounds); entries.len()];
     let mut wall = vec![Vec::with_capacity(opts.rounds); entries.len()];
 
     let mut sizes = BTreeMap::new();
+    if let Some(b) = before.as_mut() {
+        let info = filter::program(b)?
+            .info()
+            .context("reading the program's info")?;
+        let xlated = info.size_translated().map(|b| b / 8);
+        sizes.insert(
+            Program::FilterBefore as u8,
+            (xlated, info.verified_instruction_count()),
+        );
+    }
     for (program, prog) in [
         (Program::Filter, filter.program()?),
         (
@@ -271,6 +311,7 @@ pub fn run(opts: &Opts) -> Result<CostResult> {
     let mut run_one = |e: &Entry, repeat: u32| -> Result<(u32, f64, f64)> {
         let prog: &mut Xdp = match e.program {
             Program::Filter => filter.program()?,
+            Program::FilterBefore => filter::program(before.as_mut().context("no before")?)?,
             Program::EmptyPass => objects::xdp(&mut pass, Baseline::Pass.program_name())?,
             Program::DropAll => objects::xdp(&mut drop_all, Baseline::Drop.program_name())?,
         };
@@ -329,7 +370,10 @@ pub fn run(opts: &Opts) -> Result<CostResult> {
             Row {
                 xlated_insns,
                 verified_insns,
-                name: e.name.to_string(),
+                name: match e.program {
+                    Program::FilterBefore => format!("before: {}", e.name),
+                    _ => e.name.to_string(),
+                },
                 program: e.program,
                 verdict: verdict_name(e.verdict),
                 kernel_ns: kernel[i].clone(),

@@ -14,6 +14,15 @@
 //! without re-attaching anything; what each case sank is `wan0`'s
 //! rx_packets (veth counts every frame its XDP program saw), over a fixed
 //! time.
+//!
+//! Two placements of the receiver ([`Placement`]; each case in each, rounds
+//! interleaved): *shared*, the default, leaves the NAPI poll in the softirq
+//! of the generator's CPU, so each rate includes the generator's per-frame
+//! cost; *split* (`--flood-split`) gives `wan0` threaded NAPI with its
+//! kthread pinned to CPU 1 and the generator to CPU 0. Split looks like a
+//! router's RX core, but on a VM it measures the cross-CPU hand-off of
+//! each batch (the NAPI thread sleeping on an empty 256-frame ring and
+//! woken from the other CPU), so shared is the headline: see the report.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -53,11 +62,40 @@ pub const AGENT_ARGS: [&str; 12] = [
     "native",
 ];
 
+/// Where `wan0`'s receive work runs relative to the generator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// Threaded NAPI on `wan0`, its kthread on [`RX_CPU`], the generator on
+    /// [`GEN_CPU`]: the receiver's own core.
+    Split,
+    /// NAPI in the softirq of the generator's CPU ([`GEN_CPU`]): one core
+    /// for both.
+    Shared,
+}
+
+impl Placement {
+    pub const ALL: [Placement; 2] = [Placement::Shared, Placement::Split];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Placement::Split => "receiver on its own core",
+            Placement::Shared => "generator and receiver on one core",
+        }
+    }
+}
+
+/// The generator's CPU (both placements) and the split receiver's.
+pub const GEN_CPU: usize = 0;
+pub const RX_CPU: usize = 1;
+
 pub struct Opts {
     pub rounds: usize,
     pub round: Duration,
     /// Live-frames batch size (frames per redirect flush).
     pub batch: u32,
+    /// The placements to measure (each case in each, rounds interleaved).
+    pub placements: Vec<Placement>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -80,29 +118,47 @@ impl Case {
             Case::NoFilter => "no filter (stack)",
         }
     }
+}
 
+/// One case in one placement: its own namespace and veth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Lane {
+    case: Case,
+    placement: Placement,
+}
+
+impl Lane {
+    fn all(placements: &[Placement]) -> Vec<Lane> {
+        placements
+            .iter()
+            .flat_map(|&placement| Case::ALL.iter().map(move |&case| Lane { case, placement }))
+            .collect()
+    }
+
+    /// The namespace role (the harness names namespaces by the first three
+    /// characters of the role).
     fn role(self) -> &'static str {
-        match self {
-            Case::Filter => "fil",
-            Case::DropAll => "drp",
-            Case::Nftables => "nft",
-            Case::NoFilter => "stk",
+        match (self.placement, self.case) {
+            (Placement::Shared, Case::Filter) => "fil",
+            (Placement::Shared, Case::DropAll) => "drp",
+            (Placement::Shared, Case::Nftables) => "nft",
+            (Placement::Shared, Case::NoFilter) => "stk",
+            (Placement::Split, Case::Filter) => "sfl",
+            (Placement::Split, Case::DropAll) => "sdr",
+            (Placement::Split, Case::Nftables) => "snf",
+            (Placement::Split, Case::NoFilter) => "sst",
         }
     }
 
-    fn gen_if(self) -> &'static str {
-        match self {
-            Case::Filter => "gfil",
-            Case::DropAll => "gdrp",
-            Case::Nftables => "gnft",
-            Case::NoFilter => "gstk",
-        }
+    fn gen_if(self) -> String {
+        format!("g{}", self.role())
     }
 }
 
 #[derive(Debug, Serialize)]
 pub struct CaseResult {
     pub case: Case,
+    pub placement: Placement,
     pub label: String,
     /// Frames the case's XDP program saw per second, per round, Mpps.
     pub mpps_rounds: Vec<f64>,
@@ -111,9 +167,11 @@ pub struct CaseResult {
     pub offered_mpps: Summary,
     /// Frames lost before the case's program (veth ring full), per round.
     pub overflow_rounds: Vec<u64>,
-    /// Per-round ratio to XDP_DROP-all in the same round; median.
+    /// Per-round ratio to XDP_DROP-all of the same placement in the same
+    /// round; median.
     pub ratio_to_drop_all: f64,
-    /// Per-round ratio to nftables in the same round; median.
+    /// Per-round ratio to nftables of the same placement in the same round;
+    /// median.
     pub ratio_to_nftables: f64,
     /// What the case's own counter says it disposed of, against what its
     /// wan0 received (filter: its drop counters; nftables: its rule
@@ -190,30 +248,124 @@ fn local_addrs() -> Result<Vec<IpAddr>> {
     ])
 }
 
+/// Pins the calling thread to `cpu`.
+fn pin_thread(cpu: usize) -> Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .with_context(|| format!("pinning the generator to CPU {cpu}"))
+}
+
+/// The pids of the kernel's NAPI threads (`napi/<dev>-<id>`).
+fn napi_threads() -> Result<Vec<i32>> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.starts_with("napi/") {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
+}
+
+/// Gives `wan0` in `ns` threaded NAPI and pins its one NAPI thread to
+/// [`RX_CPU`]. The thread is told apart from the other namespaces' (all
+/// named `napi/wan0-*`) as the one that appears; sysfs shows a
+/// namespace's devices only when mounted inside it, so the switch is
+/// written through `ip netns exec`, which mounts one.
+fn split_receiver(ns: &Netns) -> Result<()> {
+    let before = napi_threads()?;
+    run_cmd(std::process::Command::new("ip").args([
+        "netns",
+        "exec",
+        ns.name(),
+        "sh",
+        "-c",
+        &format!("echo 1 > /sys/class/net/{WAN}/threaded"),
+    ]))
+    .with_context(|| format!("threaded NAPI on {WAN} in {}", ns.name()))?;
+    // The kthread starts with the switch when the device's NAPI exists
+    // (native XDP on a veth creates it), else when it is enabled.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let new = loop {
+        let new: Vec<i32> = napi_threads()?
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .collect();
+        if !new.is_empty() || Instant::now() > deadline {
+            break new;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let [pid] = new[..] else {
+        bail!(
+            "expected one new NAPI thread for {WAN} in {}, found {new:?}",
+            ns.name()
+        );
+    };
+    let mut set = nix::sched::CpuSet::new();
+    set.set(RX_CPU)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(pid), &set)
+        .with_context(|| format!("pinning NAPI thread {pid} to CPU {RX_CPU}"))?;
+    // Softirq work (the shared placement's NAPI, a router's RX) preempts
+    // every task; a NAPI thread is an ordinary task unless told otherwise,
+    // and on this shared machine it would get a fair share of its CPU
+    // beside whatever else runs there. Real-time priority gives it the
+    // softirq's precedence (the kernel's RT throttling still leaves the
+    // CPU 5% for others).
+    let param = libc::sched_param { sched_priority: 50 };
+    // SAFETY: a plain syscall on a pid, with a parameter we own.
+    if unsafe { libc::sched_setscheduler(pid, libc::SCHED_FIFO, &param) } != 0 {
+        bail!(
+            "SCHED_FIFO for NAPI thread {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+fn run_cmd(cmd: &mut std::process::Command) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
 pub fn run(opts: &Opts) -> Result<FloodResult> {
+    if opts.placements.contains(&Placement::Split)
+        && std::thread::available_parallelism().map_or(1, |n| n.get()) <= RX_CPU
+    {
+        bail!("the split placement needs CPUs {GEN_CPU} and {RX_CPU}");
+    }
     let desired = desired()?;
+    let lanes = Lane::all(&opts.placements);
     let mut topo = Topology::new("bfl");
     topo.add_ns("gen")?;
-    for case in Case::ALL {
-        topo.add_ns(case.role())?;
-        topo.veth(("gen", case.gen_if()), (case.role(), WAN))?;
+    for lane in &lanes {
+        topo.add_ns(lane.role())?;
+        topo.veth(("gen", &lane.gen_if()), (lane.role(), WAN))?;
         for cidr in ROUTER_CIDRS {
-            topo.addr(case.role(), WAN, cidr)?;
+            topo.addr(lane.role(), WAN, cidr)?;
         }
     }
     let ruleset = nft::ruleset(&desired, WAN, &local_addrs()?);
 
     progress(
         "flood",
-        "attaching: agent (native), xdp_drop, xdp_pass + nftables, xdp_pass",
+        "attaching, in both placements: agent (native), xdp_drop, xdp_pass + nftables, xdp_pass",
     );
     let mut attached: Vec<Attached> = Vec::new();
-    for case in Case::ALL {
-        let ns = topo.ns(case.role());
+    for lane in &lanes {
+        let ns = topo.ns(lane.role());
         let mut a = Attached::default();
-        match case {
+        match lane.case {
             Case::Filter => {
-                let env = AgentEnv::new("bflfil")?;
+                let env = AgentEnv::new(&format!("bfl{}", lane.role()))?;
                 let mut extra = vec!["--iface", WAN];
                 extra.extend(AGENT_ARGS);
                 let child = env.start(ns, &extra)?;
@@ -230,50 +382,58 @@ pub fn run(opts: &Opts) -> Result<FloodResult> {
             }
             Case::NoFilter => a.programs.push(attach_baseline(ns, Baseline::Pass)?),
         }
+        if lane.placement == Placement::Split {
+            split_receiver(ns)?;
+        }
         attached.push(a);
     }
 
-    let frames: Vec<Vec<u8>> = Case::ALL
+    let frames: Vec<Vec<u8>> = lanes
         .iter()
-        .map(|case| -> Result<Vec<u8>> {
+        .map(|lane| -> Result<Vec<u8>> {
             let src = SocketAddr::new(Ipv4Addr::new(203, 0, 113, 1).into(), 40000);
             let dst = SocketAddr::new(ROUTER_V4.into(), 123);
             Ok(UdpFrame::new(src, dst, NtpPacket::new(3).to_bytes())
-                .macs(topo.mac("gen", case.gen_if())?, topo.mac(case.role(), WAN)?)
+                .macs(
+                    topo.mac("gen", &lane.gen_if())?,
+                    topo.mac(lane.role(), WAN)?,
+                )
                 .frame())
         })
         .collect::<Result<_>>()?;
-    let ifindexes: Vec<u32> = Case::ALL
+    let ifindexes: Vec<u32> = lanes
         .iter()
-        .map(|c| sys::ifindex(topo.ns("gen"), c.gen_if()))
+        .map(|l| sys::ifindex(topo.ns("gen"), &l.gen_if()))
         .collect::<Result<_>>()?;
 
-    let own_before: Vec<Option<u64>> = Case::ALL
+    let own_before: Vec<Option<u64>> = lanes
         .iter()
         .zip(&attached)
-        .map(|(c, a)| own_counter(*c, topo.ns(c.role()), a))
+        .map(|(l, a)| own_counter(l.case, topo.ns(l.role()), a))
         .collect::<Result<_>>()?;
 
-    let n = Case::ALL.len();
+    let n = lanes.len();
     let mut mpps = vec![Vec::new(); n];
     let mut offered = vec![Vec::new(); n];
     let mut overflow = vec![Vec::new(); n];
     let mut received = vec![0u64; n];
     let gen = topo.ns("gen");
     let topo_ref = &topo;
+    let lanes_ref = &lanes;
     // Test runs resolve the redirect's ifindex in the caller's namespace:
-    // the whole loop runs on a thread inside `gen`.
+    // the whole loop runs on a thread inside `gen`, pinned, so the shared
+    // placement's NAPI (run where the redirect happened) and the split
+    // one's kthread are on known, different CPUs.
     gen.in_ns(|| -> Result<()> {
+        pin_thread(GEN_CPU)?;
         let mut gens: Vec<aya::Ebpf> = ifindexes
             .iter()
             .map(|&i| objects::load_flood(i))
             .collect::<Result<_>>()?;
         for round in 0..opts.rounds {
-            let mut line = Vec::new();
             for k in 0..n {
                 let c = (round + k) % n;
-                let case = Case::ALL[c];
-                let ns = topo_ref.ns(case.role());
+                let ns = topo_ref.ns(lanes_ref[c].role());
                 let prog = objects::xdp(&mut gens[c], "xdp_flood")?;
                 let before: LinkStats = sys::link_stats(ns, WAN)?;
                 let start = Instant::now();
@@ -293,19 +453,26 @@ pub fn run(opts: &Opts) -> Result<FloodResult> {
                     sent += u64::from(REPEAT);
                 }
                 let wall = start.elapsed().as_secs_f64();
+                // The split receiver may still hold a ring's worth.
+                std::thread::sleep(Duration::from_millis(20));
                 let d = sys::link_stats(ns, WAN)?.since(before);
                 received[c] += d.rx_packets;
                 mpps[c].push(d.rx_packets as f64 / wall / 1e6);
                 offered[c].push(sent as f64 / wall / 1e6);
                 overflow[c].push(d.rx_dropped);
             }
-            for (c, case) in Case::ALL.iter().enumerate() {
-                line.push(format!(
-                    "{} {:.2}",
-                    case.label(),
-                    mpps[c].last().copied().unwrap_or(f64::NAN)
-                ));
-            }
+            let line: Vec<String> = lanes_ref
+                .iter()
+                .enumerate()
+                .map(|(c, l)| {
+                    format!(
+                        "{} {} {:.2}",
+                        l.role(),
+                        l.case.label(),
+                        mpps[c].last().copied().unwrap_or(f64::NAN)
+                    )
+                })
+                .collect();
             progress(
                 "flood",
                 &format!(
@@ -319,14 +486,19 @@ pub fn run(opts: &Opts) -> Result<FloodResult> {
         Ok(())
     })??;
 
-    let own_after: Vec<Option<u64>> = Case::ALL
+    let own_after: Vec<Option<u64>> = lanes
         .iter()
         .zip(&attached)
-        .map(|(c, a)| own_counter(*c, topo.ns(c.role()), a))
+        .map(|(l, a)| own_counter(l.case, topo.ns(l.role()), a))
         .collect::<Result<_>>()?;
     drop(attached);
 
-    let idx = |c: Case| Case::ALL.iter().position(|x| *x == c).expect("known case");
+    let idx = |case: Case, placement: Placement| {
+        lanes
+            .iter()
+            .position(|l| *l == Lane { case, placement })
+            .expect("known lane")
+    };
     let per_round_ratio = |c: usize, base: usize| -> f64 {
         let r: Vec<f64> = mpps[c]
             .iter()
@@ -335,18 +507,19 @@ pub fn run(opts: &Opts) -> Result<FloodResult> {
             .collect();
         Summary::of(&r).median
     };
-    let cases = Case::ALL
+    let cases = lanes
         .iter()
         .enumerate()
-        .map(|(c, case)| CaseResult {
-            case: *case,
-            label: case.label().to_string(),
+        .map(|(c, lane)| CaseResult {
+            case: lane.case,
+            placement: lane.placement,
+            label: lane.case.label().to_string(),
             mpps_rounds: mpps[c].clone(),
             mpps: Summary::of(&mpps[c]),
             offered_mpps: Summary::of(&offered[c]),
             overflow_rounds: overflow[c].clone(),
-            ratio_to_drop_all: per_round_ratio(c, idx(Case::DropAll)),
-            ratio_to_nftables: per_round_ratio(c, idx(Case::Nftables)),
+            ratio_to_drop_all: per_round_ratio(c, idx(Case::DropAll, lane.placement)),
+            ratio_to_nftables: per_round_ratio(c, idx(Case::Nftables, lane.placement)),
             own_counter: match (own_before[c], own_after[c]) {
                 (Some(b), Some(a)) => Some(a.saturating_sub(b)),
                 _ => None,

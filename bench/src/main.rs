@@ -73,6 +73,15 @@ struct Args {
     /// polling, reported as "ntp-agent, before".
     #[arg(long, value_name = "PATH")]
     before_agent: Option<PathBuf>,
+    /// An older build of the filter's eBPF object (same map layout): the
+    /// cost section measures it on every path in the same rounds.
+    #[arg(long, value_name = "PATH")]
+    filter_before: Option<PathBuf>,
+    /// The flood section also measures each case with the receiver on a
+    /// core of its own (threaded NAPI pinned to CPU 1, the generator on
+    /// CPU 0), next to the default shared core.
+    #[arg(long)]
+    flood_split: bool,
     /// Print the nftables ruleset of the flood comparison and exit.
     #[arg(long)]
     print_nft: bool,
@@ -265,6 +274,7 @@ fn run(args: &Args) -> Result<bool> {
         cost::run(&cost::Opts {
             repeat: 1_000_000,
             rounds: if quick { 5 } else { 7 },
+            before: args.filter_before.clone(),
         })
     });
 
@@ -274,6 +284,11 @@ fn run(args: &Args) -> Result<bool> {
             rounds: if quick { 3 } else { 5 },
             round: Duration::from_secs_f64(if quick { 1.0 } else { 2.0 }),
             batch: 64,
+            placements: if args.flood_split {
+                vec![flood::Placement::Shared, flood::Placement::Split]
+            } else {
+                vec![flood::Placement::Shared]
+            },
         })
     });
 

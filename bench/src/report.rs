@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 
 use crate::attack::{AttackResult, Phase};
 use crate::cost::{CostResult, Program};
-use crate::flood::{Case, FloodResult};
+use crate::flood::{Case, FloodResult, Placement, GEN_CPU, RX_CPU};
 use crate::footprint::{FootprintResult, Window};
 use crate::quality::{RealtimeResult, SimResult};
 use crate::svg::{self, Axes, Bar, Panel, Series};
@@ -128,22 +128,36 @@ fn headlines(r: &Results) -> Vec<Headline> {
         }
     }
     if let Some(fl) = r.flood.ok() {
-        if let Some(c) = fl.cases.iter().find(|c| c.case == Case::Filter) {
-            add(
-                "flood: filter / XDP_DROP-all",
-                format!(
-                    "{} ({} Mpps median)",
-                    x(c.ratio_to_drop_all),
-                    f(c.mpps.median, 2)
-                ),
-            );
-            add("flood: filter / nftables netdev", x(c.ratio_to_nftables));
-        }
-        if let Some(c) = fl.cases.iter().find(|c| c.case == Case::NoFilter) {
-            add(
-                "flood: no filter (stack) / nftables netdev",
-                x(c.ratio_to_nftables),
-            );
+        for placement in Placement::ALL {
+            let find = |case| {
+                fl.cases
+                    .iter()
+                    .find(|c| c.case == case && c.placement == placement)
+            };
+            let tag = match placement {
+                Placement::Shared => "flood",
+                Placement::Split => "flood (receiver on its own core)",
+            };
+            if let Some(c) = find(Case::Filter) {
+                add(
+                    &format!("{tag}: filter / XDP_DROP-all"),
+                    format!(
+                        "{} ({} Mpps median)",
+                        x(c.ratio_to_drop_all),
+                        f(c.mpps.median, 2)
+                    ),
+                );
+                add(
+                    &format!("{tag}: filter / nftables netdev"),
+                    x(c.ratio_to_nftables),
+                );
+            }
+            if let Some(c) = find(Case::NoFilter) {
+                add(
+                    &format!("{tag}: no filter (stack) / nftables netdev"),
+                    x(c.ratio_to_nftables),
+                );
+            }
         }
     }
     if let Some(a) = r.attack.ok() {
@@ -379,34 +393,47 @@ fn cost_md(w: &mut String, c: &CostResult) {
 fn flood_md(w: &mut String, fl: &FloodResult) {
     let _ = writeln!(
         w,
-        "Live frames (BPF_PROG_TEST_RUN with `xdp_live_frames({})`) of one frame, {}, each given a random source by the generator program and redirected into a veth; the peer `wan0` runs the case natively. The nftables ruleset is generated from the same agent configuration (shown below); it and the no-filter case get `xdp_pass` natively so the frames reach the stack. {} rounds of {:.0} s, cases interleaved; Mpps = frames `wan0`'s XDP program saw per second (rx_packets). Ratios are medians of per-round ratios.\n",
+        "Live frames (BPF_PROG_TEST_RUN with `xdp_live_frames({})`) of one frame, {}, each given a random source by the generator program and redirected into a veth; the peer `wan0` runs the case natively. The nftables ruleset is generated from the same agent configuration (shown below); it and the no-filter case get `xdp_pass` natively so the frames reach the stack. {} rounds of {:.0} s, cases and placements interleaved; Mpps = frames `wan0`'s XDP program saw per second (rx_packets); offered = frames the generator produced per second. Ratios are medians of per-round ratios to the baseline of the same placement.\n",
         fl.batch, fl.frame, fl.rounds, fl.round_s
     );
     let _ = writeln!(
         w,
-        "| case | Mpps min | Mpps median | Mpps max | × XDP_DROP-all | × nftables | own counter / received |\n| --- | ---: | ---: | ---: | ---: | ---: | --- |"
+        "Placement. **Generator and receiver on one core** (the default, and the figures above): both pinned to CPU {GEN_CPU}; the veth's NAPI poll runs in the softirq of the CPU that redirected, right after the generator, on frames still in its cache, so each rate includes the generator's per-frame cost, the same in every case (it makes the ratios between receivers smaller, never larger). **Receiver on its own core** (only with `--flood-split`): `wan0` gets threaded NAPI (`/sys/class/net/wan0/threaded` = 1) with its kthread pinned to CPU {RX_CPU} at SCHED_FIFO (softirq work preempts tasks too), the generator on CPU {GEN_CPU}. It looks like a router's RX core but on this VM it is not one: the NAPI thread sleeps whenever the veth's 256-frame ring runs empty and is woken from the other CPU for the next batch, so it measures the cross-CPU hand-off (wake-ups, and the frames' cache lines and pages moving between the CPUs) — rates below the shared core's although the receiver has a core to itself, frames lost at the ring while the thread was waking, and a filter that reads each frame paying for its cache line coming over from the generator's CPU, which XDP_DROP-all never reads — where a NIC's RX core under a flood keeps polling a ring of its own.\n"
     );
-    for c in &fl.cases {
-        let own = match c.own_counter {
-            Some(n) => format!("{n} / {}", c.received),
-            None => format!("– / {}", c.received),
-        };
+    for placement in Placement::ALL {
+        if !fl.cases.iter().any(|c| c.placement == placement) {
+            continue;
+        }
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            c.label,
-            f(c.mpps.min, 2),
-            f(c.mpps.median, 2),
-            f(c.mpps.max, 2),
-            x(c.ratio_to_drop_all),
-            x(c.ratio_to_nftables),
-            own
+            "### {}\n\n| case | Mpps min | Mpps median | Mpps max | offered Mpps median | × XDP_DROP-all | × nftables | lost at the ring | own counter / received |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            placement.label()
         );
+        for c in fl.cases.iter().filter(|c| c.placement == placement) {
+            let own = match c.own_counter {
+                Some(n) => format!("{n} / {}", c.received),
+                None => format!("– / {}", c.received),
+            };
+            let lost: u64 = c.overflow_rounds.iter().sum();
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                c.label,
+                f(c.mpps.min, 2),
+                f(c.mpps.median, 2),
+                f(c.mpps.max, 2),
+                f(c.offered_mpps.median, 2),
+                x(c.ratio_to_drop_all),
+                x(c.ratio_to_nftables),
+                lost,
+                own
+            );
+        }
+        let _ = writeln!(w);
     }
-    let overflow: u64 = fl.cases.iter().flat_map(|c| c.overflow_rounds.iter()).sum();
     let _ = writeln!(
         w,
-        "\nOwn counter: the filter's drop counters, the nftables rules' counters, UDP NoPorts for the stack. Frames lost before the program (veth ring full): {overflow}. Generator and receiver share one CPU (the veth's NAPI runs where the redirect happened), so each rate is per core, generator included.\n\n![flood](flood.svg)\n"
+        "Own counter: the filter's drop counters, the nftables rules' counters, UDP NoPorts for the stack. Lost at the ring: frames the veth could not queue for the receiver (its ring full), over all rounds.\n\n![flood](flood.svg)\n"
     );
     let _ = writeln!(
         w,
@@ -646,7 +673,14 @@ fn flood_svg(fl: &FloodResult) -> String {
         .cases
         .iter()
         .map(|c| Bar {
-            label: c.label.clone(),
+            label: format!(
+                "{} ({})",
+                c.label,
+                match c.placement {
+                    Placement::Split => "own core",
+                    Placement::Shared => "shared core",
+                }
+            ),
             value: c.mpps.median,
             lo: c.mpps.min,
             hi: c.mpps.max,
@@ -664,7 +698,7 @@ fn flood_svg(fl: &FloodResult) -> String {
         })
         .collect();
     svg::bars(
-        "Spoofed mode-3 flood sunk per second, one core (median, whiskers min-max)",
+        "Spoofed mode-3 flood sunk per second by one receive core, and by one core shared with the generator (median, whiskers min-max)",
         "Mpps",
         &bars,
         None,

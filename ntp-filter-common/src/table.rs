@@ -73,7 +73,15 @@ const MIX: u64 = 0xff51_afd7_ed55_8ccd;
 /// (all IPv4 ones) never collide.
 #[inline(always)]
 pub const fn hash(w: Words, seed: u64) -> u64 {
-    (key_word(w[0], seed) ^ w[1].rotate_right(32)).wrapping_mul(GOLDEN)
+    hash_keyed(key_word(w[0], seed), w[1])
+}
+
+/// [`hash`] from the first word already under the key
+/// ([`key_word`]`(w[0], seed)`): the program computes that once for an
+/// IPv4 packet, whose two addresses share the first word (0).
+#[inline(always)]
+pub const fn hash_keyed(k0: u64, w1: u64) -> u64 {
+    (k0 ^ w1.rotate_right(32)).wrapping_mul(GOLDEN)
 }
 
 /// The first word under the key, through a multiply, a shift and another
@@ -81,7 +89,7 @@ pub const fn hash(w: Words, seed: u64) -> u64 {
 /// difference between two first words (a single multiply would let
 /// seeds that differ in high bits act alike).
 #[inline(always)]
-const fn key_word(w0: u64, seed: u64) -> u64 {
+pub const fn key_word(w0: u64, seed: u64) -> u64 {
     let v = (w0 ^ seed).wrapping_mul(MIX);
     (v ^ (v >> 32)).wrapping_mul(GOLDEN)
 }

@@ -12,6 +12,7 @@ mod policy;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use aya_log_ebpf::debug;
+use ntp_filter_common::PassReason;
 
 use crate::{
     parse::{eth, ipv4, ipv6, Cursor},
@@ -53,17 +54,33 @@ pub fn ntp_filter(ctx: XdpContext) -> u32 {
 fn classify(ctx: &XdpContext) -> Verdict {
     let mut cur = Cursor::new(ctx);
     // One decision per family, so each is compiled with what its family
-    // knows (an IPv4 address's upper words are constants).
-    let l4 = match eth::parse(&mut cur) {
-        Ok(eth::L3::Ipv4) => ipv4::parse(&mut cur),
+    // knows (an IPv4 address's upper words are constants). The config
+    // lookup comes as soon as the packet may concern the filter: not for
+    // other protocols, and before the IPv4 header's fields are read, so
+    // they need not be kept across it.
+    match eth::parse(&mut cur) {
+        Ok(eth::L3::Ipv4) => {
+            if let Err(reason) = ipv4::check(&cur) {
+                return policy::pass(reason);
+            }
+            let cfg = policy::config();
+            // Most UDP a router sees is not NTP: its ports decide before
+            // the addresses are read.
+            let ahead = ipv4::udp_ahead(&cur);
+            if let Some(udp) = ahead {
+                if !policy::in_scope(udp, cfg) {
+                    return policy::pass(PassReason::NotNtpPort);
+                }
+            }
+            match ipv4::parse(&mut cur) {
+                Ok(l4) => policy::decide(&mut cur, &l4, cfg, ahead.is_some()),
+                Err(reason) => policy::pass(reason),
+            }
+        }
         Ok(eth::L3::Ipv6) => match ipv6::parse(&mut cur) {
-            Ok(l4) => return policy::decide(&mut cur, &l4),
-            Err(reason) => Err(reason),
+            Ok(l4) => policy::decide(&mut cur, &l4, policy::config(), false),
+            Err(reason) => policy::pass(reason),
         },
-        Err(reason) => Err(reason),
-    };
-    match l4 {
-        Ok(l4) => policy::decide(&mut cur, &l4),
         Err(reason) => policy::pass(reason),
     }
 }

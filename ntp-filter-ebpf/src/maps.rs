@@ -41,16 +41,17 @@ pub static NF_IFACES: Array<u32> = Array::pinned(MAX_IFINDEX, 0);
 pub static NF_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(CELLS, 0);
 
 /// The slot holding `w`, if the table has it: two array lookups, both
-/// inlined by the verifier.
+/// inlined by the verifier. `k0`: `w`'s first word under the tables' key
+/// ([`table::key_word`]), which the caller may share between addresses.
 #[inline(always)]
 fn find(
     dir: &Array<u32>,
     slots: &'static Array<Slot>,
     g: Geometry,
     w: Words,
-    seed: u64,
+    k0: u64,
 ) -> Option<&'static Slot> {
-    let h = table::hash(w, seed);
+    let h = table::hash_keyed(k0, w[1]);
     let disp = *dir.get(table::bucket(h, g))?;
     if disp == table::EMPTY {
         // Most misses end here: a router has few addresses of either kind.
@@ -60,17 +61,16 @@ fn find(
     (slot.addr[0] == w[0] && slot.addr[1] == w[1]).then_some(slot)
 }
 
-/// Whether `w` is one of the box's addresses (`seed`: the config record's
-/// `table_seed`).
+/// Whether `w` is one of the box's addresses (`k0` as in [`find`]).
 #[inline(always)]
-pub fn is_local(w: Words, seed: u64) -> bool {
-    find(&NF_LOCAL_DIR, &NF_LOCAL, table::LOCAL, w, seed).is_some_and(|s| s.kind != 0)
+pub fn is_local(w: Words, k0: u64) -> bool {
+    find(&NF_LOCAL_DIR, &NF_LOCAL, table::LOCAL, w, k0).is_some_and(|s| s.kind != 0)
 }
 
 /// The slot of a configured source (its class and ports), if any.
 #[inline(always)]
-pub fn source(w: Words, seed: u64) -> Option<&'static Slot> {
-    find(&NF_SOURCES_DIR, &NF_SOURCES, table::SOURCES, w, seed)
+pub fn source(w: Words, k0: u64) -> Option<&'static Slot> {
+    find(&NF_SOURCES_DIR, &NF_SOURCES, table::SOURCES, w, k0)
 }
 
 /// Counts one packet in `cell` of the ingress interface's block: one

@@ -10,7 +10,10 @@ use ntp_filter_common::{
 
 use crate::{
     maps::{self, NF_ACL, NF_CONFIG},
-    parse::{udp, Cursor, DstKind, Fragment, L4},
+    parse::{
+        udp::{self, Udp},
+        Cursor, DstKind, Fragment, L4,
+    },
 };
 
 /// What to do with a packet and where it is counted.
@@ -58,14 +61,15 @@ const DEFAULT_CONFIG: ConfigRecord = ConfigRecord {
 /// The config entry, read in place (a copy of the record costs a load per
 /// field and the shifts to join them).
 #[inline(always)]
-fn config() -> &'static ConfigRecord {
+pub fn config() -> &'static ConfigRecord {
     NF_CONFIG.get(0).unwrap_or(&DEFAULT_CONFIG)
 }
 
 /// Transit traffic to hosts behind the router is not ours to filter.
+/// `kd`: the destination's first word under the tables' key.
 #[inline(always)]
-fn for_us(l4: &L4, cfg: &ConfigRecord) -> bool {
-    l4.dst_kind == DstKind::Group || maps::is_local(l4.dst, cfg.table_seed)
+fn for_us(l4: &L4, kd: u64) -> bool {
+    l4.dst_kind == DstKind::Group || maps::is_local(l4.dst, kd)
 }
 
 /// The access list's verdict on a client request from `src`: the longest
@@ -85,14 +89,38 @@ fn acl_allows(src: table::Words, cfg: &ConfigRecord) -> bool {
     }
 }
 
+/// Whether a datagram with these ports is NTP to look at: to or from the
+/// NTP port, or from a server's negotiated port.
 #[inline(always)]
-pub fn decide(cur: &mut Cursor, l4: &L4) -> Verdict {
-    // The first lookup a UDP packet pays (an inlined array lookup): the
-    // port and the tables' seed are configuration.
-    let cfg = config();
+pub fn in_scope(udp: Udp, cfg: &ConfigRecord) -> bool {
+    let port = if cfg.ntp_port == 0 {
+        NTP_PORT
+    } else {
+        cfg.ntp_port
+    };
+    // A server that an NTS key establishment sent to another port answers
+    // from that port: in scope too, checked against its slot in `decide`.
+    // The agent fills the lanes from the first, so a first lane holding
+    // the NTP port means there are none: one compare for most routers.
+    udp.has_port(port)
+        || (cfg.server_ports[0] != port.swap_bytes() && udp.src_port_in(&cfg.server_ports))
+}
+
+/// `cfg`: the config record, looked up by the caller as soon as the
+/// packet is known to be UDP or to hide its transport header (the lookup
+/// is a call for the compiler, so the fewer values live across it, the
+/// fewer are spilled to the stack).
+#[inline(always)]
+/// `in_scope_known`: the caller has seen this datagram's ports pass
+/// [`in_scope`] (IPv4, which looks at them first).
+pub fn decide(cur: &mut Cursor, l4: &L4, cfg: &ConfigRecord, in_scope_known: bool) -> Verdict {
+    // Read once: the tables' key goes into every address's hash, and a
+    // field read again after a map lookup is a load (and its hash work)
+    // again.
+    let seed = cfg.table_seed;
     if let Some(reason) = l4.hidden {
         // Ports unknown: anything for the box might be NTP.
-        if !for_us(l4, cfg) {
+        if !for_us(l4, table::key_word(l4.dst[0], seed)) {
             return pass(PassReason::NotLocal);
         }
         // The exemption for non-first fragments is for real IPv6 hosts: a
@@ -109,26 +137,24 @@ pub fn decide(cur: &mut Cursor, l4: &L4) -> Verdict {
     let Some(udp) = udp::parse(cur) else {
         // A first fragment too short to hold the ports is the classic tiny-
         // fragment trick to slip past port filters.
-        if l4.fragment == Fragment::First && for_us(l4, cfg) {
+        if l4.fragment == Fragment::First && for_us(l4, table::key_word(l4.dst[0], seed)) {
             return drop(DropReason::Fragment);
         }
         return pass(PassReason::Truncated);
     };
-    let port = if cfg.ntp_port == 0 {
-        NTP_PORT
-    } else {
-        cfg.ntp_port
-    };
-    // A server that an NTS key establishment sent to another port answers
-    // from that port: in scope too, checked against its slot below. The
-    // agent fills the lanes from the first, so a first lane holding the
-    // NTP port means there are none: one compare for most routers.
-    if !udp.has_port(port)
-        && (cfg.server_ports[0] == port.swap_bytes() || !udp.src_port_in(&cfg.server_ports))
-    {
+    if !in_scope_known && !in_scope(udp, cfg) {
         return pass(PassReason::NotNtpPort);
     }
-    if !for_us(l4, cfg) {
+    // Both addresses' first words under the key, each computed once: an
+    // IPv4 packet's are both 0 (one computation), an IPv6 packet within
+    // one /64 shares them too.
+    let kd = table::key_word(l4.dst[0], seed);
+    let ks = if l4.src[0] == l4.dst[0] {
+        kd
+    } else {
+        table::key_word(l4.src[0], seed)
+    };
+    if !for_us(l4, kd) {
         return pass(PassReason::NotLocal);
     }
     if l4.embedded_v4_src {
@@ -146,7 +172,7 @@ pub fn decide(cur: &mut Cursor, l4: &L4) -> Verdict {
     }
     let mode = first & 7;
 
-    let (class, reply_port, server_port) = match maps::source(l4.src, cfg.table_seed) {
+    let (class, reply_port, server_port) = match maps::source(l4.src, ks) {
         Some(s) => (s.class, s.reply_port, s.server_port),
         None => (SourceClass::Other as u8, 0, 0),
     };

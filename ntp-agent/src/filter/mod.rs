@@ -46,6 +46,12 @@ impl LoadOptions {
 /// Loads the embedded program, reusing (or creating and pinning) the maps
 /// under `pins`, and verifies it.
 pub fn load(pins: &PinDir, opts: LoadOptions) -> Result<Ebpf> {
+    load_object(object::PROGRAM_OBJECT, pins, opts)
+}
+
+/// [`load`] with another build of the program (the benchmark's A/B run of
+/// an older object, same map layout).
+pub fn load_object(bytes: &[u8], pins: &PinDir, opts: LoadOptions) -> Result<Ebpf> {
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(pins.root())
         .override_global(ntp_filter_common::BPF_LOG, &u8::from(opts.bpf_log), true)
@@ -54,7 +60,7 @@ pub fn load(pins: &PinDir, opts: LoadOptions) -> Result<Ebpf> {
             &u8::from(opts.count_out_of_scope),
             true,
         )
-        .load(object::PROGRAM_OBJECT)
+        .load(bytes)
         .context("loading the XDP program")?;
     let prog: &mut Xdp = program(&mut ebpf)?;
     prog.load().context("the kernel rejected the XDP program")?;

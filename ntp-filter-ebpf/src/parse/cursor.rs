@@ -37,6 +37,18 @@ impl Cursor {
         Some(unsafe { &*(at as *const T) })
     }
 
+    /// A reference to a `T` `ahead` bytes past the current position, if the
+    /// packet holds one. `ahead` must be bounded as for [`skip`](Self::skip).
+    #[inline(always)]
+    pub fn peek_ahead<T>(&self, ahead: usize) -> Option<&T> {
+        let at = self.start + self.off + ahead;
+        if at + mem::size_of::<T>() > self.end {
+            return None;
+        }
+        // SAFETY: as in `peek`.
+        Some(unsafe { &*(at as *const T) })
+    }
+
     /// Like [`peek`](Self::peek), then moves past the `T`.
     #[inline(always)]
     pub fn read<T>(&mut self) -> Option<&T> {

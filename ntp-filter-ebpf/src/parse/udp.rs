@@ -47,10 +47,20 @@ impl Udp {
 
 #[inline(always)]
 pub fn parse(cur: &mut Cursor) -> Option<Udp> {
-    let udp: &UdpHdr = cur.read()?;
-    // SAFETY: the 8 bytes are the header `read` bounds-checked.
+    cur.read().map(from_header)
+}
+
+/// The header `ahead` bytes past the cursor, which stays where it is.
+#[inline(always)]
+pub fn peek_ahead(cur: &Cursor, ahead: usize) -> Option<Udp> {
+    cur.peek_ahead(ahead).map(from_header)
+}
+
+#[inline(always)]
+fn from_header(udp: &UdpHdr) -> Udp {
+    // SAFETY: the 8 bytes are the header the cursor bounds-checked.
     let raw = unsafe { load_u64(udp as *const UdpHdr as *const u8) };
-    Some(Udp { raw })
+    Udp { raw }
 }
 
 /// The first NTP header byte (leap, version, mode), if the datagram carries

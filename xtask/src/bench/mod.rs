@@ -25,6 +25,16 @@ pub struct BenchArgs {
     /// comparison (the before of a change, e.g. built in a `git worktree`).
     #[arg(long, value_name = "PATH")]
     before_agent: Option<String>,
+    /// An older build of the filter's eBPF object (same map layout, e.g.
+    /// `target/release/build/ntp-agent-*/out/ntp-filter` of a `git
+    /// worktree` of the before): the cost section measures it on every
+    /// filter path in the same rounds.
+    #[arg(long, value_name = "PATH")]
+    filter_before: Option<String>,
+    /// The flood section also measures each case with the receiver on a
+    /// core of its own (threaded NAPI on CPU 1, the generator on CPU 0).
+    #[arg(long)]
+    flood_split: bool,
     /// Directory for the results (relative to the workspace).
     #[arg(long, default_value = "bench")]
     out: String,
@@ -40,6 +50,12 @@ fn rerun_line(args: &BenchArgs) -> String {
     }
     if let Some(b) = &args.before_agent {
         line.push_str(&format!(" --before-agent {}", cmd::shell_quote(b)));
+    }
+    if let Some(b) = &args.filter_before {
+        line.push_str(&format!(" --filter-before {}", cmd::shell_quote(b)));
+    }
+    if args.flood_split {
+        line.push_str(" --flood-split");
     }
     line
 }
@@ -76,6 +92,12 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     }
     if let Some(b) = &args.before_agent {
         run = run.args(["--before-agent", b]);
+    }
+    if let Some(b) = &args.filter_before {
+        run = run.args(["--filter-before", b]);
+    }
+    if args.flood_split {
+        run = run.arg("--flood-split");
     }
     println!("== [measure] $ {run}");
     let status = run
