@@ -35,7 +35,7 @@ use self::{
 use crate::{
     clock::Clock,
     control,
-    filter::{local_addrs, FilterMaps},
+    filter::{links::Links, local_addrs, FilterMaps},
     model::{addr, PollSettings, Role, Settings, SourceArg, SourceRole, SourceSpec, SourceStamps},
     net::{resolve::resolve, Received, Sent, Transport},
     notify::Notifier,
@@ -75,6 +75,8 @@ struct Agent {
     names: Vec<NamedSource>,
     transport: Transport,
     maps: Option<Arc<Mutex<FilterMaps>>>,
+    /// The configured interfaces' state (with a filter).
+    links: Option<Links>,
     clock: Box<dyn Clock>,
     limiter: RateLimiter,
     served: ServerCounters,
@@ -98,6 +100,7 @@ pub async fn run(
     clock: Box<dyn Clock>,
     adjusting: bool,
     maps: Option<Arc<Mutex<FilterMaps>>>,
+    links: Option<Links>,
     mut control: mpsc::Receiver<control::Call>,
     stop: impl Future<Output = ()>,
     mut notify: Notifier,
@@ -128,6 +131,7 @@ pub async fn run(
         names: Vec::new(),
         transport,
         maps,
+        links,
         clock,
         limiter: RateLimiter::new(settings.rate_limit),
         served: ServerCounters::default(),
@@ -539,6 +543,11 @@ impl Agent {
                 .map(|(&id, &stamps)| SourceTimestamps { id, stamps })
                 .collect(),
             ignored: self.ignored.clone(),
+            interfaces: self.links.as_ref().map_or_else(Vec::new, |l| {
+                // Looked at now: `status` right after a `detach` says so.
+                l.check();
+                l.report()
+            }),
         }
     }
 
