@@ -179,7 +179,11 @@ fn a_deleted_interface_is_missing_then_filtered_again() {
         .unwrap();
     let (ok, st) = env.status_any(lab.router()).unwrap();
     assert!(!ok, "status succeeded with wan0 gone: {st:#}");
-    assert_eq!(iface_state(&st, WAN_IF).as_deref(), Some("missing"), "{st:#}");
+    assert_eq!(
+        iface_state(&st, WAN_IF).as_deref(),
+        Some("missing"),
+        "{st:#}"
+    );
     let text = env.status_text(lab.router()).unwrap();
     assert!(
         text.contains("filter on wan0: NOT FILTERED, missing"),
@@ -241,10 +245,19 @@ fn a_restart_after_the_interface_was_recreated_filters() {
     let mut agent = env.start(lab.router(), &args).unwrap();
     agent.signal(libc::SIGKILL);
     agent.wait_exit(CMD_TIMEOUT).unwrap();
-    assert!(env.pins.entries().unwrap().iter().any(|e| e.ends_with("link-wan0")));
+    assert!(env
+        .pins
+        .entries()
+        .unwrap()
+        .iter()
+        .any(|e| e.ends_with("link-wan0")));
     lab.delete_wan().unwrap();
     lab.recreate_wan().unwrap();
-    assert_eq!(probes_passed(&lab, 1), 1, "the new wan0 is not filtered yet");
+    assert_eq!(
+        probes_passed(&lab, 1),
+        1,
+        "the new wan0 is not filtered yet"
+    );
 
     let agent = env.start(lab.router(), &args).unwrap();
     assert!(
@@ -253,11 +266,19 @@ fn a_restart_after_the_interface_was_recreated_filters() {
         agent.log()
     );
     let st = env.status(lab.router()).unwrap();
-    assert_eq!(iface_state(&st, WAN_IF).as_deref(), Some("attached"), "{st:#}");
+    assert_eq!(
+        iface_state(&st, WAN_IF).as_deref(),
+        Some("attached"),
+        "{st:#}"
+    );
     assert!(wan_has_xdp(&lab));
     assert_eq!(probes_passed(&lab, 3), 0, "the probes passed the NIC");
     let counted = env.status(lab.router()).unwrap();
-    assert_eq!(wan_probe_drops(&counted), wan_probe_drops(&st) + 3, "{counted:#}");
+    assert_eq!(
+        wan_probe_drops(&counted),
+        wan_probe_drops(&st) + 3,
+        "{counted:#}"
+    );
 }
 
 /// Item 5 (c). `ntp-agent detach --iface wan0` under a running agent warns
@@ -292,7 +313,11 @@ fn detach_under_a_running_agent_is_reported_and_changes_refused() {
 
     let (ok, st) = env.status_any(lab.router()).unwrap();
     assert!(!ok, "status succeeded with wan0 detached: {st:#}");
-    assert_eq!(iface_state(&st, WAN_IF).as_deref(), Some("detached"), "{st:#}");
+    assert_eq!(
+        iface_state(&st, WAN_IF).as_deref(),
+        Some("detached"),
+        "{st:#}"
+    );
     let text = env.status_text(lab.router()).unwrap();
     assert!(
         text.contains("filter on wan0: NOT FILTERED, detached"),
@@ -350,7 +375,12 @@ fn detach_under_a_running_agent_is_reported_and_changes_refused() {
 
 fn main() -> std::process::ExitCode {
     ntp_filter_tests::runner::run(vec![
-        trial!(a_second_agent_on_the_same_pins_is_refused, Netns, Bpffs, Agent),
+        trial!(
+            a_second_agent_on_the_same_pins_is_refused,
+            Netns,
+            Bpffs,
+            Agent
+        ),
         trial!(
             a_deleted_interface_is_missing_then_filtered_again,
             Netns,

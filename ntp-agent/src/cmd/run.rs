@@ -18,8 +18,8 @@ use crate::{
     clock::{Clock, ObserveOnly, SystemClock},
     control,
     filter::{
-        self, links::Links, local_addrs, lock::PinLock, reconcile, slots, Attachment, Desired, FilterMaps,
-        PinDir,
+        self, links::Links, local_addrs, lock::PinLock, reconcile, slots, Attachment, Desired,
+        FilterMaps, PinDir,
     },
     metrics,
     model::{

@@ -53,11 +53,9 @@ pub fn attach(
     if let Some(old) = legacy.filter(|p| p.exists()) {
         match swap_live(prog, iface, old)? {
             Some(link) => {
-                link.pin(pin).with_context(|| {
-                    format!("re-pinning the {iface} link at {}", pin.display())
-                })?;
-                std::fs::remove_file(old)
-                    .with_context(|| format!("removing {}", old.display()))?;
+                link.pin(pin)
+                    .with_context(|| format!("re-pinning the {iface} link at {}", pin.display()))?;
+                std::fs::remove_file(old).with_context(|| format!("removing {}", old.display()))?;
                 tracing::info!(iface, from = %old.display(), to = %pin.display(), "took over the link of an older agent");
                 return Ok(Attachment::Reused);
             }
@@ -151,7 +149,11 @@ fn swap_live(prog: &mut Xdp, iface: &str, pin: &Path) -> Result<Option<FdLink>> 
         Ok(false) => return Ok(None),
         Ok(true) => {}
         // Unreadable: the update below decides.
-        Err(e) => tracing::debug!(iface, "cannot tell whether {} is live: {e:#}", pin.display()),
+        Err(e) => tracing::debug!(
+            iface,
+            "cannot tell whether {} is live: {e:#}",
+            pin.display()
+        ),
     }
     match swap(prog, iface, pin) {
         Ok(link) => Ok(Some(link)),

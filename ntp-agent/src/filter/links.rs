@@ -121,7 +121,9 @@ impl Links {
                         }
                         // The timeout: the periodic look.
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => drain(&socket, &mut buf),
+                        Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                            drain(&socket, &mut buf)
+                        }
                         Err(e) => {
                             tracing::error!("rtnetlink link events: {e}; looking anyway");
                             std::thread::sleep(CHECK_INTERVAL);
