@@ -92,6 +92,13 @@ struct Agent {
     pools: Vec<PoolSource>,
 }
 
+/// The filter a running agent keeps current: its maps, and the configured
+/// interfaces it is on.
+pub struct Filter {
+    pub maps: Arc<Mutex<FilterMaps>>,
+    pub links: Links,
+}
+
 /// Runs until `stop` completes. `notify` learns when the loop is up, each
 /// sync state change, and the stop; it is pinged from the loop itself when
 /// systemd's watchdog is on, so a stuck loop gets the service restarted.
@@ -99,8 +106,7 @@ pub async fn run(
     settings: Settings,
     clock: Box<dyn Clock>,
     adjusting: bool,
-    maps: Option<Arc<Mutex<FilterMaps>>>,
-    links: Option<Links>,
+    filter: Option<Filter>,
     mut control: mpsc::Receiver<control::Call>,
     stop: impl Future<Output = ()>,
     mut notify: Notifier,
@@ -113,6 +119,7 @@ pub async fn run(
             );
         }
     }
+    let (maps, links) = filter.map(|f| (f.maps, f.links)).unzip();
     let (to_agent, mut from_net) = mpsc::channel(1024);
     let (resolved_tx, mut resolved_rx) = mpsc::channel(16);
     let (ke_tx, mut ke_rx) = mpsc::channel(16);

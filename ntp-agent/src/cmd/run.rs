@@ -445,8 +445,7 @@ fn serve(
             settings,
             clock,
             !args.no_clock_adjust,
-            Some(maps),
-            Some(links),
+            Some(agent::Filter { maps, links }),
             control_rx,
             async {
                 if let Err(e) = wait_for_stop().await {
