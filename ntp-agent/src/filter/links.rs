@@ -48,6 +48,9 @@ struct Tracked {
     ifindex: Option<u32>,
     since: SystemTime,
     reason: Option<String>,
+    /// The agent removed the stale pin and has not pinned a new link yet
+    /// (an attach that failed): no pin then is not the operator's detach.
+    unpinned: bool,
 }
 
 /// What one look found for an interface.
@@ -80,6 +83,7 @@ impl Links {
                 ifindex: super::ifindex(name).ok(),
                 since: now,
                 reason: None,
+                unpinned: false,
             })
             .collect();
         Self(Arc::new(Mutex::new(Guard {
@@ -170,7 +174,7 @@ impl Guard {
             let pin = self.pins.link(&name);
             let seen = match look(&name, &pin) {
                 // The pin a failed attach removed itself: try again.
-                Seen::PinRemoved(index) if self.ifaces[i].state == InterfaceState::Failed => {
+                Seen::PinRemoved(index) if self.ifaces[i].unpinned => {
                     index.map_or(Seen::Gone, Seen::Stale)
                 }
                 seen => seen,
@@ -215,7 +219,7 @@ impl Guard {
                         "the filter was removed from {name} under the running agent (its link pin is gone: `ntp-agent detach`?): {name} is NOT filtered; the agent does not attach again on its own, restart it to filter {name}"
                     );
                 }
-                Seen::Stale(index) => match self.reattach(&name, &pin, index) {
+                Seen::Stale(index) => match self.reattach(i, &pin, index) {
                     Ok(how) => {
                         self.set(i, InterfaceState::Attached, Some(index), None);
                         tracing::info!(
@@ -264,7 +268,8 @@ impl Guard {
     /// The interface came back as `index`: its counter slot first (so its
     /// first packets count under its name), then a fresh attach in place of
     /// the severed link.
-    fn reattach(&mut self, name: &str, pin: &Path, index: u32) -> Result<attach::Attachment> {
+    fn reattach(&mut self, i: usize, pin: &Path, index: u32) -> Result<attach::Attachment> {
+        let name = self.ifaces[i].name.clone();
         let wanted: Vec<slots::Iface> = self
             .ifaces
             .iter()
@@ -284,9 +289,12 @@ impl Guard {
         slots::assign(&mut self.maps.lock().expect("maps lock poisoned"), &wanted)?;
         let prog = super::program(&mut self.ebpf)?;
         if pin.exists() {
-            attach::replace_stale(name, pin)?;
+            attach::replace_stale(&name, pin)?;
+            self.ifaces[i].unpinned = true;
         }
-        attach::attach(prog, name, self.mode, pin, None)
+        let how = attach::attach(prog, &name, self.mode, pin, None)?;
+        self.ifaces[i].unpinned = false;
+        Ok(how)
     }
 }
 

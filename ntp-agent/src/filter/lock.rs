@@ -37,9 +37,9 @@ pub struct PinLock {
     _lock: Flock<File>,
     base: PathBuf,
     root: PathBuf,
-    /// Whether this start created the pin directory (so a start that fails
-    /// before pinning anything removes it again).
-    created: bool,
+    /// Which of the base and `v<N>/` this start created (so a start that
+    /// fails before pinning anything removes them again).
+    created: (bool, bool),
 }
 
 /// Who holds the lock, when it is held.
@@ -56,7 +56,7 @@ impl PinLock {
     /// creating an empty directory changes nothing a running agent uses)
     /// and locks it, or says who holds it.
     pub fn acquire(pins: &PinDir) -> Result<Self> {
-        let created = !pins.base().exists();
+        let created = (!pins.base().exists(), !pins.root().exists());
         pins.prepare()?;
         match Self::try_lock(pins)? {
             Ok(lock) => Ok(Self {
@@ -87,8 +87,11 @@ impl PinLock {
     /// A start that failed before it pinned anything: removes the
     /// directories it created (only if still empty).
     pub fn abandon(self) {
-        if self.created {
+        // remove_dir: only while still empty.
+        if self.created.1 {
             let _ = std::fs::remove_dir(&self.root);
+        }
+        if self.created.0 {
             let _ = std::fs::remove_dir(&self.base);
         }
     }
