@@ -92,6 +92,57 @@ pub struct AgentReport {
     pub timestamps: Vec<SourceTimestamps>,
     #[serde(default)]
     pub ignored: IgnoredCounters,
+    /// Each configured interface and whether the filter is on it (empty
+    /// from an agent that predates them, and without a filter).
+    #[serde(default)]
+    pub interfaces: Vec<InterfaceReport>,
+}
+
+/// Whether the filter is on a configured interface, as the running agent
+/// last saw it (link events, and a look every few seconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InterfaceState {
+    /// The program is attached through the pinned link.
+    Attached,
+    /// The interface is gone (deleted, or renamed away); the agent
+    /// re-attaches when an interface of that name appears.
+    Missing,
+    /// The link was removed under the running agent (`ntp-agent detach`):
+    /// unfiltered, and the agent does not re-attach on its own.
+    Detached,
+    /// The interface is there but attaching failed (`reason` says why);
+    /// retried at each look.
+    Failed,
+}
+
+impl InterfaceState {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Attached => "attached",
+            Self::Missing => "missing",
+            Self::Detached => "detached",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceReport {
+    pub name: String,
+    pub state: InterfaceState,
+    /// The interface's index now (`None` while it is missing).
+    pub ifindex: Option<u32>,
+    /// Unix time of the last change of `state`.
+    pub since: u64,
+    /// Why it is not attached (`None` while attached).
+    pub reason: Option<String>,
+}
+
+impl InterfaceReport {
+    pub fn filtered(&self) -> bool {
+        self.state == InterfaceState::Attached
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -447,6 +498,22 @@ pub(crate) mod tests {
             ignored: IgnoredCounters {
                 ipv4_mapped_source: 5,
             },
+            interfaces: vec![
+                InterfaceReport {
+                    name: "wan0".into(),
+                    state: InterfaceState::Attached,
+                    ifindex: Some(7),
+                    since: 1_700_000_100,
+                    reason: None,
+                },
+                InterfaceReport {
+                    name: "lan0".into(),
+                    state: InterfaceState::Missing,
+                    ifindex: None,
+                    since: 1_700_000_200,
+                    reason: Some("the interface is gone".into()),
+                },
+            ],
         }
     }
 
@@ -454,8 +521,10 @@ pub(crate) mod tests {
     fn a_report_from_an_agent_without_timestamps_still_reads() {
         let mut v = serde_json::to_value(full_report()).unwrap();
         v.as_object_mut().unwrap().remove("timestamps");
+        v.as_object_mut().unwrap().remove("interfaces");
         let report: AgentReport = serde_json::from_value(v).unwrap();
         assert!(report.timestamps.is_empty());
+        assert!(report.interfaces.is_empty());
         assert_eq!(report.sources, full_report().sources);
     }
 

@@ -145,6 +145,26 @@ impl AgentEnv {
             .with_context(|| format!("status output: {}", out.log))
     }
 
+    /// `ntp-agent status --json` whatever its exit status (non-zero while a
+    /// configured interface is not filtered): whether it succeeded, and the
+    /// object.
+    pub fn status_any(&self, ns: &Netns) -> Result<(bool, Value)> {
+        let args = [
+            "status",
+            "--json",
+            "--pin-dir",
+            self.pin_dir(),
+            "--control-socket",
+            &self.control_socket(),
+        ];
+        let out = run_agent_once(ns, &args, CMD_TIMEOUT)?;
+        let start = out.log.find('{').context("no JSON in status output")?;
+        let end = out.log.rfind('}').context("no JSON in status output")?;
+        let v = serde_json::from_str(&out.log[start..=end])
+            .with_context(|| format!("status output: {}", out.log))?;
+        Ok((out.status.success(), v))
+    }
+
     /// Polls `status --json` until `done` holds; the error names `what`
     /// and shows the last status.
     pub fn wait_status(

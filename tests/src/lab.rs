@@ -82,14 +82,7 @@ impl RouterLab {
         t.add_ns("router")?;
         t.add_ns("outside")?;
         t.veth(("router", WAN_IF), ("outside", EXT_IF))?;
-        t.addr("router", WAN_IF, &format!("{ROUTER_V4}/24"))?;
-        t.addr("router", WAN_IF, &format!("{ROUTER_V6}/64"))?;
-        for ip in OUTSIDE_V4 {
-            t.addr("outside", EXT_IF, &format!("{ip}/24"))?;
-        }
-        for ip in OUTSIDE_V6 {
-            t.addr("outside", EXT_IF, &format!("{ip}/64"))?;
-        }
+        wan_addresses(&t)?;
         if lan {
             t.add_ns("lan")?;
             t.veth(("router", LAN_IF), ("lan", HOST_IF))?;
@@ -100,8 +93,7 @@ impl RouterLab {
             t.forwarding("router")?;
             t.route("lan", "default", &LAN_GW_V4.to_string())?;
             t.route("lan", "default", &LAN_GW_V6.to_string())?;
-            t.route("outside", "198.51.100.0/24", &ROUTER_V4.to_string())?;
-            t.route("outside", "2001:db8:1::/64", &ROUTER_V6.to_string())?;
+            outside_routes(&t)?;
         }
         let lan_macs = if lan {
             Some((t.mac("lan", HOST_IF)?, t.mac("router", LAN_IF)?))
@@ -115,6 +107,43 @@ impl RouterLab {
             topo: t,
             has_lan: lan,
         })
+    }
+
+    /// Deletes the router's `wan0` (and with it its peer `ext0`): the
+    /// filtered interface disappears, as a USB, PPP or VPN interface does.
+    pub fn delete_wan(&self) -> Result<()> {
+        self.router().ip(&["link", "del", WAN_IF]).map(|_| ())
+    }
+
+    /// `wan0` <-> `ext0` again as built: the same names, MACs, addresses,
+    /// neighbour entries and routes, under new interface indexes. Observers
+    /// and senders opened before must be opened again.
+    pub fn recreate_wan(&self) -> Result<()> {
+        let mac = crate::topology::fmt_mac;
+        self.router().ip(&[
+            "link",
+            "add",
+            "name",
+            WAN_IF,
+            "address",
+            &mac(self.wan_mac),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            EXT_IF,
+            "address",
+            &mac(self.ext_mac),
+            "netns",
+            self.outside().name(),
+        ])?;
+        self.router().ip(&["link", "set", WAN_IF, "up"])?;
+        self.outside().ip(&["link", "set", EXT_IF, "up"])?;
+        wan_addresses(&self.topo)?;
+        if self.has_lan {
+            outside_routes(&self.topo)?;
+        }
+        Ok(())
     }
 
     pub fn router(&self) -> &Netns {
@@ -235,4 +264,24 @@ impl RouterLab {
         );
         obs.sync(tx, &template, SYNC_TIMEOUT)
     }
+}
+
+/// The addresses on both ends of the wan veth (with the permanent
+/// neighbour entries `Topology::addr` adds).
+fn wan_addresses(t: &Topology) -> Result<()> {
+    t.addr("router", WAN_IF, &format!("{ROUTER_V4}/24"))?;
+    t.addr("router", WAN_IF, &format!("{ROUTER_V6}/64"))?;
+    for ip in OUTSIDE_V4 {
+        t.addr("outside", EXT_IF, &format!("{ip}/24"))?;
+    }
+    for ip in OUTSIDE_V6 {
+        t.addr("outside", EXT_IF, &format!("{ip}/64"))?;
+    }
+    Ok(())
+}
+
+/// The outside's routes to the lan, through the router's wan address.
+fn outside_routes(t: &Topology) -> Result<()> {
+    t.route("outside", "198.51.100.0/24", &ROUTER_V4.to_string())?;
+    t.route("outside", "2001:db8:1::/64", &ROUTER_V6.to_string())
 }

@@ -140,14 +140,23 @@ fn unknown_interface_bad_address_and_conflicts() {
     );
 }
 
-/// A second agent on the same control socket is refused before it touches
-/// the filter.
+/// A second agent is refused before it touches the filter: on the same
+/// pins by the pin directory's lock (first), on other pins with the same
+/// control socket by the socket that answers.
 fn second_agent_is_refused() {
     let lab = RouterLab::new("twice").unwrap();
     let env = AgentEnv::new("twice").unwrap();
     let _first = env.start(lab.router(), &["--iface", WAN_IF]).unwrap();
     let log = env.run_failing(lab.router(), &["--iface", WAN_IF]).unwrap();
-    assert_says(&log, "another agent is already running");
+    assert_says(&log, "is running on the pin directory");
+    let other = AgentEnv::new("twice2").unwrap();
+    let mut args = other.run_args(&["--iface", WAN_IF]);
+    let at = args.iter().position(|a| a == "--control-socket").unwrap() + 1;
+    args[at] = env.control_socket();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_agent_once(lab.router(), &args, TIMEOUT).unwrap();
+    assert!(!out.status.success(), "{}", out.log);
+    assert_says(&out.log, "another agent is already running");
 }
 
 /// Without privileges the agent names the capabilities it lacks.

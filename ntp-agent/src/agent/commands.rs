@@ -12,11 +12,28 @@ use super::Agent;
 use crate::{
     filter::reconcile,
     model::{acl, policy, source::kind_name, AclRule, Role, SourceRole, SourceSpec},
-    protocol::Command,
+    protocol::{Command, InterfaceReport, InterfaceState},
 };
 
 impl Agent {
     pub(super) fn on_command(&mut self, cmd: Command) -> Result<String> {
+        let unfiltered: Vec<InterfaceReport> = self.links.as_ref().map_or_else(Vec::new, |l| {
+            l.check();
+            l.report().into_iter().filter(|i| !i.filtered()).collect()
+        });
+        // The operator removed the filter under the agent, which will not
+        // attach it again: a change "added" would be enforced nowhere, so
+        // none is made.
+        if let Some(i) = unfiltered
+            .iter()
+            .find(|i| i.state == InterfaceState::Detached)
+        {
+            bail!(
+                "the filter is detached on {}: `{cmd}` refused, nothing changed ({}); restart the agent to filter again",
+                i.name,
+                i.reason.as_deref().unwrap_or("its link is gone")
+            );
+        }
         let done = match &cmd {
             Command::Add(role, spec) => {
                 self.add_source(spec.clone(), *role, true)?;
@@ -30,6 +47,18 @@ impl Agent {
             }
             Command::Mode(role) => self.set_role(*role)?,
             Command::Acl { rule, del } => self.change_acl(*rule, *del)?,
+        };
+        // Missing or failed: the change is in the maps, and the filter
+        // attached again when the interface returns enforces it.
+        let done = match unfiltered.as_slice() {
+            [] => done,
+            some => format!(
+                "{done}; NOT enforced on {} until the filter is on it again",
+                some.iter()
+                    .map(|i| format!("{} ({})", i.name, i.state.name()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         };
         tracing::info!(command = %cmd, "control: {done}");
         Ok(done)

@@ -35,7 +35,7 @@ use self::{
 use crate::{
     clock::Clock,
     control,
-    filter::{local_addrs, FilterMaps},
+    filter::{links::Links, local_addrs, FilterMaps},
     model::{addr, PollSettings, Role, Settings, SourceArg, SourceRole, SourceSpec, SourceStamps},
     net::{resolve::resolve, Received, Sent, Transport},
     notify::Notifier,
@@ -75,6 +75,8 @@ struct Agent {
     names: Vec<NamedSource>,
     transport: Transport,
     maps: Option<Arc<Mutex<FilterMaps>>>,
+    /// The configured interfaces' state (with a filter).
+    links: Option<Links>,
     clock: Box<dyn Clock>,
     limiter: RateLimiter,
     served: ServerCounters,
@@ -90,6 +92,13 @@ struct Agent {
     pools: Vec<PoolSource>,
 }
 
+/// The filter a running agent keeps current: its maps, and the configured
+/// interfaces it is on.
+pub struct Filter {
+    pub maps: Arc<Mutex<FilterMaps>>,
+    pub links: Links,
+}
+
 /// Runs until `stop` completes. `notify` learns when the loop is up, each
 /// sync state change, and the stop; it is pinged from the loop itself when
 /// systemd's watchdog is on, so a stuck loop gets the service restarted.
@@ -97,7 +106,7 @@ pub async fn run(
     settings: Settings,
     clock: Box<dyn Clock>,
     adjusting: bool,
-    maps: Option<Arc<Mutex<FilterMaps>>>,
+    filter: Option<Filter>,
     mut control: mpsc::Receiver<control::Call>,
     stop: impl Future<Output = ()>,
     mut notify: Notifier,
@@ -110,6 +119,7 @@ pub async fn run(
             );
         }
     }
+    let (maps, links) = filter.map(|f| (f.maps, f.links)).unzip();
     let (to_agent, mut from_net) = mpsc::channel(1024);
     let (resolved_tx, mut resolved_rx) = mpsc::channel(16);
     let (ke_tx, mut ke_rx) = mpsc::channel(16);
@@ -128,6 +138,7 @@ pub async fn run(
         names: Vec::new(),
         transport,
         maps,
+        links,
         clock,
         limiter: RateLimiter::new(settings.rate_limit),
         served: ServerCounters::default(),
@@ -546,6 +557,11 @@ impl Agent {
                 .map(|(&id, &stamps)| SourceTimestamps { id, stamps })
                 .collect(),
             ignored: self.ignored.clone(),
+            interfaces: self.links.as_ref().map_or_else(Vec::new, |l| {
+                // Looked at now: `status` right after a `detach` says so.
+                l.check();
+                l.report()
+            }),
         }
     }
 

@@ -5,13 +5,34 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{
     cli::DetachArgs,
-    filter::{self, slots, FilterMaps, PinDir},
+    filter::{self, lock, slots, FilterMaps, PinDir},
 };
 
 pub fn detach(args: DetachArgs) -> Result<()> {
     let pins = PinDir::new(&args.pins.pin_dir);
+    // Held while pins go, so no agent starts half-way through. An agent
+    // running on these pins holds it: `detach` is for a stopped agent, but
+    // an operator may need the filter off at once, so it goes on, says what
+    // that leaves, and keeps the directory (and with it the agent's lock).
+    let (_held, running) = match pins.base().exists() {
+        true => match lock::PinLock::try_lock(&pins)? {
+            Ok(ours) => (Some(ours), None),
+            Err(theirs) => (None, Some(theirs)),
+        },
+        false => (None, None),
+    };
+    if let Some(held) = &running {
+        let who = match held {
+            lock::Held::By(pid) => format!("an agent (pid {pid})"),
+            lock::Held::Unknown => "an agent".to_string(),
+        };
+        eprintln!(
+            "warning: {who} is running on {}: it keeps running, unfiltered where detached, and says so in `ntp-agent status`; it does not re-attach on its own: stop it first (systemctl stop ntp-agent) to remove the filter for good, or restart it to filter again",
+            pins.base().display()
+        );
+    }
     if args.ifaces.is_empty() {
-        let removed = pins.remove_all()?;
+        let removed = pins.remove_pins(running.is_none())?;
         if removed.is_empty() {
             println!("nothing to detach under {}", pins.root().display());
         }

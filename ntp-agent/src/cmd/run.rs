@@ -17,7 +17,10 @@ use crate::{
     cli::RunArgs,
     clock::{Clock, ObserveOnly, SystemClock},
     control,
-    filter::{self, local_addrs, reconcile, slots, Attachment, Desired, FilterMaps, PinDir},
+    filter::{
+        self, links::Links, local_addrs, lock::PinLock, reconcile, slots, Attachment, Desired,
+        FilterMaps, PinDir,
+    },
     metrics,
     model::{
         acl::{self, AclRule},
@@ -174,14 +177,18 @@ pub fn run(args: RunArgs) -> Result<()> {
         clock: !args.no_clock_adjust,
         low_port: low_port(&args),
     })?;
-    // Bound before anything is attached: a second agent on the same box
-    // stops here instead of fighting the first over the maps.
-    let control = control::bind_std(&args.control_socket)?;
-    // Bound before anything is attached too: a bad or busy address stops
-    // the start here (the control socket goes away with `control`).
-    let metrics = args.metrics.map(metrics::bind).transpose()?;
     let pins = PinDir::new(&args.pin_dir);
-    pins.prepare()?;
+    // Before anything is touched, the control socket included: a second
+    // agent on the same pins stops here, whatever its control socket.
+    // Held until `run` returns.
+    let lock = PinLock::acquire(&pins)?;
+    let (control, metrics) = match bind_sockets(&args) {
+        Ok(bound) => bound,
+        Err(e) => {
+            lock.abandon();
+            return Err(e);
+        }
+    };
     pins.check_layout()?;
     let fresh = !pins.has_maps();
 
@@ -205,7 +212,15 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
 }
 
-/// Loads, reconciles and attaches; returns how each interface is filtered.
+/// Bound before anything is attached: a second agent with the same
+/// control socket stops here, and a bad or busy metrics address too (the
+/// control socket goes away with its `Bound`).
+fn bind_sockets(args: &RunArgs) -> Result<(control::Bound, Option<std::net::TcpListener>)> {
+    let control = control::bind_std(&args.control_socket)?;
+    let metrics = args.metrics.map(metrics::bind).transpose()?;
+    Ok((control, metrics))
+}
+
 /// A port below the unprivileged range this run binds at start: the NTP
 /// port for server mode or peers, or `--source-port`.
 fn low_port(args: &RunArgs) -> Option<u16> {
@@ -218,6 +233,7 @@ fn low_port(args: &RunArgs) -> Option<u16> {
         .min()
 }
 
+/// Loads, reconciles and attaches; returns how each interface is filtered.
 fn setup(
     args: &RunArgs,
     pins: &PinDir,
@@ -406,6 +422,8 @@ fn serve(
         }
         let maps = Arc::new(Mutex::new(FilterMaps::open(&pins)?));
         let _watcher = local_addrs::watch(maps.clone())?;
+        let links = Links::new(ebpf, pins.clone(), args.xdp_mode, maps.clone(), &args.ifaces);
+        let _link_watcher = links.watch()?;
         let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
         if let Some(listener) = metrics {
             let addr = metrics::spawn(listener, control_tx.clone(), pins.clone())?;
@@ -423,7 +441,7 @@ fn serve(
             settings,
             clock,
             !args.no_clock_adjust,
-            Some(maps),
+            Some(agent::Filter { maps, links }),
             control_rx,
             async {
                 if let Err(e) = wait_for_stop().await {

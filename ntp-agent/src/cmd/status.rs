@@ -18,7 +18,9 @@ use crate::{
         PinDir,
     },
     model::{policy::Modes, Role},
-    protocol::{AgentReport, IgnoredCounters, NtsReport, PoolReport, ServerCounters},
+    protocol::{
+        AgentReport, IgnoredCounters, InterfaceReport, NtsReport, PoolReport, ServerCounters,
+    },
 };
 
 pub fn render_text(s: &FilterStatus) -> String {
@@ -149,6 +151,21 @@ pub fn render_agent(agent: &AgentReport) -> String {
     let host = &agent.system;
     let _ = writeln!(out, "function info:");
     let _ = writeln!(out, "        mode:  {}", agent.role);
+    for i in &agent.interfaces {
+        match &i.reason {
+            None => {
+                let _ = writeln!(out, "        filter on {}: {}", i.name, i.state.name());
+            }
+            Some(why) => {
+                let _ = writeln!(
+                    out,
+                    "        filter on {}: NOT FILTERED, {}: {why}",
+                    i.name,
+                    i.state.name()
+                );
+            }
+        }
+    }
     let _ = writeln!(out, "host info:");
     if host.synchronized {
         let _ = writeln!(out, "        status:   synchronized");
@@ -290,6 +307,7 @@ struct AgentJson<'a> {
     pools: &'a [PoolReport],
     server: &'a ServerCounters,
     ignored: &'a IgnoredCounters,
+    interfaces: &'a [InterfaceReport],
 }
 
 fn peers_json(a: &AgentReport) -> Vec<serde_json::Value> {
@@ -337,6 +355,7 @@ impl<'a> StatusJson<'a> {
                 pools: &a.pools,
                 server: &a.server,
                 ignored: &a.ignored,
+                interfaces: &a.interfaces,
             }),
             agent_error: agent.as_ref().err().map(|e| format!("{e:#}")),
             filter: filter.as_ref().ok(),
@@ -368,7 +387,24 @@ pub fn status(args: StatusArgs) -> Result<()> {
     }
     match (agent, filter) {
         (Err(a), Err(_)) => Err(a),
+        (Ok(a), _) => all_filtered(&a),
         _ => Ok(()),
+    }
+}
+
+/// A configured interface the filter is not on fails `status` (after it
+/// printed everything), so a check (`ntp-agent status || alert`) sees it.
+fn all_filtered(agent: &AgentReport) -> Result<()> {
+    let not: Vec<String> = agent
+        .interfaces
+        .iter()
+        .filter(|i| !i.filtered())
+        .map(|i| format!("{} ({})", i.name, i.state.name()))
+        .collect();
+    if not.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("the filter is not on {}", not.join(", "))
     }
 }
 
@@ -382,6 +418,8 @@ mod tests {
         let text = render_agent(&full_report());
         for line in [
             "        mode:  server\n",
+            "        filter on wan0: attached\n",
+            "        filter on lan0: NOT FILTERED, missing: the interface is gone\n",
             "        status:   unsynchronized (source refuses service (KoD DENY))\n",
             "        stratum:  16\n",
             "        offset:   0.500ms\n",
@@ -407,6 +445,19 @@ mod tests {
     }
 
     #[test]
+    fn status_fails_while_a_configured_interface_is_not_filtered() {
+        let mut report = full_report();
+        assert_eq!(
+            format!("{:#}", all_filtered(&report).unwrap_err()),
+            "the filter is not on lan0 (missing)"
+        );
+        report.interfaces[1].state = crate::protocol::InterfaceState::Attached;
+        all_filtered(&report).unwrap();
+        report.interfaces.clear();
+        all_filtered(&report).unwrap();
+    }
+
+    #[test]
     fn json_has_the_documented_keys_and_errors_in_place_of_parts() {
         let report = full_report();
         let keys = |agent: Result<AgentReport>, filter: Result<FilterStatus>| {
@@ -426,6 +477,7 @@ mod tests {
                 "filter_error",
                 "host",
                 "ignored",
+                "interfaces",
                 "mode",
                 "peers",
                 "pools",
@@ -469,6 +521,11 @@ mod tests {
         assert_eq!(v["server"]["rate_ignored"], 30);
         assert_eq!(v["server"]["malformed"], 3);
         assert_eq!(v["ignored"]["ipv4_mapped_source"], 5);
+        assert_eq!(v["interfaces"][0]["state"], "attached");
+        assert_eq!(v["interfaces"][1]["name"], "lan0");
+        assert_eq!(v["interfaces"][1]["state"], "missing");
+        assert_eq!(v["interfaces"][1]["ifindex"], serde_json::Value::Null);
+        assert_eq!(v["interfaces"][1]["since"], 1_700_000_200);
         assert_eq!(v["filter_error"], "no pins");
         let (k, v) = keys(
             Err(anyhow::anyhow!("the agent is not running")),

@@ -1,7 +1,8 @@
 //! Attaching through bpf_links pinned per interface: a fresh attach pins a
 //! new link; a restart finds the pin and swaps the program inside the
 //! existing link atomically (bpf_link_update), so the interface is never
-//! without a filter.
+//! without a filter. A pinned link whose interface was deleted (severed)
+//! filters nothing any more: it is replaced by a fresh attach.
 
 use std::path::Path;
 
@@ -44,16 +45,22 @@ pub fn attach(
     legacy: Option<&Path>,
 ) -> Result<Attachment> {
     if pin.exists() {
-        swap(prog, iface, pin)?;
-        return Ok(Attachment::Reused);
+        match swap_live(prog, iface, pin)? {
+            Some(_) => return Ok(Attachment::Reused),
+            None => replace_stale(iface, pin)?,
+        }
     }
     if let Some(old) = legacy.filter(|p| p.exists()) {
-        let link = swap(prog, iface, old)?;
-        link.pin(pin)
-            .with_context(|| format!("re-pinning the {iface} link at {}", pin.display()))?;
-        std::fs::remove_file(old).with_context(|| format!("removing {}", old.display()))?;
-        tracing::info!(iface, from = %old.display(), to = %pin.display(), "took over the link of an older agent");
-        return Ok(Attachment::Reused);
+        match swap_live(prog, iface, old)? {
+            Some(link) => {
+                link.pin(pin)
+                    .with_context(|| format!("re-pinning the {iface} link at {}", pin.display()))?;
+                std::fs::remove_file(old).with_context(|| format!("removing {}", old.display()))?;
+                tracing::info!(iface, from = %old.display(), to = %pin.display(), "took over the link of an older agent");
+                return Ok(Attachment::Reused);
+            }
+            None => replace_stale(iface, old)?,
+        }
     }
     let (link_id, attachment) = match mode {
         XdpModeArg::Native => (
@@ -101,6 +108,68 @@ fn describe_attach_error(iface: &str, mode: XdpMode, e: ProgramError) -> anyhow:
         );
     }
     anyhow!("attaching XDP to {iface} in {mode:?} mode failed: {e}")
+}
+
+/// Whether the link pinned at `pin` is the one on the interface named
+/// `iface` now: its program is the one the kernel reports attached there.
+/// When an interface is deleted, its XDP link survives in the pin but is
+/// severed (bound to no interface), and stays so when an interface of the
+/// same name comes back: that one is unfiltered.
+pub fn pinned_link_is_on(pin: &Path, iface: &str) -> Result<bool> {
+    let link = FdLink::from(
+        PinnedLink::from_pin(pin)
+            .with_context(|| format!("opening the pinned link {}", pin.display()))?,
+    );
+    let prog = link
+        .info()
+        .with_context(|| format!("reading the pinned link {}", pin.display()))?
+        .program_id();
+    Ok(super::inspect::xdp_prog_ids(iface)?.contains(&prog))
+}
+
+/// Removes the pin of a link that filters nothing (see
+/// [`pinned_link_is_on`]), so a fresh attach can take its place: keeping it
+/// would make every start fail with "Link has been severed" (a restart
+/// loop under systemd, with the interface unfiltered).
+pub fn replace_stale(iface: &str, pin: &Path) -> Result<()> {
+    std::fs::remove_file(pin)
+        .with_context(|| format!("removing the stale link pin {}", pin.display()))?;
+    tracing::warn!(
+        iface,
+        pin = %pin.display(),
+        "the pinned link of {iface} no longer filters it (the interface was deleted, and perhaps re-created): replacing it with a fresh attach"
+    );
+    Ok(())
+}
+
+/// [`swap`] for a link still on `iface`; `None` (nothing changed) for a
+/// stale one, also when the kernel only says so at the update (ENOLINK).
+fn swap_live(prog: &mut Xdp, iface: &str, pin: &Path) -> Result<Option<FdLink>> {
+    match pinned_link_is_on(pin, iface) {
+        Ok(false) => return Ok(None),
+        Ok(true) => {}
+        // Unreadable: the update below decides.
+        Err(e) => tracing::debug!(
+            iface,
+            "cannot tell whether {} is live: {e:#}",
+            pin.display()
+        ),
+    }
+    match swap(prog, iface, pin) {
+        Ok(link) => Ok(Some(link)),
+        Err(e) if severed(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn severed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<ProgramError>().is_some_and(|p| {
+            matches!(p, ProgramError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOLINK))
+        }) || c
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::ENOLINK))
+    })
 }
 
 /// Replaces the program inside the link pinned at `pin`; returns the link

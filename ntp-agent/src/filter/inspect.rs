@@ -133,6 +133,31 @@ pub fn xdp_mode(iface: &str) -> Option<String> {
     Some(mode.into())
 }
 
+/// The ids of the XDP programs the kernel reports attached to `iface` (one,
+/// or one per mode when several are): how a pinned link is recognised as
+/// still being the one on the interface of that name.
+pub fn xdp_prog_ids(iface: &str) -> Result<Vec<u32>> {
+    use netlink_packet_route::link::{LinkAttribute, LinkXdp};
+    let link = get_link(iface)?;
+    Ok(link
+        .attributes
+        .iter()
+        .filter_map(|a| match a {
+            LinkAttribute::Xdp(xdp) => Some(xdp),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|x| match x {
+            LinkXdp::ProgId(id)
+            | LinkXdp::DrvProgId(id)
+            | LinkXdp::SkbProgId(id)
+            | LinkXdp::HwProgId(id) => Some(*id),
+            _ => None,
+        })
+        .filter(|&id| id != 0)
+        .collect())
+}
+
 /// How long a reply from the kernel may take before the caller gets on
 /// without it (it answers at once; this only bounds a scrape).
 const NETLINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);

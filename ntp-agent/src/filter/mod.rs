@@ -5,7 +5,9 @@
 pub mod acl;
 pub mod attach;
 pub mod inspect;
+pub mod links;
 pub mod local_addrs;
+pub mod lock;
 pub mod maps;
 pub mod object;
 pub mod pins;

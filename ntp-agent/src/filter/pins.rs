@@ -52,6 +52,11 @@ impl PinDir {
         &self.root
     }
 
+    /// `--pin-dir` as given: what [`super::lock`] locks.
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+
     pub fn map(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
@@ -153,6 +158,13 @@ impl PinDir {
     /// Removes every pin here and the directory itself. Unlinking the link
     /// pin detaches the program once no process holds the link open.
     pub fn remove_all(&self) -> Result<Vec<PathBuf>> {
+        self.remove_pins(true)
+    }
+
+    /// [`remove_all`](Self::remove_all), keeping the base directory when
+    /// `!base`: a running agent holds its lock there (`detach` under a
+    /// running agent), and a new directory would be a new, unlocked one.
+    pub fn remove_pins(&self, base: bool) -> Result<Vec<PathBuf>> {
         let mut removed = Vec::new();
         let entries = match std::fs::read_dir(&self.root) {
             Ok(entries) => entries,
@@ -167,7 +179,9 @@ impl PinDir {
         std::fs::remove_dir(&self.root)
             .with_context(|| format!("removing {}", self.root.display()))?;
         // The base is ours too unless something else lives in it.
-        let _ = std::fs::remove_dir(&self.base);
+        if base {
+            let _ = std::fs::remove_dir(&self.base);
+        }
         removed.sort();
         Ok(removed)
     }

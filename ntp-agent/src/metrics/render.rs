@@ -169,6 +169,7 @@ pub fn render(
         nts_metrics(&mut x, a);
         pool_metrics(&mut x, a);
         server_metrics(&mut x, a);
+        interface_metrics(&mut x, a);
     }
     x.ints(
         "maps_readable",
@@ -537,6 +538,31 @@ fn server_metrics(x: &mut Exposition, a: &AgentReport) {
         "Datagrams the agent dropped unread, by reason: ipv4_mapped_source (an IPv6 sender embedding an IPv4 address, never taken for that IPv4 host)",
         [("ipv4_mapped_source", a.ignored.ipv4_mapped_source)]
             .map(|(r, n)| (labels([("reason", r)]), n)),
+    );
+}
+
+/// The configured interfaces as the running agent sees them (the filter's
+/// part, `xdp_attached`, is what the kernel says of the pinned links).
+fn interface_metrics(x: &mut Exposition, a: &AgentReport) {
+    use crate::protocol::InterfaceState::{Attached, Detached, Failed, Missing};
+    x.ints(
+        "interface_filtered",
+        "1 while the filter is on the configured interface, 0 while it is not (missing, detached, failed: see interface_state). Alert when 0",
+        a.interfaces
+            .iter()
+            .map(|i| (labels([("interface", i.name.as_str())]), i64::from(i.filtered()))),
+    );
+    x.ints(
+        "interface_state",
+        "1 for the configured interface's state, 0 for the others: attached, missing (the interface is gone; attached again when it returns), detached (its link was removed under the agent, not attached again), failed (attaching again failed; retried)",
+        a.interfaces.iter().flat_map(|i| {
+            [Attached, Missing, Detached, Failed].map(|s| {
+                (
+                    labels([("interface", i.name.as_str()), ("state", s.name())]),
+                    i64::from(i.state == s),
+                )
+            })
+        }),
     );
 }
 

@@ -7,8 +7,8 @@ use super::*;
 use crate::{
     model::{timestamps::StampCounts, Role, SourceStamps, StampKind},
     protocol::{
-        IgnoredCounters, KeFailureKind, NtsRejects, NtsReport, PoolReport, ServerCounters,
-        SourceName, SourceTimestamps,
+        IgnoredCounters, InterfaceReport, InterfaceState, KeFailureKind, NtsRejects, NtsReport,
+        PoolReport, ServerCounters, SourceName, SourceTimestamps,
     },
 };
 
@@ -147,6 +147,22 @@ fn report() -> AgentReport {
         ignored: IgnoredCounters {
             ipv4_mapped_source: 2,
         },
+        interfaces: vec![
+            InterfaceReport {
+                name: "wan0".into(),
+                state: InterfaceState::Attached,
+                ifindex: Some(2),
+                since: 1_700_000_000,
+                reason: None,
+            },
+            InterfaceReport {
+                name: "lan0".into(),
+                state: InterfaceState::Detached,
+                ifindex: Some(3),
+                since: 1_700_000_100,
+                reason: Some("its link pin was removed".into()),
+            },
+        ],
     }
 }
 
@@ -394,6 +410,8 @@ fn every_family_is_named_typed_and_documented() {
         "ntp_filter_passes_total",
         "ntp_filter_xdp_attached",
         "ntp_filter_maps_readable",
+        "ntp_filter_interface_filtered",
+        "ntp_filter_interface_state",
     ] {
         assert!(p.families.contains_key(name), "{name} missing:\n{text}");
     }
@@ -598,6 +616,25 @@ fn server_requests_by_result() {
         ),
         2.0
     );
+}
+
+#[test]
+fn configured_interfaces_filtered_or_not_with_one_state() {
+    let (_, p) = full(Format::Text);
+    let filtered = |i| p.value("ntp_filter_interface_filtered", &[("interface", i)]);
+    assert_eq!([filtered("wan0"), filtered("lan0")], [1.0, 0.0]);
+    for (iface, now) in [("wan0", "attached"), ("lan0", "detached")] {
+        for state in ["attached", "missing", "detached", "failed"] {
+            assert_eq!(
+                p.value(
+                    "ntp_filter_interface_state",
+                    &[("interface", iface), ("state", state)]
+                ),
+                f64::from(u8::from(state == now)),
+                "{iface} {state}"
+            );
+        }
+    }
 }
 
 #[test]
