@@ -92,6 +92,28 @@ pub struct AgentReport {
     pub timestamps: Vec<SourceTimestamps>,
     #[serde(default)]
     pub ignored: IgnoredCounters,
+    #[serde(default)]
+    pub state: AgentState,
+}
+
+/// How much per-source state the agent holds: every count follows the
+/// configured sources, however many were added and deleted before.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentState {
+    /// Filter entries the configured sources may take, as `check-config`
+    /// counts them (a pool its `maxsources`), out of
+    /// [`ntp_filter_common::MAX_SOURCES`].
+    pub sources_committed: usize,
+    /// The core's source table, free slots included.
+    pub core_slots: usize,
+    /// Sources in the core.
+    pub core_sources: usize,
+    /// The loop's per-source records: kind, timestamps, failing sends.
+    pub kinds: usize,
+    pub timestamps: usize,
+    pub send_failing: usize,
+    /// Open per-request sockets (one per server at most).
+    pub request_sockets: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -447,6 +469,7 @@ pub(crate) mod tests {
             ignored: IgnoredCounters {
                 ipv4_mapped_source: 5,
             },
+            state: Default::default(),
         }
     }
 

@@ -39,7 +39,7 @@ use crate::{
     model::{addr, PollSettings, Role, Settings, SourceArg, SourceRole, SourceSpec, SourceStamps},
     net::{resolve::resolve, Received, Sent, Transport},
     notify::Notifier,
-    protocol::{AgentReport, IgnoredCounters, ServerCounters, SourceName, SourceTimestamps},
+    protocol::{AgentReport, AgentState, IgnoredCounters, ServerCounters, SourceName, SourceTimestamps},
     server::{self, RateLimiter},
 };
 
@@ -539,6 +539,15 @@ impl Agent {
                 .map(|(&id, &stamps)| SourceTimestamps { id, stamps })
                 .collect(),
             ignored: self.ignored.clone(),
+            state: AgentState {
+                sources_committed: self.committed_sources(),
+                core_slots: self.system.slot_count(),
+                core_sources: self.system.source_status(now).len(),
+                kinds: self.kinds.len(),
+                timestamps: self.stamps.len(),
+                send_failing: self.send_failing.len(),
+                request_sockets: self.transport.request_sockets(),
+            },
         }
     }
 

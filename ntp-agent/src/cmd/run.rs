@@ -114,6 +114,8 @@ pub fn check(args: &RunArgs) -> Result<(Desired, Settings)> {
     policy::no_class_twice(&args.allow_modes).map_err(anyhow::Error::msg)?;
     let desired = desired(args)?;
     no_source_twice(args)?;
+    fits_the_filter(args)?;
+    source_port_fits(args)?;
     crate::nts::trust::check_ca_files(&args.nts_ca)?;
     no_own_address(args)?;
     for iface in &args.ifaces {
@@ -133,6 +135,36 @@ fn no_own_address(args: &RunArgs) -> Result<()> {
     {
         if let Some(why) = addr::refuse_source(ip, &own) {
             bail!("{flag} {why}");
+        }
+    }
+    Ok(())
+}
+
+/// More sources than the filter's table holds would fail the reconcile
+/// (or leave later ones out at run time); refuse them with the limit.
+fn fits_the_filter(args: &RunArgs) -> Result<()> {
+    use crate::model::source::{filter_entries, too_many_sources};
+    let n: usize = (args.servers.iter().map(|s| filter_entries(s, SourceRole::Server)))
+        .chain(args.peers.iter().map(|p| filter_entries(p, SourceRole::Peer)))
+        .chain(args.pools.iter().map(|p| filter_entries(p, SourceRole::Pool)))
+        .sum();
+    match too_many_sources(n) {
+        Some(why) => bail!("{why}"),
+        None => Ok(()),
+    }
+}
+
+/// Peers talk from the NTP port, so requests from another fixed port
+/// cannot serve them; the sync loop would refuse this only after the
+/// filter is attached.
+fn source_port_fits(args: &RunArgs) -> Result<()> {
+    if let Some(port) = args.source_port.map(|p| p.get()) {
+        if port != args.ntp_port.get() && !args.peers.is_empty() {
+            bail!(
+                "--source-port {port} cannot be combined with --peer: symmetric peers talk from the NTP port {} (give --source-port {} or no --source-port)",
+                args.ntp_port,
+                args.ntp_port
+            );
         }
     }
     Ok(())
@@ -180,11 +212,29 @@ pub fn run(args: RunArgs) -> Result<()> {
     // Bound before anything is attached too: a bad or busy address stops
     // the start here (the control socket goes away with `control`).
     let metrics = args.metrics.map(metrics::bind).transpose()?;
+    // The UDP ports the sync loop binds at start, tried now: a port taken
+    // by another NTP daemon must not fail the start after the attach.
+    crate::net::probe_ports(&udp_ports(&args))?;
     let pins = PinDir::new(&args.pin_dir);
     pins.prepare()?;
     pins.check_layout()?;
     let fresh = !pins.has_maps();
 
+    // What this run attached, undone if the start fails after all.
+    let undo = |attached: &[(String, Attachment)]| {
+        if fresh {
+            // Nothing of ours was here before this run: leave nothing.
+            let _ = pins.remove_all();
+        } else {
+            // A link reused from the previous run keeps filtering (fail
+            // closed); the ones this run created go.
+            for (iface, how) in attached {
+                if *how != Attachment::Reused {
+                    let _ = std::fs::remove_file(pins.link(iface));
+                }
+            }
+        }
+    };
     match setup(&args, &pins, &desired) {
         Ok((ebpf, attached)) => {
             let ready_when = if args.ready_after_sync {
@@ -193,16 +243,34 @@ pub fn run(args: RunArgs) -> Result<()> {
                 ReadyWhen::Filtering
             };
             let notify = Notifier::from_env(ready_when, notify::describe_filter(&attached));
-            serve(args, settings, control, metrics, pins, ebpf, notify)
+            // `serve` fails only while starting (binding the sync loop's
+            // sockets, the first sources): the loop itself ends only when
+            // told to stop, and then leaves the filter enforcing.
+            let served = serve(args, settings, control, metrics, pins.clone(), ebpf, notify);
+            if served.is_err() {
+                tracing::warn!("the start failed after the filter was attached: attach undone");
+                undo(&attached);
+            }
+            served
         }
         Err(e) => {
-            if fresh {
-                // Nothing of ours was here before this run: leave nothing.
-                let _ = pins.remove_all();
-            }
+            undo(&[]);
             Err(e)
         }
     }
+}
+
+/// The UDP ports the sync loop binds as it starts: the fixed source port,
+/// and the NTP port for server mode, peers, or requests sent from it.
+fn udp_ports(args: &RunArgs) -> Vec<u16> {
+    let ntp = args.ntp_port.get();
+    let source = args.source_port.map(|p| p.get());
+    let mut ports = Vec::new();
+    if args.role == Role::Server || !args.peers.is_empty() || source == Some(ntp) {
+        ports.push(ntp);
+    }
+    ports.extend(source.filter(|&p| p != ntp));
+    ports
 }
 
 /// Loads, reconciles and attaches; returns how each interface is filtered.

@@ -18,7 +18,7 @@ use crate::{
         PinDir,
     },
     model::{policy::Modes, Role},
-    protocol::{AgentReport, IgnoredCounters, NtsReport, PoolReport, ServerCounters},
+    protocol::{AgentReport, AgentState, IgnoredCounters, NtsReport, PoolReport, ServerCounters},
 };
 
 pub fn render_text(s: &FilterStatus) -> String {
@@ -290,6 +290,7 @@ struct AgentJson<'a> {
     pools: &'a [PoolReport],
     server: &'a ServerCounters,
     ignored: &'a IgnoredCounters,
+    state: &'a AgentState,
 }
 
 fn peers_json(a: &AgentReport) -> Vec<serde_json::Value> {
@@ -337,6 +338,7 @@ impl<'a> StatusJson<'a> {
                 pools: &a.pools,
                 server: &a.server,
                 ignored: &a.ignored,
+                state: &a.state,
             }),
             agent_error: agent.as_ref().err().map(|e| format!("{e:#}")),
             filter: filter.as_ref().ok(),

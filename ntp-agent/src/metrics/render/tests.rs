@@ -147,6 +147,7 @@ fn report() -> AgentReport {
         ignored: IgnoredCounters {
             ipv4_mapped_source: 2,
         },
+        state: Default::default(),
     }
 }
 
