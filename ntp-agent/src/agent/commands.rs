@@ -50,11 +50,23 @@ impl Agent {
     pub(super) fn committed_sources(&self) -> usize {
         let named: usize = self.names.iter().map(|n| n.sources.len()).sum();
         let pooled: usize = self.pool_reports().iter().map(|p| p.members.len()).sum();
-        let nts_cores = self.nts_reports().iter().filter(|r| r.source.is_some()).count();
+        let nts_cores = self
+            .nts_reports()
+            .iter()
+            .filter(|r| r.source.is_some())
+            .count();
         let by_address = self.kinds.len().saturating_sub(named + pooled + nts_cores);
         by_address
-            + self.names.iter().map(|n| n.sources.len().max(1)).sum::<usize>()
-            + self.pool_reports().iter().map(|p| p.max_sources).sum::<usize>()
+            + self
+                .names
+                .iter()
+                .map(|n| n.sources.len().max(1))
+                .sum::<usize>()
+            + self
+                .pool_reports()
+                .iter()
+                .map(|p| p.max_sources)
+                .sum::<usize>()
             + self.nts.len()
     }
 
@@ -89,6 +101,7 @@ impl Agent {
                 }
                 self.system.retire_source(id, now);
                 self.kinds.remove(&id);
+                self.stamps.remove(&id);
                 self.send_failing.remove(addr);
                 self.transport.forget(id, *addr)?;
             }
@@ -102,6 +115,7 @@ impl Agent {
                 for (addr, id) in named.sources {
                     self.system.retire_source(id, now);
                     self.kinds.remove(&id);
+                    self.stamps.remove(&id);
                     self.send_failing.remove(&addr);
                     self.transport.forget(id, addr)?;
                 }

@@ -39,7 +39,9 @@ use crate::{
     model::{addr, PollSettings, Role, Settings, SourceArg, SourceRole, SourceSpec, SourceStamps},
     net::{resolve::resolve, Received, Sent, Transport},
     notify::Notifier,
-    protocol::{AgentReport, AgentState, IgnoredCounters, ServerCounters, SourceName, SourceTimestamps},
+    protocol::{
+        AgentReport, AgentState, IgnoredCounters, ServerCounters, SourceName, SourceTimestamps,
+    },
     server::{self, RateLimiter},
 };
 
@@ -556,6 +558,8 @@ impl Agent {
     fn retire(&mut self, id: SourceId, addr: IpAddr) -> Result<()> {
         self.system.retire_source(id, self.mono(Instant::now()));
         self.kinds.remove(&id);
+        self.stamps.remove(&id);
+        self.send_failing.remove(&addr);
         self.transport.forget(id, addr)
     }
 }

@@ -94,7 +94,13 @@ impl NamedSource {
             .count();
         let mut stale = Some(stale);
         if transport.filter_room() < new {
-            self.retire_stale(stale.take().unwrap_or_default(), system, kinds, transport, now);
+            self.retire_stale(
+                stale.take().unwrap_or_default(),
+                system,
+                kinds,
+                transport,
+                now,
+            );
         }
         self.sources = staying;
         for &addr in &addrs {

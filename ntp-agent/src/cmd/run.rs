@@ -144,10 +144,21 @@ fn no_own_address(args: &RunArgs) -> Result<()> {
 /// (or leave later ones out at run time); refuse them with the limit.
 fn fits_the_filter(args: &RunArgs) -> Result<()> {
     use crate::model::source::{filter_entries, too_many_sources};
-    let n: usize = (args.servers.iter().map(|s| filter_entries(s, SourceRole::Server)))
-        .chain(args.peers.iter().map(|p| filter_entries(p, SourceRole::Peer)))
-        .chain(args.pools.iter().map(|p| filter_entries(p, SourceRole::Pool)))
-        .sum();
+    let n: usize = (args
+        .servers
+        .iter()
+        .map(|s| filter_entries(s, SourceRole::Server)))
+    .chain(
+        args.peers
+            .iter()
+            .map(|p| filter_entries(p, SourceRole::Peer)),
+    )
+    .chain(
+        args.pools
+            .iter()
+            .map(|p| filter_entries(p, SourceRole::Pool)),
+    )
+    .sum();
     match too_many_sources(n) {
         Some(why) => bail!("{why}"),
         None => Ok(()),
@@ -593,6 +604,45 @@ mod tests {
             "192.0.2.10",
         ])
         .unwrap();
+    }
+
+    #[test]
+    fn more_sources_than_the_filter_holds_and_source_port_with_peers_are_refused() {
+        let e = |argv: &[String]| {
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            check_of(&argv).map_err(|e| format!("{e:#}"))
+        };
+        let peers = |n: usize| -> Vec<String> {
+            (1..=n)
+                .flat_map(|i| ["--peer".to_string(), format!("2001:db8:5::{i:x}")])
+                .collect()
+        };
+        e(&peers(1024)).unwrap();
+        assert_eq!(
+            e(&peers(1025)).unwrap_err(),
+            "1025 sources configured; the filter holds at most 1024 (servers + peers + pool members, maxsources each; an NTS server or a name counts once)"
+        );
+        // A pool counts its maxsources (default 4), a name and NTS once.
+        let mut argv = peers(1019);
+        argv.extend(
+            [
+                "--pool",
+                "pool.example.net",
+                "--server",
+                "time.example.net,nts",
+            ]
+            .map(String::from),
+        );
+        e(&argv).unwrap();
+        argv.extend(["--server", "time2.example.net"].map(String::from));
+        assert!(e(&argv).unwrap_err().starts_with("1025 sources configured"));
+
+        let port = |argv: &[&str]| check_of(argv).map_err(|e| format!("{e:#}"));
+        assert!(port(&["--source-port", "5000", "--peer", "192.0.2.20"])
+            .unwrap_err()
+            .contains("--source-port 5000 cannot be combined with --peer"));
+        port(&["--source-port", "123", "--peer", "192.0.2.20"]).unwrap();
+        port(&["--source-port", "5000", "--server", "192.0.2.10"]).unwrap();
     }
 
     #[test]

@@ -431,7 +431,8 @@ mod tests {
                 "mode",
                 "peers",
                 "pools",
-                "server"
+                "server",
+                "state"
             ]
         );
         assert_eq!(v["mode"], "server");

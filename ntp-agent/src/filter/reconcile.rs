@@ -361,7 +361,10 @@ mod tests {
             assert_eq!(early, replaced);
 
             let mut img = full.clone();
-            let naive = p.upserts.iter().try_for_each(|(key, v)| img.put(key, *v).map(|_| ()));
+            let naive = p
+                .upserts
+                .iter()
+                .try_for_each(|(key, v)| img.put(key, *v).map(|_| ()));
             assert!(naive.is_err(), "upserts first fit a full table");
 
             let mut img = full.clone();
