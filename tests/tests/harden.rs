@@ -329,6 +329,22 @@ fn a_restart_at_capacity_that_replaces_a_source_applies_the_new_set() {
     assert!(xdp_on_wan(&lab), "the pinned filter went with the agent");
     let second = env.start(lab.router(), &["--config", &new_file]);
     let mut second = second.unwrap_or_else(|e| panic!("the restart failed: {e:#}"));
+    second.stop().unwrap();
+    let pinned = env.pins.entries().unwrap();
+    // One source too many against those pins: refused before they change.
+    let mut too_many = new.clone();
+    too_many.push(old[0].clone());
+    let too_many = config_with_peers(&env, "too_many.toml", &too_many, "");
+    let log = env
+        .run_failing(lab.router(), &["--config", &too_many])
+        .unwrap();
+    assert!(
+        log.contains(&format!("{} sources configured", MAX_SOURCES + 1)),
+        "{log}"
+    );
+    assert_eq!(env.pins.entries().unwrap(), pinned);
+    assert!(xdp_on_wan(&lab), "the refused start took the filter away");
+    let mut second = env.start(lab.router(), &["--config", &new_file]).unwrap();
     let mut want = new.clone();
     want.sort();
     let st = env.status(lab.router()).unwrap();
