@@ -433,7 +433,7 @@ fn retired_sources_leave_no_state_behind() {
     const CYCLES: usize = 20_000;
     let lab = RouterLab::new("cycle").unwrap();
     let env = AgentEnv::new("cycle").unwrap();
-    let _agent = env
+    let agent = env
         .start(
             lab.router(),
             &[
@@ -446,6 +446,13 @@ fn retired_sources_leave_no_state_behind() {
             ],
         )
         .unwrap();
+    let rss = || {
+        let st = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
+        st.lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
     let path = std::path::PathBuf::from(env.control_socket());
     let addr: std::net::IpAddr = "203.0.113.7".parse().unwrap();
     let add = Command::Add(
@@ -481,6 +488,7 @@ fn retired_sources_leave_no_state_behind() {
     let started = std::time::Instant::now();
     cycle();
     let mut after_one = check("after one cycle");
+    let rss_one = rss();
     assert!(after_one.is_object(), "no state block in status");
     let mut lap = std::time::Instant::now();
     let mut laps = Vec::new();
@@ -493,8 +501,9 @@ fn retired_sources_leave_no_state_behind() {
     }
     let after_all = check("after every cycle");
     eprintln!(
-        "{CYCLES} add/del cycles in {:?}; per cycle, by 5000: {laps:?}",
-        started.elapsed()
+        "{CYCLES} add/del cycles in {:?}; per cycle, by 5000: {laps:?}; agent RSS {rss_one} after the first cycle, {} after the last",
+        started.elapsed(),
+        rss()
     );
     // A send to a configured source may start or stop failing meanwhile
     // (the lab answers with ICMP): bounded by the two, not compared.
