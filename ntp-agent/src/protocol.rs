@@ -112,6 +112,8 @@ pub struct AgentState {
     pub kinds: usize,
     pub timestamps: usize,
     pub send_failing: usize,
+    /// Sources whose last reach, tally and KoD the log keeps, to log changes.
+    pub logged_states: usize,
     /// Open per-request sockets (one per server at most).
     pub request_sockets: usize,
 }

@@ -548,6 +548,7 @@ impl Agent {
                 kinds: self.kinds.len(),
                 timestamps: self.stamps.len(),
                 send_failing: self.send_failing.len(),
+                logged_states: self.log.tracked(),
                 request_sockets: self.transport.request_sockets(),
             },
         }
