@@ -104,14 +104,8 @@ pub async fn run(
     stop: impl Future<Output = ()>,
     mut notify: Notifier,
 ) -> Result<()> {
-    if let Some(port) = settings.source_port {
-        if port != settings.ntp_port && !settings.peers.is_empty() {
-            anyhow::bail!(
-                "--source-port {port} cannot be combined with --peer: symmetric peers talk from the NTP port {}",
-                settings.ntp_port
-            );
-        }
-    }
+    // `--source-port` against peers is refused by `cmd::run::check`,
+    // before the filter is attached.
     let (to_agent, mut from_net) = mpsc::channel(1024);
     let (resolved_tx, mut resolved_rx) = mpsc::channel(16);
     let (ke_tx, mut ke_rx) = mpsc::channel(16);
