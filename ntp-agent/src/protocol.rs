@@ -96,6 +96,8 @@ pub struct AgentReport {
     /// from an agent that predates them, and without a filter).
     #[serde(default)]
     pub interfaces: Vec<InterfaceReport>,
+    #[serde(default)]
+    pub state: AgentState,
 }
 
 /// Whether the filter is on a configured interface, as the running agent
@@ -143,6 +145,28 @@ impl InterfaceReport {
     pub fn filtered(&self) -> bool {
         self.state == InterfaceState::Attached
     }
+}
+
+/// How much per-source state the agent holds: every count follows the
+/// configured sources, however many were added and deleted before.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentState {
+    /// Filter entries the configured sources may take, as `check-config`
+    /// counts them (a pool its `maxsources`), out of
+    /// [`ntp_filter_common::MAX_SOURCES`].
+    pub sources_committed: usize,
+    /// The core's source table, free slots included.
+    pub core_slots: usize,
+    /// Sources in the core.
+    pub core_sources: usize,
+    /// The loop's per-source records: kind, timestamps, failing sends.
+    pub kinds: usize,
+    pub timestamps: usize,
+    pub send_failing: usize,
+    /// Sources whose last reach, tally and KoD the log keeps, to log changes.
+    pub logged_states: usize,
+    /// Open per-request sockets (one per server at most).
+    pub request_sockets: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -514,6 +538,7 @@ pub(crate) mod tests {
                     reason: Some("the interface is gone".into()),
                 },
             ],
+            state: Default::default(),
         }
     }
 

@@ -336,6 +336,12 @@ impl System {
             .expect("referenced slots are occupied")
     }
 
+    /// The slots of the source table, free ones included: the most
+    /// sources there ever were at once (retired sources' slots are reused).
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
     pub fn source(&self, id: SourceId) -> Option<&Source> {
         self.slot(id).map(|s| &s.source)
     }

@@ -11,7 +11,11 @@ use ntp_proto::SourceKind;
 use super::Agent;
 use crate::{
     filter::reconcile,
-    model::{acl, policy, source::kind_name, AclRule, Role, SourceRole, SourceSpec},
+    model::{
+        acl, policy,
+        source::{filter_entries, kind_name, too_many_sources},
+        AclRule, Role, SourceRole, SourceSpec,
+    },
     protocol::{Command, InterfaceReport, InterfaceState},
 };
 
@@ -36,6 +40,10 @@ impl Agent {
         }
         let done = match &cmd {
             Command::Add(role, spec) => {
+                let n = self.committed_sources() + filter_entries(spec, *role);
+                if let Some(why) = too_many_sources(n) {
+                    bail!("{why}");
+                }
                 self.add_source(spec.clone(), *role, true)?;
                 self.update_ntp_port()?;
                 format!("{} {spec} added", role.name())
@@ -62,6 +70,33 @@ impl Agent {
         };
         tracing::info!(command = %cmd, "control: {done}");
         Ok(done)
+    }
+
+    /// The filter entries the configured sources may take, counted as
+    /// `check-config` counts them: each source by address, name or NTS one
+    /// (a name more while it stands for more addresses), each pool its
+    /// `maxsources`.
+    pub(super) fn committed_sources(&self) -> usize {
+        let named: usize = self.names.iter().map(|n| n.sources.len()).sum();
+        let pooled: usize = self.pool_reports().iter().map(|p| p.members.len()).sum();
+        let nts_cores = self
+            .nts_reports()
+            .iter()
+            .filter(|r| r.source.is_some())
+            .count();
+        let by_address = self.kinds.len().saturating_sub(named + pooled + nts_cores);
+        by_address
+            + self
+                .names
+                .iter()
+                .map(|n| n.sources.len().max(1))
+                .sum::<usize>()
+            + self
+                .pool_reports()
+                .iter()
+                .map(|p| p.max_sources)
+                .sum::<usize>()
+            + self.nts.len()
     }
 
     fn remove_source(&mut self, spec: &SourceSpec, role: SourceRole) -> Result<()> {
@@ -95,6 +130,7 @@ impl Agent {
                 }
                 self.system.retire_source(id, now);
                 self.kinds.remove(&id);
+                self.stamps.remove(&id);
                 self.send_failing.remove(addr);
                 self.transport.forget(id, *addr)?;
             }
@@ -108,6 +144,7 @@ impl Agent {
                 for (addr, id) in named.sources {
                     self.system.retire_source(id, now);
                     self.kinds.remove(&id);
+                    self.stamps.remove(&id);
                     self.send_failing.remove(&addr);
                     self.transport.forget(id, addr)?;
                 }

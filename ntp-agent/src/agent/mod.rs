@@ -39,7 +39,9 @@ use crate::{
     model::{addr, PollSettings, Role, Settings, SourceArg, SourceRole, SourceSpec, SourceStamps},
     net::{resolve::resolve, Received, Sent, Transport},
     notify::Notifier,
-    protocol::{AgentReport, IgnoredCounters, ServerCounters, SourceName, SourceTimestamps},
+    protocol::{
+        AgentReport, AgentState, IgnoredCounters, ServerCounters, SourceName, SourceTimestamps,
+    },
     server::{self, RateLimiter},
 };
 
@@ -111,14 +113,8 @@ pub async fn run(
     stop: impl Future<Output = ()>,
     mut notify: Notifier,
 ) -> Result<()> {
-    if let Some(port) = settings.source_port {
-        if port != settings.ntp_port && !settings.peers.is_empty() {
-            anyhow::bail!(
-                "--source-port {port} cannot be combined with --peer: symmetric peers talk from the NTP port {}",
-                settings.ntp_port
-            );
-        }
-    }
+    // `--source-port` against peers is refused by `cmd::run::check`,
+    // before the filter is attached.
     let (maps, links) = filter.map(|f| (f.maps, f.links)).unzip();
     let (to_agent, mut from_net) = mpsc::channel(1024);
     let (resolved_tx, mut resolved_rx) = mpsc::channel(16);
@@ -562,6 +558,16 @@ impl Agent {
                 l.check();
                 l.report()
             }),
+            state: AgentState {
+                sources_committed: self.committed_sources(),
+                core_slots: self.system.slot_count(),
+                core_sources: self.system.source_status(now).len(),
+                kinds: self.kinds.len(),
+                timestamps: self.stamps.len(),
+                send_failing: self.send_failing.len(),
+                logged_states: self.log.tracked(),
+                request_sockets: self.transport.request_sockets(),
+            },
         }
     }
 
@@ -570,6 +576,8 @@ impl Agent {
     fn retire(&mut self, id: SourceId, addr: IpAddr) -> Result<()> {
         self.system.retire_source(id, self.mono(Instant::now()));
         self.kinds.remove(&id);
+        self.stamps.remove(&id);
+        self.send_failing.remove(&addr);
         self.transport.forget(id, addr)
     }
 }

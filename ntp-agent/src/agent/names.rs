@@ -83,6 +83,26 @@ impl NamedSource {
         let own = local_addrs::own_addresses().ok();
         let mut refused = Vec::new();
         let mut kept = Vec::new();
+        // Add before remove, unless the filter's table has no room for the
+        // new addresses: then those the name left go first.
+        let (stale, staying): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sources)
+            .into_iter()
+            .partition(|(a, _)| !addrs.contains(a));
+        let new = addrs
+            .iter()
+            .filter(|a| !staying.iter().any(|(s, _)| s == *a))
+            .count();
+        let mut stale = Some(stale);
+        if transport.filter_room() < new {
+            self.retire_stale(
+                stale.take().unwrap_or_default(),
+                system,
+                kinds,
+                transport,
+                now,
+            );
+        }
+        self.sources = staying;
         for &addr in &addrs {
             if let Some(&(_, id)) = self.sources.iter().find(|(a, _)| *a == addr) {
                 kept.push((addr, id));
@@ -109,18 +129,27 @@ impl NamedSource {
             tracing::info!(name = %self.name, %addr, "source added");
             kept.push((addr, id));
         }
-        for &(addr, id) in &self.sources {
-            if !kept.iter().any(|(_, k)| *k == id) {
-                system.retire_source(id, now);
-                kinds.remove(&id);
-                if let Err(e) = transport.forget(id, addr) {
-                    tracing::error!("{e:#}");
-                }
-                tracing::info!(name = %self.name, %addr, "source removed: the name no longer resolves to it");
-            }
-        }
+        self.retire_stale(stale.unwrap_or_default(), system, kinds, transport, now);
         self.sources = kept;
         self.refused = refused;
         self.next_resolve = Instant::now() + RERESOLVE_SILENT;
+    }
+
+    fn retire_stale(
+        &self,
+        stale: Vec<(IpAddr, SourceId)>,
+        system: &mut System,
+        kinds: &mut HashMap<SourceId, SourceKind>,
+        transport: &mut Transport,
+        now: NtpInstant,
+    ) {
+        for (addr, id) in stale {
+            system.retire_source(id, now);
+            kinds.remove(&id);
+            if let Err(e) = transport.forget(id, addr) {
+                tracing::error!("{e:#}");
+            }
+            tracing::info!(name = %self.name, %addr, "source removed: the name no longer resolves to it");
+        }
     }
 }

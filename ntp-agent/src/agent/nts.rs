@@ -189,6 +189,18 @@ impl Agent {
             }
             _ => {
                 self.write_server_ports(Some(to.port()));
+                // Added before the old server leaves, unless the filter's
+                // table is full: then the old one (which this key
+                // establishment no longer names) leaves first.
+                let mut old = old;
+                if self.transport.filter_room() == 0 {
+                    if let Some((old_id, o)) = old.take() {
+                        self.nts[i].core = None;
+                        if let Err(e) = self.retire(old_id, o.ip()) {
+                            tracing::error!("{e:#}");
+                        }
+                    }
+                }
                 if let Err(e) = self
                     .transport
                     .admit(to.ip(), SourceClass::Server, to.port())

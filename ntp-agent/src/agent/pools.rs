@@ -210,17 +210,27 @@ impl Agent {
             }
         }
         joining.extend(p.pool.fill(addrs, taken, now));
+        // Normally the old member leaves only after its replacement is in;
+        // with the filter's table full it leaves first (it is unreachable
+        // or a falseticker: nothing good is lost in between).
+        if leaving.is_some() && self.transport.filter_room() < joining.len() {
+            self.pool_member_leaves(i, leaving.take());
+        }
         for addr in joining {
             self.add_pool_member(i, addr);
         }
-        // The old member leaves only now, after its replacement is in.
-        if let Some((old, id, new)) = leaving {
-            self.pools[i].sources.retain(|s| s.1 != id);
-            if let Err(e) = self.retire(id, old) {
-                tracing::error!("{e:#}");
-            }
-            tracing::info!(pool = %self.pools[i].pool.name, %old, %new, "pool member replaced (unreachable or a falseticker)");
+        self.pool_member_leaves(i, leaving);
+    }
+
+    fn pool_member_leaves(&mut self, i: usize, leaving: Option<(IpAddr, SourceId, IpAddr)>) {
+        let Some((old, id, new)) = leaving else {
+            return;
+        };
+        self.pools[i].sources.retain(|s| s.1 != id);
+        if let Err(e) = self.retire(id, old) {
+            tracing::error!("{e:#}");
         }
+        tracing::info!(pool = %self.pools[i].pool.name, %old, %new, "pool member replaced (unreachable or a falseticker)");
     }
 
     fn add_pool_member(&mut self, i: usize, addr: IpAddr) {

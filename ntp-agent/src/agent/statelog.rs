@@ -1,7 +1,7 @@
 //! One log line per state change, never one per packet; the same changes
 //! become systemd's STATUS= line.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ntp_proto::{NtpInstant, SourceId, System, SystemStatus};
 
@@ -50,7 +50,8 @@ impl StateLog {
             );
             self.steps = status.clock_steps;
         }
-        for s in system.source_status(now) {
+        let sources = system.source_status(now);
+        for s in &sources {
             let reachable = s.reach != 0;
             let before = self.reachable.insert(s.id, reachable);
             // A source starts unreachable; only a change is news.
@@ -75,7 +76,24 @@ impl StateLog {
                 self.kod.insert(s.id, kod);
             }
         }
+        // Retired sources leave with their last states (ids are never
+        // reused, so these would otherwise grow with every source ever
+        // added).
+        if self.tracked() > sources.len() {
+            let live: HashSet<SourceId> = sources.iter().map(|s| s.id).collect();
+            self.reachable.retain(|id, _| live.contains(id));
+            self.tallies.retain(|id, _| live.contains(id));
+            self.kod.retain(|id, _| live.contains(id));
+        }
         changed.then_some(state)
+    }
+
+    /// Sources whose last states are kept.
+    pub fn tracked(&self) -> usize {
+        self.reachable
+            .len()
+            .max(self.tallies.len())
+            .max(self.kod.len())
     }
 }
 

@@ -117,6 +117,8 @@ pub fn check(args: &RunArgs) -> Result<(Desired, Settings)> {
     policy::no_class_twice(&args.allow_modes).map_err(anyhow::Error::msg)?;
     let desired = desired(args)?;
     no_source_twice(args)?;
+    fits_the_filter(args)?;
+    source_port_fits(args)?;
     crate::nts::trust::check_ca_files(&args.nts_ca)?;
     no_own_address(args)?;
     for iface in &args.ifaces {
@@ -136,6 +138,47 @@ fn no_own_address(args: &RunArgs) -> Result<()> {
     {
         if let Some(why) = addr::refuse_source(ip, &own) {
             bail!("{flag} {why}");
+        }
+    }
+    Ok(())
+}
+
+/// More sources than the filter's table holds would fail the reconcile
+/// (or leave later ones out at run time); refuse them with the limit.
+fn fits_the_filter(args: &RunArgs) -> Result<()> {
+    use crate::model::source::{filter_entries, too_many_sources};
+    let n: usize = (args
+        .servers
+        .iter()
+        .map(|s| filter_entries(s, SourceRole::Server)))
+    .chain(
+        args.peers
+            .iter()
+            .map(|p| filter_entries(p, SourceRole::Peer)),
+    )
+    .chain(
+        args.pools
+            .iter()
+            .map(|p| filter_entries(p, SourceRole::Pool)),
+    )
+    .sum();
+    match too_many_sources(n) {
+        Some(why) => bail!("{why}"),
+        None => Ok(()),
+    }
+}
+
+/// Peers talk from the NTP port, so requests from another fixed port
+/// cannot serve them; the sync loop would refuse this only after the
+/// filter is attached.
+fn source_port_fits(args: &RunArgs) -> Result<()> {
+    if let Some(port) = args.source_port.map(|p| p.get()) {
+        if port != args.ntp_port.get() && !args.peers.is_empty() {
+            bail!(
+                "--source-port {port} cannot be combined with --peer: symmetric peers talk from the NTP port {} (give --source-port {} or no --source-port)",
+                args.ntp_port,
+                args.ntp_port
+            );
         }
     }
     Ok(())
@@ -192,6 +235,21 @@ pub fn run(args: RunArgs) -> Result<()> {
     pins.check_layout()?;
     let fresh = !pins.has_maps();
 
+    // What this run attached, undone if the start fails after all.
+    let undo = |attached: &[(String, Attachment)]| {
+        if fresh {
+            // Nothing of ours was here before this run: leave nothing.
+            let _ = pins.remove_all();
+        } else {
+            // A link reused from the previous run keeps filtering (fail
+            // closed); the ones this run created go.
+            for (iface, how) in attached {
+                if *how != Attachment::Reused {
+                    let _ = std::fs::remove_file(pins.link(iface));
+                }
+            }
+        }
+    };
     match setup(&args, &pins, &desired) {
         Ok((ebpf, attached)) => {
             let ready_when = if args.ready_after_sync {
@@ -200,13 +258,18 @@ pub fn run(args: RunArgs) -> Result<()> {
                 ReadyWhen::Filtering
             };
             let notify = Notifier::from_env(ready_when, notify::describe_filter(&attached));
-            serve(args, settings, control, metrics, pins, ebpf, notify)
+            // `serve` fails only while starting (binding the sync loop's
+            // sockets, the first sources): the loop itself ends only when
+            // told to stop, and then leaves the filter enforcing.
+            let served = serve(args, settings, control, metrics, pins.clone(), ebpf, notify);
+            if served.is_err() {
+                tracing::warn!("the start failed after the filter was attached: attach undone");
+                undo(&attached);
+            }
+            served
         }
         Err(e) => {
-            if fresh {
-                // Nothing of ours was here before this run: leave nothing.
-                let _ = pins.remove_all();
-            }
+            undo(&[]);
             Err(e)
         }
     }
@@ -218,7 +281,23 @@ pub fn run(args: RunArgs) -> Result<()> {
 fn bind_sockets(args: &RunArgs) -> Result<(control::Bound, Option<std::net::TcpListener>)> {
     let control = control::bind_std(&args.control_socket)?;
     let metrics = args.metrics.map(metrics::bind).transpose()?;
+    // The UDP ports the sync loop binds at start, tried now: a port taken
+    // by another NTP daemon must not fail the start after the attach.
+    crate::net::probe_ports(&udp_ports(args))?;
     Ok((control, metrics))
+}
+
+/// The UDP ports the sync loop binds as it starts: the fixed source port,
+/// and the NTP port for server mode, peers, or requests sent from it.
+fn udp_ports(args: &RunArgs) -> Vec<u16> {
+    let ntp = args.ntp_port.get();
+    let source = args.source_port.map(|p| p.get());
+    let mut ports = Vec::new();
+    if args.role == Role::Server || !args.peers.is_empty() || source == Some(ntp) {
+        ports.push(ntp);
+    }
+    ports.extend(source.filter(|&p| p != ntp));
+    ports
 }
 
 /// A port below the unprivileged range this run binds at start: the NTP
@@ -539,6 +618,45 @@ mod tests {
             "192.0.2.10",
         ])
         .unwrap();
+    }
+
+    #[test]
+    fn more_sources_than_the_filter_holds_and_source_port_with_peers_are_refused() {
+        let e = |argv: &[String]| {
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            check_of(&argv).map_err(|e| format!("{e:#}"))
+        };
+        let peers = |n: usize| -> Vec<String> {
+            (1..=n)
+                .flat_map(|i| ["--peer".to_string(), format!("2001:db8:5::{i:x}")])
+                .collect()
+        };
+        e(&peers(1024)).unwrap();
+        assert_eq!(
+            e(&peers(1025)).unwrap_err(),
+            "1025 sources configured; the filter holds at most 1024 (servers + peers + pool members, maxsources each; an NTS server or a name counts once)"
+        );
+        // A pool counts its maxsources (default 4), a name and NTS once.
+        let mut argv = peers(1019);
+        argv.extend(
+            [
+                "--pool",
+                "pool.example.net",
+                "--server",
+                "time.example.net,nts",
+            ]
+            .map(String::from),
+        );
+        e(&argv).unwrap();
+        argv.extend(["--server", "time2.example.net"].map(String::from));
+        assert!(e(&argv).unwrap_err().starts_with("1025 sources configured"));
+
+        let port = |argv: &[&str]| check_of(argv).map_err(|e| format!("{e:#}"));
+        assert!(port(&["--source-port", "5000", "--peer", "192.0.2.20"])
+            .unwrap_err()
+            .contains("--source-port 5000 cannot be combined with --peer"));
+        port(&["--source-port", "123", "--peer", "192.0.2.20"]).unwrap();
+        port(&["--source-port", "5000", "--server", "192.0.2.10"]).unwrap();
     }
 
     #[test]

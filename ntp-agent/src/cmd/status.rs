@@ -19,7 +19,8 @@ use crate::{
     },
     model::{policy::Modes, Role},
     protocol::{
-        AgentReport, IgnoredCounters, InterfaceReport, NtsReport, PoolReport, ServerCounters,
+        AgentReport, AgentState, IgnoredCounters, InterfaceReport, NtsReport, PoolReport,
+        ServerCounters,
     },
 };
 
@@ -308,6 +309,7 @@ struct AgentJson<'a> {
     server: &'a ServerCounters,
     ignored: &'a IgnoredCounters,
     interfaces: &'a [InterfaceReport],
+    state: &'a AgentState,
 }
 
 fn peers_json(a: &AgentReport) -> Vec<serde_json::Value> {
@@ -356,6 +358,7 @@ impl<'a> StatusJson<'a> {
                 server: &a.server,
                 ignored: &a.ignored,
                 interfaces: &a.interfaces,
+                state: &a.state,
             }),
             agent_error: agent.as_ref().err().map(|e| format!("{e:#}")),
             filter: filter.as_ref().ok(),
@@ -481,7 +484,8 @@ mod tests {
                 "mode",
                 "peers",
                 "pools",
-                "server"
+                "server",
+                "state"
             ]
         );
         assert_eq!(v["mode"], "server");

@@ -204,6 +204,11 @@ impl FilterMaps {
             .collect())
     }
 
+    /// How many addresses the sources table holds.
+    pub fn source_count(&self) -> Result<usize> {
+        self.sources.count()
+    }
+
     pub fn put_source(&mut self, key: AddrKey, entry: SourceEntry) -> Result<()> {
         let value = Value {
             class: entry.class,

@@ -4,14 +4,17 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use ntp_filter_common::{
     config_flags, AddrKey, FilterConfig, ModeMask, SourceClass, SourceEntry, MAX_ACL_RULES,
-    MAX_LOCAL_ADDRS,
+    MAX_LOCAL_ADDRS, MAX_SOURCES,
 };
 
 use super::maps::FilterMaps;
-use crate::model::acl::{self, AclRule, Cidr};
+use crate::model::{
+    acl::{self, AclRule, Cidr},
+    source::too_many_sources,
+};
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Plan<K, V> {
@@ -43,6 +46,24 @@ pub fn plan<K: Ord + Clone, V: PartialEq + Clone>(
             .cloned()
             .collect(),
     }
+}
+
+/// How many of `p`'s removals must go before its upserts for the
+/// additions to fit in a map of `capacity` that holds `current`: none
+/// while old and new together fit (add before remove), else just enough.
+pub fn early_removals<K: Ord, V>(
+    current: &BTreeMap<K, V>,
+    p: &Plan<K, V>,
+    capacity: usize,
+) -> usize {
+    let added = p
+        .upserts
+        .iter()
+        .filter(|(k, _)| !current.contains_key(k))
+        .count();
+    (current.len() + added)
+        .saturating_sub(capacity)
+        .min(p.removals.len())
 }
 
 /// The part of the filter's state that follows from configuration.
@@ -87,10 +108,22 @@ pub struct Changes {
 /// then the policy and config (with the access list's default-deny flag),
 /// then removals, so that widening a class never waits on a removal and a
 /// source or an allowed client being replaced is never absent. The access
-/// list is checked (contradictions, size) before anything is written.
+/// list and the number of sources are checked before anything is written.
+/// When the old and new sources together exceed the table (a restart at
+/// capacity that replaces some), just enough stale ones leave first: a
+/// full table must not refuse a new source halfway through, leaving a
+/// mix of both configurations behind.
 pub fn apply(maps: &mut FilterMaps, desired: &Desired) -> Result<Changes> {
+    if let Some(why) = too_many_sources(desired.sources.len()) {
+        bail!("{why}");
+    }
     let acl_plan = AclPlan::new(maps, &desired.acl)?;
-    let sources = plan(&maps.sources()?, &desired.sources);
+    let current = maps.sources()?;
+    let sources = plan(&current, &desired.sources);
+    let early = early_removals(&current, &sources, MAX_SOURCES as usize);
+    for key in &sources.removals[..early] {
+        maps.remove_source(key)?;
+    }
     for (key, entry) in &sources.upserts {
         maps.put_source(*key, *entry)?;
     }
@@ -115,7 +148,7 @@ pub fn apply(maps: &mut FilterMaps, desired: &Desired) -> Result<Changes> {
         maps.set_config(config)?;
         changes.config_changed = true;
     }
-    for key in &sources.removals {
+    for key in &sources.removals[early..] {
         maps.remove_source(key)?;
     }
     acl_plan.remove_rest(maps)?;
@@ -141,13 +174,7 @@ impl AclPlan {
             .map(|r| (r.cidr, r.allow))
             .collect();
         let plan = plan(&current, &acl::table(desired)?);
-        let added = plan
-            .upserts
-            .iter()
-            .filter(|(c, _)| !current.contains_key(c))
-            .count();
-        // ≤ removals: current + added - removals = desired ≤ the capacity.
-        let early = (current.len() + added).saturating_sub(MAX_ACL_RULES as usize);
+        let early = early_removals(&current, &plan, MAX_ACL_RULES as usize);
         Ok(Self { plan, early })
     }
 
@@ -235,12 +262,7 @@ pub fn apply_local(maps: &mut FilterMaps, desired: &BTreeMap<AddrKey, u8>) -> Re
     let cap = MAX_LOCAL_ADDRS as usize;
     let (want, left_out) = fitting(&current, desired, cap);
     let p = plan(&current, &want);
-    let added = p
-        .upserts
-        .iter()
-        .filter(|(k, _)| !current.contains_key(k))
-        .count();
-    let early = (current.len() + added).saturating_sub(cap);
+    let early = early_removals(&current, &p, cap);
     for key in &p.removals[..early] {
         maps.remove_local(key)?;
     }
@@ -302,6 +324,65 @@ mod tests {
         );
         assert_eq!(out, [k(3), k(4), k(6), k(7), k(8)]);
         assert_eq!(fitting(&current, &desired, 9), (desired.clone(), vec![]));
+    }
+
+    /// A restart at capacity that replaces sources: in the old order
+    /// (every upsert first) the full table refuses the first newcomer and
+    /// leaves a mix of both sets; with the early removals the whole plan
+    /// goes through, and only as many stale entries as needed leave early.
+    #[test]
+    fn a_replacement_at_capacity_removes_just_enough_first() {
+        use super::super::table::{Image, Value};
+        use ntp_filter_common::table;
+        let g = table::SOURCES;
+        let cap = g.capacity as usize;
+        let k = |i: u32| {
+            let [a, b, c, d] = (0xc633_6400u32 + i).to_be_bytes(); // 198.51.100.0/22
+            AddrKey::from_v4([a, b, c, d])
+        };
+        let v = Value {
+            class: 1,
+            kind: 0,
+            reply_port: 0,
+            server_port: 123,
+        };
+        let current: BTreeMap<AddrKey, Value> = (0..cap as u32).map(|i| (k(i), v)).collect();
+        let mut full = Image::empty(g, 0x5eed);
+        for key in current.keys() {
+            full.put(key, v).unwrap();
+        }
+        for replaced in [1usize, 3] {
+            // The first `replaced` sources give way to as many new ones.
+            let desired: BTreeMap<AddrKey, Value> = (replaced as u32..(cap + replaced) as u32)
+                .map(|i| (k(i), v))
+                .collect();
+            let p = plan(&current, &desired);
+            let early = early_removals(&current, &p, cap);
+            assert_eq!(early, replaced);
+
+            let mut img = full.clone();
+            let naive = p
+                .upserts
+                .iter()
+                .try_for_each(|(key, v)| img.put(key, *v).map(|_| ()));
+            assert!(naive.is_err(), "upserts first fit a full table");
+
+            let mut img = full.clone();
+            for key in &p.removals[..early] {
+                img.remove(key).unwrap();
+            }
+            for (key, v) in &p.upserts {
+                img.put(key, *v).unwrap();
+            }
+            for key in &p.removals[early..] {
+                img.remove(key).unwrap();
+            }
+            assert_eq!(img.entries(), desired);
+        }
+        // Room to spare: everything is added before anything goes.
+        let less: BTreeMap<AddrKey, Value> = (1..cap as u32).map(|i| (k(i), v)).collect();
+        let some: BTreeMap<AddrKey, Value> = (0..10).map(|i| (k(i), v)).collect();
+        assert_eq!(early_removals(&less, &plan(&less, &some), cap), 0);
     }
 
     #[test]

@@ -431,6 +431,33 @@ impl SourceRole {
     }
 }
 
+/// How many entries of the filter's sources table
+/// ([`ntp_filter_common::MAX_SOURCES`]) a source given as `role` holds
+/// at most: a pool one per member it may take (`maxsources`), anything
+/// else one (an NTS server is the address its key establishment names,
+/// which replaces nothing in the table; a name is counted once, and the
+/// addresses it resolves to beyond the table's room are left out).
+pub fn filter_entries(arg: &SourceArg, role: SourceRole) -> usize {
+    match role {
+        SourceRole::Pool => arg
+            .options
+            .max_sources
+            .unwrap_or(crate::pool::DEFAULT_MAX_SOURCES),
+        SourceRole::Server | SourceRole::Peer => 1,
+    }
+}
+
+/// The refusal when `n` sources would not fit in the filter, or `None`.
+/// The same line for `check-config`, `run` and `server|peer|pool add`.
+pub fn too_many_sources(n: usize) -> Option<String> {
+    let max = ntp_filter_common::MAX_SOURCES as usize;
+    (n > max).then(|| {
+        format!(
+            "{n} sources configured; the filter holds at most {max} (servers + peers + pool members, maxsources each; an NTS server or a name counts once)"
+        )
+    })
+}
+
 impl SourceArg {
     /// `nts` (with `nts-port=N`): the TCP port of its key establishment.
     /// `None`: plain NTP.

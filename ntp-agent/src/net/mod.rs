@@ -94,6 +94,26 @@ pub struct Transport {
 }
 
 fn bind_family(ip: IpAddr, port: u16) -> Result<UdpSocket> {
+    Ok(UdpSocket::from_std(bind_socket(ip, port)?.into())?)
+}
+
+/// Binds and closes the UDP sockets a start will bind on `ports` (both
+/// families, as the transport binds them), so that a busy or forbidden
+/// port stops `run` before anything is attached. (Another process can
+/// still take a port in between; `run` then undoes its start.)
+pub fn probe_ports(ports: &[u16]) -> Result<()> {
+    for &port in ports {
+        for ip in [
+            IpAddr::from(Ipv4Addr::UNSPECIFIED),
+            IpAddr::from(Ipv6Addr::UNSPECIFIED),
+        ] {
+            drop(bind_socket(ip, port)?);
+        }
+    }
+    Ok(())
+}
+
+fn bind_socket(ip: IpAddr, port: u16) -> Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(
         Domain::for_address(SocketAddr::new(ip, port)),
@@ -115,7 +135,7 @@ fn bind_family(ip: IpAddr, port: u16) -> Result<UdpSocket> {
             };
             anyhow::anyhow!("binding UDP port {port} ({why}): {e}")
         })?;
-    Ok(UdpSocket::from_std(socket.into())?)
+    Ok(socket)
 }
 
 fn spawn_reader(
@@ -268,6 +288,19 @@ impl Transport {
         self.put_entry(ip, entry)
     }
 
+    /// How many more addresses the filter's sources table takes now (no
+    /// limit without a filter; none when it cannot be read, so callers
+    /// make room first).
+    pub fn filter_room(&self) -> usize {
+        let Some(maps) = &self.maps else {
+            return usize::MAX;
+        };
+        let count = maps.lock().expect("maps lock poisoned").source_count();
+        count.map_or(0, |n| {
+            (ntp_filter_common::MAX_SOURCES as usize).saturating_sub(n)
+        })
+    }
+
     /// Removes a source that left from the filter.
     pub fn forget(&mut self, id: SourceId, ip: IpAddr) -> Result<()> {
         if let Some(reader) = self.per_server.remove(&id) {
@@ -333,6 +366,11 @@ impl Transport {
             .as_ref()
             .context("the NTP port is not open")?;
         send_stamped(bound.socket_for(&to), packet, Some(to), t3).await
+    }
+
+    /// Per-request sockets open (at most one per server).
+    pub fn request_sockets(&self) -> usize {
+        self.per_server.len()
     }
 
     pub fn ntp_port(&self) -> u16 {

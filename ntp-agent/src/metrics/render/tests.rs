@@ -163,6 +163,7 @@ fn report() -> AgentReport {
                 reason: Some("its link pin was removed".into()),
             },
         ],
+        state: Default::default(),
     }
 }
 
