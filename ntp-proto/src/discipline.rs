@@ -1,18 +1,35 @@
-//! Clock discipline, modelled on chrony: the frequency of the local clock is
-//! estimated by weighted linear regression over recent offset samples, and the
-//! current offset is removed by a temporary extra frequency (slew) for a computed
-//! duration, or by a step when it is large.
+//! Clock discipline, modelled on chrony's `reference.c`: each update brings
+//! an estimate of the clock's phase (from the sources' regressions, see
+//! `regress.rs`) with its standard deviation, and possibly a frequency
+//! estimate with its skew.
 //!
-//! Regression works on *phase*: offset + correction applied so far (`C(t)`). The
-//! phase is what the offset would be had we never touched the clock, so it is a
-//! straight line whose slope is the frequency correction the clock needs.
-//! The regression's arithmetic is in `f64` seconds since the caller's
-//! monotonic origin; everything in and out is typed.
+//! - Frequency: the old and the new estimate are combined by their
+//!   uncertainties (chrony's gain 3·old_skew² / (3·old_skew² + new_skew²));
+//!   an estimate whose skew exceeds `max_update_skew` is ignored.
+//! - Offset: removed by a temporary extra frequency (slew) whose duration
+//!   is `correction_time_ratio · sd · interval / (2 · |offset|)`, between
+//!   `MIN_SLEW_DURATION` and `MAX_SLEW_DURATION`, at most `max_slew`: an
+//!   offset of the order of its noise is removed slowly (so the noise does
+//!   not turn into frequency error), one of a hundred sd within a fraction
+//!   of the interval. Offsets above `step_threshold` are stepped.
+//!
+//! Phase is offset + correction applied so far (`C(t)`): what the offset
+//! would be had we never touched the clock.
 
 use crate::filter::Projection;
 use crate::packet::LeapIndicator;
 use crate::time::{Frequency, NtpDuration, NtpInstant};
 use serde::Serialize;
+
+/// Shortest slew (chrony's MIN_SLEW_DURATION), seconds.
+pub const MIN_SLEW_DURATION: f64 = 1.0;
+/// Longest slew (chrony's MAX_SLEW_DURATION), seconds.
+pub const MAX_SLEW_DURATION: f64 = 1e4;
+/// Skew assumed before any frequency was measured: "rather bad" (chrony).
+pub const INITIAL_SKEW: f64 = 1.0;
+/// Skew assumed for a frequency restored from the drift file (which stores
+/// no skew): trusted, but a measurement a few ppm off still moves it.
+pub const RESTORED_SKEW: f64 = 5e-6;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DisciplineConfig {
@@ -30,10 +47,11 @@ pub struct DisciplineConfig {
     pub max_frequency: Frequency,
     /// Frequency to start from (e.g. from a drift file).
     pub initial_frequency: Frequency,
-    /// Samples kept for the frequency regression.
-    pub max_samples: usize,
-    /// Slew duration relative to the interval between updates (chrony's
-    /// corrtimeratio idea: longer slews favour frequency over time accuracy).
+    /// Frequency estimates with a larger skew are not used (chrony's
+    /// maxupdateskew, 1000 ppm).
+    pub max_update_skew: Frequency,
+    /// chrony's corrtimeratio (3): an offset equal to its standard deviation
+    /// takes this many update intervals / 2 to remove.
     pub correction_time_ratio: f64,
 }
 
@@ -47,8 +65,8 @@ impl Default for DisciplineConfig {
             max_slew: Frequency::from_ppm(83333.333),
             max_frequency: Frequency::from_ppm(500.0),
             initial_frequency: Frequency::ZERO,
-            max_samples: 16,
-            correction_time_ratio: 0.25,
+            max_update_skew: Frequency::from_ppm(1000.0),
+            correction_time_ratio: 3.0,
         }
     }
 }
@@ -81,49 +99,16 @@ pub enum UpdateOutcome {
     },
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Point {
-    time: f64,
-    phase: f64,
-    var: f64,
-}
-
-struct Fit {
-    slope: f64,
-    tm: f64,
-    pm: f64,
-}
-
-impl Fit {
-    fn at(&self, t: f64) -> f64 {
-        self.pm + self.slope * (t - self.tm)
-    }
-}
-
-/// Weighted least squares line through the phases; with too little data the
-/// slope falls back to `freq`.
-fn fit(points: &[Point], freq: f64, max_freq: f64) -> Option<Fit> {
-    let n = points.len();
-    if n == 0 {
-        return None;
-    }
-    let w: Vec<f64> = points.iter().map(|p| 1.0 / p.var.max(1e-18)).collect();
-    let ws: f64 = w.iter().sum();
-    let tm = points.iter().zip(&w).map(|(p, w)| w * p.time).sum::<f64>() / ws;
-    let pm = points.iter().zip(&w).map(|(p, w)| w * p.phase).sum::<f64>() / ws;
-    let mut stt = 0.0;
-    let mut stp = 0.0;
-    for (p, w) in points.iter().zip(&w) {
-        stt += w * (p.time - tm).powi(2);
-        stp += w * (p.time - tm) * (p.phase - pm);
-    }
-    let span = points[n - 1].time - points[0].time;
-    let slope = if n >= 3 && span > 1.0 && stt > 0.0 {
-        (stp / stt).clamp(-max_freq, max_freq)
-    } else {
-        freq
-    };
-    Some(Fit { slope, tm, pm })
+/// One clock update's input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClockEstimate {
+    /// Estimated phase of the clock at the update time.
+    pub phase: NtpDuration,
+    /// Standard deviation of that estimate, seconds.
+    pub offset_sd: f64,
+    /// Frequency correction the clock needs and its skew (s/s), when the
+    /// sources have a regression.
+    pub frequency: Option<(Frequency, f64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -135,16 +120,14 @@ pub struct Discipline {
     rate: Frequency,
     /// Long-term frequency correction estimate.
     freq: Frequency,
+    /// Its uncertainty (s/s).
+    skew: f64,
     slew_end: Option<NtpInstant>,
-    points: Vec<Point>,
     updates: u32,
     steps: u32,
+    skew_refused: u32,
     last_update: Option<NtpInstant>,
     last_offset: NtpDuration,
-}
-
-fn secs(t: NtpInstant) -> f64 {
-    t.as_secs_f64()
 }
 
 impl Discipline {
@@ -156,10 +139,11 @@ impl Discipline {
             corr_time: NtpInstant::ZERO,
             rate: f,
             freq: f,
+            skew: INITIAL_SKEW,
             slew_end: None,
-            points: Vec::new(),
             updates: 0,
             steps: 0,
+            skew_refused: 0,
             last_update: None,
             last_offset: NtpDuration::ZERO,
         }
@@ -178,7 +162,7 @@ impl Discipline {
     pub fn set_frequency(&mut self, now: NtpInstant, freq: Frequency) -> ClockAction {
         let max = self.cfg.max_frequency;
         self.freq = freq.clamp(-max, max);
-        self.points.clear();
+        self.skew = RESTORED_SKEW;
         self.set_rate(now, self.freq);
         self.slew_end = None;
         ClockAction::SetFrequency(self.rate)
@@ -189,14 +173,19 @@ impl Discipline {
         self.freq
     }
 
+    /// Uncertainty of the frequency estimate (s/s).
+    pub fn skew(&self) -> f64 {
+        self.skew
+    }
+
+    /// Frequency estimates ignored for too large a skew.
+    pub fn skew_refused(&self) -> u32 {
+        self.skew_refused
+    }
+
     /// Currently requested total frequency (estimate + slew).
     pub fn applied_frequency(&self) -> Frequency {
         self.rate
-    }
-
-    /// Samples currently used by the frequency regression.
-    pub fn sample_count(&self) -> usize {
-        self.points.len()
     }
 
     pub fn updates(&self) -> u32 {
@@ -252,87 +241,47 @@ impl Discipline {
         }
     }
 
-    fn regression(&self, now: NtpInstant) -> Option<(f64, f64)> {
-        let pts = &self.points[..];
-        fit(pts, self.freq.ratio(), self.cfg.max_frequency.ratio())
-            .map(|f| (f.slope, f.at(secs(now))))
-    }
-
-    /// Drops the oldest samples while the residuals of the fit show too few sign
-    /// runs (chrony's runs test): the clock wandered and old samples no longer
-    /// fit a straight line.
-    fn trim_by_runs(&mut self) {
-        loop {
-            let n = self.points.len();
-            if n < 8 {
-                return;
-            }
-            let pts = &self.points[..];
-            let Some(f) = fit(pts, self.freq.ratio(), self.cfg.max_frequency.ratio()) else {
-                return;
-            };
-            let signs: Vec<bool> = pts.iter().map(|p| p.phase >= f.at(p.time)).collect();
-            let runs = 1 + signs.windows(2).filter(|w| w[0] != w[1]).count();
-            let n1 = signs.iter().filter(|&&x| x).count() as f64;
-            let n2 = n as f64 - n1;
-            let nf = n as f64;
-            let mean = 1.0 + 2.0 * n1 * n2 / nf;
-            let var = 2.0 * n1 * n2 * (2.0 * n1 * n2 - nf) / (nf * nf * (nf - 1.0));
-            if (runs as f64) >= mean - 1.645 * var.max(0.0).sqrt() {
-                return;
-            }
-            let drop = (n / 4).max(1);
-            for _ in 0..drop {
-                self.points.remove(0);
-            }
+    /// chrony's get_clock_estimates: combine the expected (current) and the
+    /// measured frequency by their skews.
+    fn combine_frequency(&mut self, measured: Frequency, skew: f64) {
+        if !skew.is_finite() || skew > self.cfg.max_update_skew.ratio() {
+            self.skew_refused += 1;
+            return;
         }
+        let (old, s0) = (self.freq.ratio(), self.skew);
+        let m = measured.ratio();
+        let gain = (3.0 * s0 * s0 / (3.0 * s0 * s0 + skew * skew)).clamp(0.0, 1.0);
+        let new = old + gain * (m - old);
+        let extra = ((old - new).powi(2) * (1.0 - gain) + (m - new).powi(2) * gain).sqrt();
+        self.skew = s0 + gain * (skew - s0) + extra;
+        let max = self.cfg.max_frequency;
+        self.freq = Frequency::from_ratio(new).clamp(-max, max);
     }
 
-    /// Forget the regression samples (their source changed), keep the frequency.
-    pub fn reset_samples(&mut self) {
-        self.points.clear();
-    }
-
-    /// Feed one measurement: `phase` is the offset measured at `now` plus
-    /// `correction(now)`; `var` its error variance (s^2) used as weight;
-    /// `bias` is added to the estimated offset only (e.g. other sources'
-    /// contribution to the combined offset), not to the regression.
+    /// One clock update at `now`.
     pub fn update(
         &mut self,
         now: NtpInstant,
-        phase: NtpDuration,
-        var: f64,
-        bias: NtpDuration,
+        est: ClockEstimate,
     ) -> (UpdateOutcome, Vec<ClockAction>) {
-        self.points.push(Point {
-            time: secs(now),
-            phase: phase.to_seconds(),
-            var,
-        });
-        while self.points.len() > self.cfg.max_samples.max(3) {
-            self.points.remove(0);
-        }
-        self.trim_by_runs();
-        let (b, p) = self
-            .regression(now)
-            .unwrap_or((self.freq.ratio(), phase.to_seconds()));
-        let offset = NtpDuration::from_seconds(p) - self.correction(now) + bias;
+        let offset = est.phase - self.correction(now);
 
         if let Some(panic) = self.cfg.panic_threshold {
             let one_shot = self.cfg.allow_panic_step_at_start && self.updates == 0;
             if offset.abs() > panic && !one_shot {
-                self.points.pop();
                 return (UpdateOutcome::PanicRefused { offset }, Vec::new());
             }
         }
 
-        self.freq = Frequency::from_ratio(b);
+        if let Some((f, skew)) = est.frequency {
+            self.combine_frequency(f, skew);
+        }
         self.updates += 1;
         let interval = self
             .last_update
             .map(|t| (now - t).to_seconds())
-            .unwrap_or(2.0)
-            .max(1.0);
+            .unwrap_or(0.0)
+            .max(0.0);
         self.last_update = Some(now);
         self.last_offset = offset;
 
@@ -351,17 +300,21 @@ impl Discipline {
             );
         }
 
+        // chrony's correction rate: the area under the offset-versus-time
+        // graph of the correction; the duration is that over the offset.
+        let rate = self.cfg.correction_time_ratio * 0.5 * est.offset_sd.max(0.0) * interval;
+        let o = offset.to_seconds();
+        let duration = if o.abs() < 1e-12 {
+            MIN_SLEW_DURATION
+        } else {
+            (rate / o.abs()).clamp(MIN_SLEW_DURATION, MAX_SLEW_DURATION)
+        };
         let max_slew = self.cfg.max_slew;
-        let wanted = (interval * self.cfg.correction_time_ratio).max(1.0);
-        let slew = (offset.to_seconds() / wanted).clamp(
+        let slew = (o / duration).clamp(
             (-max_slew - self.freq).ratio(),
             (max_slew - self.freq).ratio(),
         );
-        let duration = if slew != 0.0 {
-            offset.to_seconds() / slew
-        } else {
-            0.0
-        };
+        let duration = if slew != 0.0 { o / slew } else { 0.0 };
         let duration = NtpDuration::from_seconds(duration);
         self.set_rate(now, self.freq + Frequency::from_ratio(slew));
         self.slew_end = Some(now + duration);
