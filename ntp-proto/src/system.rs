@@ -904,6 +904,67 @@ mod tests {
         all
     }
 
+    /// Polls every source in `sys` until `until` (monotonic seconds), each
+    /// answered with no offset unless `answers` says no.
+    fn run_until(sys: &mut System, until: f64, answers: impl Fn(IpAddr) -> bool) -> Vec<Action> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let base = NtpTimestamp::from_seconds_fraction(3_950_000_000, 0);
+        let mut all = Vec::new();
+        loop {
+            let t = sys.next_wakeup().unwrap().as_secs_f64();
+            if t > until {
+                return all;
+            }
+            let clock = base + NtpDuration::from_seconds(t);
+            for a in sys.handle_timers(mono(t), clock, &mut rng) {
+                let Action::Send {
+                    source,
+                    packet,
+                    address,
+                } = a
+                else {
+                    all.push(a);
+                    continue;
+                };
+                if !answers(address) {
+                    continue;
+                }
+                let req = NtpPacket::decode(&packet).unwrap();
+                let srv = clock + NtpDuration::from_seconds(0.0005);
+                let reply = build_reply(&req, &server_state(), srv, srv).unwrap();
+                let recv = clock + NtpDuration::from_seconds(0.001);
+                all.extend(sys.handle_packet(source, &reply.encode(), recv, mono(t + 0.001)));
+            }
+        }
+    }
+
+    #[test]
+    fn a_change_of_system_peer_keeps_the_new_peers_regression() {
+        let other = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+        let mut sys = System::new(SystemConfig::default());
+        sys.add_source(SourceConfig::server(SERVER), NtpInstant::ZERO);
+        sys.add_source(SourceConfig::server(other), NtpInstant::ZERO);
+        run_until(&mut sys, 300.0, |_| true);
+        assert!(sys.is_synchronized());
+        let first = sys.system_peer.unwrap();
+        let first_addr = sys.at(first).source.config().address;
+        let second = 1 - first;
+        let samples = |sys: &System, i: usize| {
+            sys.at(i).source.stats.estimate().map_or(0, |e| e.samples)
+        };
+        let before = samples(&sys, second);
+        assert!(before > MIN_SAMPLES, "{before}");
+        let updates = sys.discipline.updates();
+        // The system peer stops answering; the other source takes over.
+        run_until(&mut sys, 600.0, |a| a != first_addr);
+        assert_eq!(sys.system_peer, Some(second));
+        assert!(sys.discipline.updates() > updates);
+        // Its regression went on from the samples it had, not from zero.
+        let after = samples(&sys, second);
+        assert!(after > before, "before {before}, after {after}");
+        assert!(sys.discipline.skew() < 1e-3);
+    }
+
     #[test]
     fn single_server_synchronizes() {
         let mut sys = System::new(SystemConfig::default());
@@ -914,13 +975,16 @@ mod tests {
         assert_eq!(st.stratum, 16);
         assert_eq!(sys.last_clock_update(), None);
 
-        let actions = exchange(&mut sys, 3, 0.01);
-        assert!(!sys.is_synchronized(), "needs four samples first");
+        let actions = exchange(&mut sys, 2, 0.01);
+        assert!(
+            !sys.is_synchronized(),
+            "needs three samples (a regression's minimum) first"
+        );
         assert!(matches!(
             actions[0],
             Action::Clock(ClockAction::SetFrequency { .. })
         ));
-        let actions = exchange(&mut sys, 2, 0.01);
+        let actions = exchange(&mut sys, 1, 0.01);
         assert!(sys.is_synchronized());
         assert!(sys
             .last_clock_update()
@@ -961,7 +1025,9 @@ mod tests {
         ));
         assert!((sys.frequency().ppm() + 12.5).abs() < 1e-9);
         sys.add_source(SourceConfig::server(SERVER), NtpInstant::ZERO);
-        let actions = exchange(&mut sys, 5, 0.5);
+        // The first clock update (third sample) steps; this test's server
+        // ignores the step, so later samples would step again.
+        let actions = exchange(&mut sys, 3, 0.5);
         let steps: Vec<_> = actions
             .iter()
             .filter_map(|a| match a {

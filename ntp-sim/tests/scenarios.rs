@@ -334,3 +334,57 @@ fn kernel_timestamps_remove_the_bias_of_late_user_stamps() {
         );
     }
 }
+
+#[test]
+fn startup_settles_fast_without_overshoot() {
+    // Settled: |error| within max(1 ms, 5 × jitter) = 1 ms from then on.
+    // chronyd with iburst makes its first update on its third sample
+    // (about 4 s) and slews 5 ms within its 1 s shortest slew: the agent
+    // must be settled by 8 s. From then to 120 s |error| stays within
+    // 40 µs, and the overshoot (error of the other sign than the initial
+    // +5 ms) within twice the steady-state (120 s to the end) largest
+    // |error| or twice one exchange's offset error sd (25 µs / √2 here),
+    // whichever is larger: the simulated steady state can be quieter than
+    // a single exchange, the bench's never is.
+    let exchange_sd = 25e-6 / 2f64.sqrt();
+    for seed in 1..=5 {
+        let r = run(&Scenario::startup(seed));
+        let c = client(&r, 0);
+        let s = &c.series;
+        let settled = s
+            .iter()
+            .rposition(|p| p.error.abs() > 1e-3)
+            .map_or(0.0, |i| s[i + 1].t);
+        let early: Vec<f64> = s
+            .iter()
+            .filter(|p| p.t >= settled && p.t < 120.0)
+            .map(|p| p.error)
+            .collect();
+        let early_max = early.iter().map(|e| e.abs()).fold(0.0, f64::max);
+        let overshoot = early.iter().map(|e| -e).fold(0.0, f64::max);
+        let steady = s
+            .iter()
+            .filter(|p| p.t >= 120.0)
+            .map(|p| p.error.abs())
+            .fold(0.0, f64::max);
+        println!(
+            "seed {seed}: settled at {settled} s; to 120 s max |error| {:.1} µs, overshoot {:.1} µs; after: max {:.1} µs",
+            early_max * 1e6,
+            overshoot * 1e6,
+            steady * 1e6
+        );
+        assert!(settled <= 8.0, "seed {seed}: settled at {settled} s");
+        assert!(
+            early_max <= 40e-6,
+            "seed {seed}: max |error| {:.1} µs before 120 s",
+            early_max * 1e6
+        );
+        assert!(
+            overshoot <= 2.0 * steady.max(exchange_sd),
+            "seed {seed}: overshoot {:.1} µs > 2 × max(steady {:.1} µs, exchange sd)",
+            overshoot * 1e6,
+            steady * 1e6
+        );
+        assert_eq!(c.steps, 0);
+    }
+}
