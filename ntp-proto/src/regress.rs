@@ -15,9 +15,12 @@ use std::collections::VecDeque;
 pub const MAX_SAMPLES: usize = 64;
 /// Fewest samples a regression is made from (chrony's default minsamples).
 pub const MIN_SAMPLES: usize = 3;
-/// chrony's SD_TO_DIST_RATIO: how the spread of the samples' distances maps
-/// to their expected error, for the weights.
-const SD_TO_DIST_RATIO: f64 = 0.7;
+/// How the spread of the samples' distances maps to their expected error,
+/// for the weights (chrony's SD_TO_DIST_RATIO is 0.7). A sample's offset
+/// error grows with its extra delay, so weighting by distance hard pays:
+/// in the simulation (10 seeds) 4 instead of 0.7 takes the 10 ms-jitter
+/// mean RMS from 1209 to 1067 µs and 1 ms from 183 to 157 µs.
+const SD_TO_DIST_RATIO: f64 = 4.0;
 /// Smallest skew reported: a perfect fit is not infinitely certain.
 const MIN_SKEW: f64 = 1e-12;
 /// Smallest offset standard deviation reported, seconds.
@@ -203,7 +206,8 @@ impl SourceStats {
     }
 
     /// chrony's weights: a sample whose distance exceeds the smallest by k
-    /// times the distances' spread counts as (1 + k)² times the variance.
+    /// times the distances' spread counts as (1 + k)² times the variance
+    /// (spread: (median − min) / SD_TO_DIST_RATIO).
     fn weights(&self, precision: f64) -> Vec<f64> {
         let mut d: Vec<f64> = self.points.iter().map(|p| p.distance).collect();
         let min = d.iter().copied().fold(f64::INFINITY, f64::min);
