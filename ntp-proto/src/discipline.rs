@@ -1,18 +1,45 @@
-//! Clock discipline, modelled on chrony: the frequency of the local clock is
-//! estimated by weighted linear regression over recent offset samples, and the
-//! current offset is removed by a temporary extra frequency (slew) for a computed
-//! duration, or by a step when it is large.
+//! Clock discipline, modelled on chrony's `reference.c`: each update brings
+//! an estimate of the clock's phase (from the sources' regressions, see
+//! `regress.rs`) with its standard deviation, and possibly a frequency
+//! estimate with its skew.
 //!
-//! Regression works on *phase*: offset + correction applied so far (`C(t)`). The
-//! phase is what the offset would be had we never touched the clock, so it is a
-//! straight line whose slope is the frequency correction the clock needs.
-//! The regression's arithmetic is in `f64` seconds since the caller's
-//! monotonic origin; everything in and out is typed.
+//! - Frequency: the old and the new estimate are combined by their
+//!   uncertainties (chrony's gain 3·old_skew² / (3·old_skew² + new_skew²));
+//!   an estimate whose skew exceeds `max_update_skew` is ignored.
+//! - Offset: removed by a temporary extra frequency (slew) whose duration
+//!   is `correction_time_ratio · sd · interval / (2 · |offset|)`, between
+//!   `MIN_SLEW_DURATION` and `MAX_SLEW_DURATION`, at most `max_slew`: an
+//!   offset of the order of its noise is removed slowly (so the noise does
+//!   not turn into frequency error), one of a hundred sd within a fraction
+//!   of the interval. Offsets above `step_threshold` are stepped.
+//!
+//! Phase is offset + correction applied so far (`C(t)`): what the offset
+//! would be had we never touched the clock.
 
 use crate::filter::Projection;
 use crate::packet::LeapIndicator;
 use crate::time::{Frequency, NtpDuration, NtpInstant};
 use serde::Serialize;
+
+/// Shortest slew, seconds. chrony's is 1 s; 0.1 s removes the first
+/// offset of a start (5 ms at 50000 ppm) before anyone reads the clock, and
+/// a late end of the slew is made good (see `handle_timer`).
+pub const MIN_SLEW_DURATION: f64 = 0.1;
+/// A slew lasts at least this many times the recent lateness of its end
+/// (chrony's MIN_SLEW_DURATION_EXCESS_RATIO): a late timer then costs at
+/// most a fifth of the slew.
+pub const SLEW_EXCESS_RATIO: f64 = 5.0;
+/// How fast the remembered lateness fades per slew end.
+const LATENESS_DECAY: f64 = 0.9;
+/// Corrections smaller than this are not slewed back, seconds.
+const NEGLIGIBLE: f64 = 1e-9;
+/// Longest slew (chrony's MAX_SLEW_DURATION), seconds.
+pub const MAX_SLEW_DURATION: f64 = 1e4;
+/// Skew assumed before any frequency was measured: "rather bad" (chrony).
+pub const INITIAL_SKEW: f64 = 1.0;
+/// Skew assumed for a frequency restored from the drift file (which stores
+/// no skew): trusted, but a measurement a few ppm off still moves it.
+pub const RESTORED_SKEW: f64 = 5e-6;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DisciplineConfig {
@@ -30,10 +57,11 @@ pub struct DisciplineConfig {
     pub max_frequency: Frequency,
     /// Frequency to start from (e.g. from a drift file).
     pub initial_frequency: Frequency,
-    /// Samples kept for the frequency regression.
-    pub max_samples: usize,
-    /// Slew duration relative to the interval between updates (chrony's
-    /// corrtimeratio idea: longer slews favour frequency over time accuracy).
+    /// Frequency estimates with a larger skew are not used (chrony's
+    /// maxupdateskew, 1000 ppm).
+    pub max_update_skew: Frequency,
+    /// chrony's corrtimeratio (3): an offset equal to its standard deviation
+    /// takes this many update intervals / 2 to remove.
     pub correction_time_ratio: f64,
 }
 
@@ -47,8 +75,8 @@ impl Default for DisciplineConfig {
             max_slew: Frequency::from_ppm(83333.333),
             max_frequency: Frequency::from_ppm(500.0),
             initial_frequency: Frequency::ZERO,
-            max_samples: 16,
-            correction_time_ratio: 0.25,
+            max_update_skew: Frequency::from_ppm(1000.0),
+            correction_time_ratio: 3.0,
         }
     }
 }
@@ -81,49 +109,16 @@ pub enum UpdateOutcome {
     },
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Point {
-    time: f64,
-    phase: f64,
-    var: f64,
-}
-
-struct Fit {
-    slope: f64,
-    tm: f64,
-    pm: f64,
-}
-
-impl Fit {
-    fn at(&self, t: f64) -> f64 {
-        self.pm + self.slope * (t - self.tm)
-    }
-}
-
-/// Weighted least squares line through the phases; with too little data the
-/// slope falls back to `freq`.
-fn fit(points: &[Point], freq: f64, max_freq: f64) -> Option<Fit> {
-    let n = points.len();
-    if n == 0 {
-        return None;
-    }
-    let w: Vec<f64> = points.iter().map(|p| 1.0 / p.var.max(1e-18)).collect();
-    let ws: f64 = w.iter().sum();
-    let tm = points.iter().zip(&w).map(|(p, w)| w * p.time).sum::<f64>() / ws;
-    let pm = points.iter().zip(&w).map(|(p, w)| w * p.phase).sum::<f64>() / ws;
-    let mut stt = 0.0;
-    let mut stp = 0.0;
-    for (p, w) in points.iter().zip(&w) {
-        stt += w * (p.time - tm).powi(2);
-        stp += w * (p.time - tm) * (p.phase - pm);
-    }
-    let span = points[n - 1].time - points[0].time;
-    let slope = if n >= 3 && span > 1.0 && stt > 0.0 {
-        (stp / stt).clamp(-max_freq, max_freq)
-    } else {
-        freq
-    };
-    Some(Fit { slope, tm, pm })
+/// One clock update's input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClockEstimate {
+    /// Estimated phase of the clock at the update time.
+    pub phase: NtpDuration,
+    /// Standard deviation of that estimate, seconds.
+    pub offset_sd: f64,
+    /// Frequency correction the clock needs and its skew (s/s), when the
+    /// sources have a regression.
+    pub frequency: Option<(Frequency, f64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -135,16 +130,16 @@ pub struct Discipline {
     rate: Frequency,
     /// Long-term frequency correction estimate.
     freq: Frequency,
+    /// Its uncertainty (s/s).
+    skew: f64,
     slew_end: Option<NtpInstant>,
-    points: Vec<Point>,
+    /// Decaying maximum of how late slews ended, seconds.
+    lateness: f64,
     updates: u32,
     steps: u32,
+    skew_refused: u32,
     last_update: Option<NtpInstant>,
     last_offset: NtpDuration,
-}
-
-fn secs(t: NtpInstant) -> f64 {
-    t.as_secs_f64()
 }
 
 impl Discipline {
@@ -156,10 +151,12 @@ impl Discipline {
             corr_time: NtpInstant::ZERO,
             rate: f,
             freq: f,
+            skew: INITIAL_SKEW,
             slew_end: None,
-            points: Vec::new(),
+            lateness: 0.0,
             updates: 0,
             steps: 0,
+            skew_refused: 0,
             last_update: None,
             last_offset: NtpDuration::ZERO,
         }
@@ -178,7 +175,7 @@ impl Discipline {
     pub fn set_frequency(&mut self, now: NtpInstant, freq: Frequency) -> ClockAction {
         let max = self.cfg.max_frequency;
         self.freq = freq.clamp(-max, max);
-        self.points.clear();
+        self.skew = RESTORED_SKEW;
         self.set_rate(now, self.freq);
         self.slew_end = None;
         ClockAction::SetFrequency(self.rate)
@@ -189,14 +186,19 @@ impl Discipline {
         self.freq
     }
 
+    /// Uncertainty of the frequency estimate (s/s).
+    pub fn skew(&self) -> f64 {
+        self.skew
+    }
+
+    /// Frequency estimates ignored for too large a skew.
+    pub fn skew_refused(&self) -> u32 {
+        self.skew_refused
+    }
+
     /// Currently requested total frequency (estimate + slew).
     pub fn applied_frequency(&self) -> Frequency {
         self.rate
-    }
-
-    /// Samples currently used by the frequency regression.
-    pub fn sample_count(&self) -> usize {
-        self.points.len()
     }
 
     pub fn updates(&self) -> u32 {
@@ -240,99 +242,86 @@ impl Discipline {
         self.slew_end
     }
 
-    /// Ends a finished slew.
+    /// Ends a finished slew. When the call comes late the slew ran on
+    /// for that long: exactly that much extra correction is slewed back.
     pub fn handle_timer(&mut self, now: NtpInstant) -> Option<ClockAction> {
         match self.slew_end {
             Some(end) if end <= now => {
+                let late = (now - end).to_seconds().max(0.0);
+                self.lateness = (self.lateness * LATENESS_DECAY).max(late);
+                let excess = (self.rate - self.freq) * (now - end);
                 self.slew_end = None;
                 self.set_rate(now, self.freq);
+                if excess.to_seconds().abs() > NEGLIGIBLE {
+                    self.start_slew(now, -excess, MIN_SLEW_DURATION);
+                }
                 Some(ClockAction::SetFrequency(self.rate))
             }
             _ => None,
         }
     }
 
-    fn regression(&self, now: NtpInstant) -> Option<(f64, f64)> {
-        let pts = &self.points[..];
-        fit(pts, self.freq.ratio(), self.cfg.max_frequency.ratio())
-            .map(|f| (f.slope, f.at(secs(now))))
+    /// Slews `offset` out over `duration` (at least the shortest slew and
+    /// five times the recent lateness), at most at `max_slew`; returns the
+    /// duration used.
+    fn start_slew(&mut self, now: NtpInstant, offset: NtpDuration, duration: f64) -> NtpDuration {
+        let duration = duration
+            .max(MIN_SLEW_DURATION)
+            .max(SLEW_EXCESS_RATIO * self.lateness)
+            .min(MAX_SLEW_DURATION);
+        let o = offset.to_seconds();
+        let max_slew = self.cfg.max_slew;
+        let slew = (o / duration).clamp(
+            (-max_slew - self.freq).ratio(),
+            (max_slew - self.freq).ratio(),
+        );
+        let duration = NtpDuration::from_seconds(if slew != 0.0 { o / slew } else { 0.0 });
+        self.set_rate(now, self.freq + Frequency::from_ratio(slew));
+        self.slew_end = Some(now + duration);
+        duration
     }
 
-    /// Drops the oldest samples while the residuals of the fit show too few sign
-    /// runs (chrony's runs test): the clock wandered and old samples no longer
-    /// fit a straight line.
-    fn trim_by_runs(&mut self) {
-        loop {
-            let n = self.points.len();
-            if n < 8 {
-                return;
-            }
-            let pts = &self.points[..];
-            let Some(f) = fit(pts, self.freq.ratio(), self.cfg.max_frequency.ratio()) else {
-                return;
-            };
-            let signs: Vec<bool> = pts.iter().map(|p| p.phase >= f.at(p.time)).collect();
-            let runs = 1 + signs.windows(2).filter(|w| w[0] != w[1]).count();
-            let n1 = signs.iter().filter(|&&x| x).count() as f64;
-            let n2 = n as f64 - n1;
-            let nf = n as f64;
-            let mean = 1.0 + 2.0 * n1 * n2 / nf;
-            let var = 2.0 * n1 * n2 * (2.0 * n1 * n2 - nf) / (nf * nf * (nf - 1.0));
-            if (runs as f64) >= mean - 1.645 * var.max(0.0).sqrt() {
-                return;
-            }
-            let drop = (n / 4).max(1);
-            for _ in 0..drop {
-                self.points.remove(0);
-            }
+    /// chrony's get_clock_estimates: combine the expected (current) and the
+    /// measured frequency by their skews.
+    fn combine_frequency(&mut self, measured: Frequency, skew: f64) {
+        if !skew.is_finite() || skew > self.cfg.max_update_skew.ratio() {
+            self.skew_refused += 1;
+            return;
         }
+        let (old, s0) = (self.freq.ratio(), self.skew);
+        let m = measured.ratio();
+        let gain = (3.0 * s0 * s0 / (3.0 * s0 * s0 + skew * skew)).clamp(0.0, 1.0);
+        let new = old + gain * (m - old);
+        let extra = ((old - new).powi(2) * (1.0 - gain) + (m - new).powi(2) * gain).sqrt();
+        self.skew = s0 + gain * (skew - s0) + extra;
+        let max = self.cfg.max_frequency;
+        self.freq = Frequency::from_ratio(new).clamp(-max, max);
     }
 
-    /// Forget the regression samples (their source changed), keep the frequency.
-    pub fn reset_samples(&mut self) {
-        self.points.clear();
-    }
-
-    /// Feed one measurement: `phase` is the offset measured at `now` plus
-    /// `correction(now)`; `var` its error variance (s^2) used as weight;
-    /// `bias` is added to the estimated offset only (e.g. other sources'
-    /// contribution to the combined offset), not to the regression.
+    /// One clock update at `now`.
     pub fn update(
         &mut self,
         now: NtpInstant,
-        phase: NtpDuration,
-        var: f64,
-        bias: NtpDuration,
+        est: ClockEstimate,
     ) -> (UpdateOutcome, Vec<ClockAction>) {
-        self.points.push(Point {
-            time: secs(now),
-            phase: phase.to_seconds(),
-            var,
-        });
-        while self.points.len() > self.cfg.max_samples.max(3) {
-            self.points.remove(0);
-        }
-        self.trim_by_runs();
-        let (b, p) = self
-            .regression(now)
-            .unwrap_or((self.freq.ratio(), phase.to_seconds()));
-        let offset = NtpDuration::from_seconds(p) - self.correction(now) + bias;
+        let offset = est.phase - self.correction(now);
 
         if let Some(panic) = self.cfg.panic_threshold {
             let one_shot = self.cfg.allow_panic_step_at_start && self.updates == 0;
             if offset.abs() > panic && !one_shot {
-                self.points.pop();
                 return (UpdateOutcome::PanicRefused { offset }, Vec::new());
             }
         }
 
-        self.freq = Frequency::from_ratio(b);
+        if let Some((f, skew)) = est.frequency {
+            self.combine_frequency(f, skew);
+        }
         self.updates += 1;
         let interval = self
             .last_update
             .map(|t| (now - t).to_seconds())
-            .unwrap_or(2.0)
-            .max(1.0);
+            .unwrap_or(0.0)
+            .max(0.0);
         self.last_update = Some(now);
         self.last_offset = offset;
 
@@ -351,20 +340,16 @@ impl Discipline {
             );
         }
 
-        let max_slew = self.cfg.max_slew;
-        let wanted = (interval * self.cfg.correction_time_ratio).max(1.0);
-        let slew = (offset.to_seconds() / wanted).clamp(
-            (-max_slew - self.freq).ratio(),
-            (max_slew - self.freq).ratio(),
-        );
-        let duration = if slew != 0.0 {
-            offset.to_seconds() / slew
+        // chrony's correction rate: the area under the offset-versus-time
+        // graph of the correction; the duration is that over the offset.
+        let rate = self.cfg.correction_time_ratio * 0.5 * est.offset_sd.max(0.0) * interval;
+        let o = offset.to_seconds();
+        let wanted = if o.abs() < NEGLIGIBLE {
+            MIN_SLEW_DURATION
         } else {
-            0.0
+            rate / o.abs()
         };
-        let duration = NtpDuration::from_seconds(duration);
-        self.set_rate(now, self.freq + Frequency::from_ratio(slew));
-        self.slew_end = Some(now + duration);
+        let duration = self.start_slew(now, offset, wanted);
         (
             UpdateOutcome::Slew { offset, duration },
             vec![ClockAction::SetFrequency(self.rate)],
@@ -375,6 +360,7 @@ impl Discipline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::regress::SourceStats;
 
     fn freq_of(actions: &[ClockAction]) -> f64 {
         actions
@@ -394,15 +380,33 @@ mod tests {
         NtpDuration::from_seconds(s)
     }
 
+    /// An offset-only estimate: `offset` measured at `now` on `d`'s clock.
+    fn offset_only(d: &Discipline, now: NtpInstant, offset: f64, sd: f64) -> ClockEstimate {
+        ClockEstimate {
+            phase: dur(offset) + d.correction(now),
+            offset_sd: sd,
+            frequency: None,
+        }
+    }
+
+    fn slew_duration(o: UpdateOutcome) -> f64 {
+        match o {
+            UpdateOutcome::Slew { duration, .. } => duration.to_seconds(),
+            _ => panic!("{o:?}"),
+        }
+    }
+
     #[test]
     fn small_offset_is_slewed() {
         let mut d = Discipline::new(DisciplineConfig::default());
-        let (o, a) = d.update(at(0.0), dur(0.01), 1e-10, dur(0.0));
+        let e = offset_only(&d, at(0.0), 0.01, 1e-5);
+        let (o, a) = d.update(at(0.0), e);
         match o {
             UpdateOutcome::Slew { offset, duration } => {
                 assert_eq!(offset, dur(0.01));
                 assert!(duration > NtpDuration::ZERO);
-                assert!((freq_of(&a) - 1e6 * 0.01 / duration.to_seconds()).abs() < 1e-3);
+                let want = 1e6 * 0.01 / duration.to_seconds();
+                assert!((freq_of(&a) / want - 1.0).abs() < 1e-6, "{} vs {want}", freq_of(&a));
             }
             _ => panic!("{o:?}"),
         }
@@ -418,22 +422,84 @@ mod tests {
     }
 
     #[test]
+    fn first_offset_is_removed_within_the_shortest_slew() {
+        // Start-up: no update interval yet, so 5 ms go within the shortest
+        // slew (0.1 s at 50000 ppm), not over a fraction of the poll.
+        let mut d = Discipline::new(DisciplineConfig::default());
+        let e = offset_only(&d, at(0.0), 0.005, 1e-5);
+        let (o, a) = d.update(at(0.0), e);
+        assert!((slew_duration(o) - MIN_SLEW_DURATION).abs() < 1e-6);
+        assert!((freq_of(&a) / 50000.0 - 1.0).abs() < 1e-6, "{}", freq_of(&a));
+    }
+
+    #[test]
+    fn a_late_end_of_slew_is_made_good() {
+        let mut d = Discipline::new(DisciplineConfig::default());
+        let e = offset_only(&d, at(0.0), 0.005, 1e-5);
+        d.update(at(0.0), e);
+        let end = d.next_timer().unwrap();
+        // The timer fires 10 ms late: 50000 ppm ran on for 500 µs too long.
+        let late = end + dur(0.01);
+        assert!(d.handle_timer(late).is_some());
+        assert!((d.correction(late).to_seconds() - 0.0055).abs() < 1e-8);
+        // The excess goes back, over at least five times the lateness.
+        let back = d.next_timer().expect("a slew back");
+        assert!((back - late).to_seconds() >= 0.05 - 1e-9);
+        assert!(d.handle_timer(back).is_some());
+        assert!((d.correction(back).to_seconds() - 0.005).abs() < 1e-8);
+        assert_eq!(d.next_timer(), None);
+        assert_eq!(d.applied_frequency(), Frequency::ZERO);
+    }
+
+    #[test]
     fn large_offset_is_slewed_at_max_rate() {
         let mut d = Discipline::new(DisciplineConfig::default());
-        let (o, a) = d.update(at(0.0), dur(0.1), 1e-10, dur(0.0));
+        let e = offset_only(&d, at(0.0), 0.1, 1e-5);
+        let (o, a) = d.update(at(0.0), e);
         assert!(matches!(o, UpdateOutcome::Slew { .. }));
         assert!((freq_of(&a) - 83333.333).abs() < 1e-3);
     }
 
     #[test]
+    fn correction_time_follows_offset_over_its_noise() {
+        // corrtimeratio 3, update interval 64 s, sd 10 µs: an offset of one
+        // sd takes 3 · 64 / 2 = 96 s to remove, of ten sd 9.6 s, of a
+        // hundred 0.96 s.
+        let sd = 1e-5;
+        let run = |offset: f64| {
+            let mut d = Discipline::new(DisciplineConfig::default());
+            let e = offset_only(&d, at(0.0), 0.0, sd);
+            d.update(at(0.0), e);
+            let e = offset_only(&d, at(64.0), offset, sd);
+            slew_duration(d.update(at(64.0), e).0)
+        };
+        let slow = run(sd);
+        assert!((slow / 96.0 - 1.0).abs() < 1e-4, "1 sd: {slow} s");
+        let fast = run(100.0 * sd);
+        assert!((fast / 0.96 - 1.0).abs() < 1e-4, "100 sd: {fast} s");
+        // 10 ms would take the shortest slew (0.1 s) but at most
+        // max_slew (83333 ppm): 0.12 s.
+        let fastest = run(1000.0 * sd);
+        assert!((fastest / 0.12 - 1.0).abs() < 1e-4, "1000 sd: {fastest} s");
+        let mid = run(10.0 * sd);
+        assert!((mid / 9.6 - 1.0).abs() < 1e-4, "10 sd: {mid} s");
+    }
+
+    #[test]
     fn step_above_threshold() {
         let mut d = Discipline::new(DisciplineConfig::default());
-        let (o, a) = d.update(at(0.0), dur(2.0), 1e-10, dur(0.0));
+        let (o, a) = d.update(at(0.0), offset_only(&d, at(0.0), 2.0, 1e-5));
         assert_eq!(o, UpdateOutcome::Step { offset: dur(2.0) });
         assert_eq!(a[0], ClockAction::Step(dur(2.0)));
         assert_eq!(d.correction(at(0.0)), dur(2.0));
-        // The same clock measured again after the step has no offset left.
-        let (o, _) = d.update(at(2.0), dur(2.0), 1e-10, dur(0.0));
+        // The same clock measured again after the step has no offset left:
+        // the phase (offset + correction) is unchanged.
+        let e = ClockEstimate {
+            phase: dur(2.0),
+            offset_sd: 1e-5,
+            frequency: None,
+        };
+        let (o, _) = d.update(at(2.0), e);
         assert!(matches!(o, UpdateOutcome::Slew { offset, .. } if offset.abs() < dur(1e-9)));
     }
 
@@ -444,13 +510,13 @@ mod tests {
             ..Default::default()
         };
         let mut d = Discipline::new(cfg);
-        d.update(at(0.0), dur(0.0), 1e-10, dur(0.0));
+        d.update(at(0.0), offset_only(&d, at(0.0), 0.0, 1e-5));
         // Second update: steps no longer allowed, slew instead.
-        let (o, _) = d.update(at(2.0), dur(1.0), 1e-10, dur(0.0));
+        let (o, _) = d.update(at(2.0), offset_only(&d, at(2.0), 1.0, 1e-5));
         assert!(matches!(o, UpdateOutcome::Slew { .. }), "{o:?}");
 
         let mut d = Discipline::new(DisciplineConfig::default());
-        let (o, a) = d.update(at(0.0), dur(2000.0), 1e-10, dur(0.0));
+        let (o, a) = d.update(at(0.0), offset_only(&d, at(0.0), 2000.0, 1e-5));
         assert_eq!(
             o,
             UpdateOutcome::PanicRefused {
@@ -465,7 +531,7 @@ mod tests {
             ..Default::default()
         };
         let mut d = Discipline::new(cfg);
-        let (o, _) = d.update(at(0.0), dur(2000.0), 1e-10, dur(0.0));
+        let (o, _) = d.update(at(0.0), offset_only(&d, at(0.0), 2000.0, 1e-5));
         assert_eq!(
             o,
             UpdateOutcome::Step {
@@ -473,27 +539,105 @@ mod tests {
             }
         );
         // One-shot: a later big offset is refused again.
-        let (o, _) = d.update(at(10.0), dur(5000.0), 1e-10, dur(0.0));
+        let (o, _) = d.update(at(10.0), offset_only(&d, at(10.0), 5000.0, 1e-5));
         assert!(matches!(o, UpdateOutcome::PanicRefused { .. }));
     }
 
-    #[test]
-    fn frequency_from_regression() {
-        // A clock running 50 ppm fast: phase falls 50 us per second.
-        let mut d = Discipline::new(DisciplineConfig::default());
-        for i in 0..10 {
-            let t = i as f64 * 16.0;
-            // measured offset = phase - correction applied so far
-            let phase = -50e-6 * t;
-            d.update(at(t), dur(phase), 1e-10, dur(0.0));
+    /// Closed loop: a clock `err_ppm` off, measured every `poll` seconds
+    /// with `noise` (deterministic, ±), through one source's regression.
+    fn closed_loop(d: &mut Discipline, stats: &mut SourceStats, err_ppm: f64, updates: usize) {
+        let poll = 16.0;
+        for i in 0..updates {
+            let t = i as f64 * poll;
+            let now = at(t);
+            let _ = d.handle_timer(now);
+            let noise = 2e-6 * (((i * 7919) % 13) as f64 / 6.0 - 1.0);
+            // The clock loses err_ppm; the correction applied so far makes
+            // up for part of it.
+            let offset = -err_ppm * 1e-6 * t + d.correction(now).to_seconds() * -1.0 + noise;
+            let phase = dur(offset) + d.correction(now);
+            stats.add(now, phase, dur(1e-3), dur(0.0), dur(1e-9));
+            let est = match stats.estimate() {
+                Some(e) => ClockEstimate {
+                    phase: e.phase_at(now),
+                    offset_sd: e.offset_sd,
+                    frequency: Some((e.frequency, e.skew)),
+                },
+                None => ClockEstimate {
+                    phase,
+                    offset_sd: 2e-6,
+                    frequency: None,
+                },
+            };
+            d.update(now, est);
         }
-        assert!(
-            (d.frequency().ppm() + 50.0).abs() < 1e-3,
-            "{}",
-            d.frequency().ppm()
-        );
-        let restored = d.set_frequency(at(200.0), Frequency::from_ppm(12.5));
+    }
+
+    #[test]
+    fn a_frequency_error_is_learnt() {
+        // A clock 50 ppm slow: within 12 updates (192 s) the estimate is
+        // within 0.5 ppm, within 40 within 0.05 ppm.
+        let mut d = Discipline::new(DisciplineConfig::default());
+        let mut stats = SourceStats::new();
+        closed_loop(&mut d, &mut stats, 50.0, 12);
+        let f = d.frequency().ppm();
+        assert!((f + 50.0).abs() < 0.5, "after 12 updates: {f} ppm");
+        closed_loop(&mut d, &mut stats, 50.0, 40);
+        let f = d.frequency().ppm();
+        assert!((f + 50.0).abs() < 0.05, "after 40 updates: {f} ppm");
+        assert!(d.skew() < 0.1e-6, "skew {}", d.skew());
+        let restored = d.set_frequency(at(2000.0), Frequency::from_ppm(12.5));
         assert!(matches!(restored, ClockAction::SetFrequency(f) if (f.ppm() - 12.5).abs() < 1e-9));
         assert!((d.frequency().ppm() - 12.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn frequencies_are_combined_by_their_skews() {
+        let mut d = Discipline::new(DisciplineConfig::default());
+        // Nothing known yet (skew 1): the first good estimate is taken
+        // almost whole.
+        let mut e = offset_only(&d, at(0.0), 0.0, 1e-6);
+        e.frequency = Some((Frequency::from_ppm(10.0), 1e-6));
+        d.update(at(0.0), e);
+        assert!((d.frequency().ppm() - 10.0).abs() < 1e-6);
+        // A second estimate as sure as the first (skew 1 ppm, the first's
+        // skew now ~1 ppm): gain 3/4, and the disagreement widens the skew.
+        let mut e = offset_only(&d, at(16.0), 0.0, 1e-6);
+        e.frequency = Some((Frequency::from_ppm(14.0), 1e-6));
+        let before = d.skew();
+        d.update(at(16.0), e);
+        let gain = 3.0 * before * before / (3.0 * before * before + 1e-12);
+        let want = 10.0 + gain * 4.0;
+        assert!((gain - 0.75).abs() < 1e-3);
+        let got = d.frequency().ppm();
+        assert!((got - want).abs() < 1e-6, "{got} want {want}");
+        assert!(d.skew() > 1e-6);
+        // An estimate 100 ppm off but with a skew of 100 ppm (~40 times
+        // the current one) moves it by less than 1 % of the difference.
+        let f = d.frequency().ppm();
+        let mut e = offset_only(&d, at(32.0), 0.0, 1e-6);
+        e.frequency = Some((Frequency::from_ppm(f + 100.0), 100e-6));
+        d.update(at(32.0), e);
+        let moved = d.frequency().ppm() - f;
+        assert!(moved > 0.0 && moved < 1.0, "moved {moved} ppm");
+    }
+
+    #[test]
+    fn a_frequency_with_too_large_a_skew_is_ignored() {
+        let mut d = Discipline::new(DisciplineConfig::default());
+        let mut e = offset_only(&d, at(0.0), 0.0, 1e-6);
+        // 400 ppm off, skew 2000 ppm (> max_update_skew 1000 ppm): even with
+        // nothing known (skew 1) the gain would be ~1; the gate refuses it.
+        e.frequency = Some((Frequency::from_ppm(400.0), 2000e-6));
+        d.update(at(0.0), e);
+        assert_eq!(d.frequency(), Frequency::ZERO);
+        assert_eq!(d.skew_refused(), 1);
+        assert_eq!(d.skew(), INITIAL_SKEW);
+        // Just under the gate it is used.
+        let mut e = offset_only(&d, at(16.0), 0.0, 1e-6);
+        e.frequency = Some((Frequency::from_ppm(400.0), 900e-6));
+        d.update(at(16.0), e);
+        assert!(d.frequency().ppm() > 300.0, "{}", d.frequency().ppm());
+        assert_eq!(d.skew_refused(), 1);
     }
 }

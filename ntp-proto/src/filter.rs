@@ -55,6 +55,9 @@ pub struct FilterOutput {
     pub delay: NtpDuration,
     /// Peer dispersion (RFC 5905 weighted sum over the sorted stages).
     pub dispersion: NtpDuration,
+    /// The same sum without the empty stages' MAXDISP: what the samples
+    /// held say (the start-up gate, see `System`).
+    pub held_dispersion: NtpDuration,
     /// RMS of the differences between the chosen offset and the others.
     pub jitter: NtpDuration,
     /// Lowest delay in the register (reference for weighting newer samples).
@@ -103,12 +106,14 @@ impl ClockFilter {
         sorted.sort_by(|a, b| a.delay.cmp(&b.delay).then(b.time.cmp(&a.time)));
         let best = sorted[0];
         let mut dispersion = NtpDuration::ZERO;
+        let mut held_dispersion = NtpDuration::ZERO;
         for i in 0..NSTAGE {
-            let d = sorted
+            let held = sorted
                 .get(i)
-                .map(|s| (s.dispersion + PHI * (proj.now - s.time).non_negative()).min(MAXDISP))
-                .unwrap_or(MAXDISP);
-            dispersion += d / f64::powi(2.0, i as i32 + 1);
+                .map(|s| (s.dispersion + PHI * (proj.now - s.time).non_negative()).min(MAXDISP));
+            let w = f64::powi(2.0, i as i32 + 1);
+            dispersion += held.unwrap_or(MAXDISP) / w;
+            held_dispersion += held.unwrap_or(NtpDuration::ZERO) / w;
         }
         let best_offset = proj.offset(&best);
         let jitter = if sorted.len() > 1 {
@@ -125,6 +130,7 @@ impl ClockFilter {
             offset: best_offset,
             delay: best.delay,
             dispersion,
+            held_dispersion,
             jitter,
             min_delay: best.delay,
         })
@@ -198,6 +204,8 @@ mod tests {
         let p = proj(1000.0, 0.01, -1.0);
         assert!(close(f.output(&p, d(1e-9)).unwrap().offset, -1e-3));
         // A single sample: peer dispersion is dominated by empty stages.
-        assert!(f.output(&p, d(1e-9)).unwrap().dispersion > d(7.9));
+        let out = f.output(&p, d(1e-9)).unwrap();
+        assert!(out.dispersion > d(7.9));
+        assert!(out.held_dispersion < d(1e-3));
     }
 }

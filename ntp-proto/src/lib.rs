@@ -25,6 +25,7 @@ pub mod discipline;
 pub mod filter;
 pub mod nts;
 pub mod packet;
+pub mod regress;
 pub mod select;
 pub mod server;
 pub mod source;

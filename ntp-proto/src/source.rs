@@ -2,6 +2,7 @@
 //! register, RFC 5905 reply checks, Kiss-o'-Death handling and the clock filter.
 
 use crate::filter::{ClockFilter, Sample, PHI};
+use crate::regress::SourceStats;
 use crate::packet::{KissCode, LeapIndicator, Mode, NtpPacket, RefId};
 use crate::server::ServerState;
 use crate::time::{NtpDuration, NtpInstant, NtpTimestamp};
@@ -207,6 +208,9 @@ pub struct Source {
     peer_xmt: NtpTimestamp,
     peer_rec: NtpTimestamp,
     pub(crate) filter: ClockFilter,
+    /// Regression over this source's samples (kept across system peer
+    /// changes: the samples belong to the source).
+    pub(crate) stats: SourceStats,
     pub(crate) stratum: u8,
     pub(crate) refid: RefId,
     pub(crate) leap: LeapIndicator,
@@ -236,6 +240,7 @@ impl Source {
             peer_xmt: NtpTimestamp::ZERO,
             peer_rec: NtpTimestamp::ZERO,
             filter: ClockFilter::new(),
+            stats: SourceStats::new(),
             stratum: 16,
             refid: RefId::default(),
             leap: LeapIndicator::Unsynchronized,
@@ -510,8 +515,10 @@ impl Source {
         })
     }
 
-    pub(crate) fn add_sample(&mut self, s: Sample) {
+    pub(crate) fn add_sample(&mut self, s: Sample, precision: NtpDuration) {
         self.filter.add(s);
+        self.stats
+            .add(s.time, s.phase, s.delay, s.dispersion, precision);
     }
 
     fn handle_kod(&mut self, code: KissCode, now: NtpInstant) {
@@ -537,6 +544,7 @@ impl Source {
                 self.kod = KodState::Denied(code);
                 self.reach = 0;
                 self.filter.clear();
+                self.stats.clear();
             }
             KissCode::Other(_) => {}
         }

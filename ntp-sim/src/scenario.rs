@@ -720,6 +720,23 @@ impl Scenario {
         s
     }
 
+    /// Start-up as in the real-time bench: 5 ms off, a 20 ppm clock, a
+    /// quiet LAN (50 µs base delay, 25 µs mean jitter each way), iburst,
+    /// polling every 16 s; the per-second series is kept.
+    pub fn startup(seed: u64) -> Self {
+        let mut s = Self::chrony_default(seed);
+        s.name = "start-up 5 ms".into();
+        s.duration = 3600.0;
+        s.network.base_delay = 5e-5;
+        s.network.jitter = 2.5e-5;
+        s.clients[0].initial_offset = 0.005;
+        s.clients[0].freq_error_ppm = 20.0;
+        s.clients[0].minpoll = 4;
+        s.clients[0].maxpoll = 4;
+        s.keep_series = true;
+        s
+    }
+
     /// Client 0 syncs to a server and peers with client 1, which only has the peer.
     pub fn symmetric_peers(seed: u64) -> Self {
         let mut s = Self::chrony_default(seed);
