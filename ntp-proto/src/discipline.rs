@@ -406,7 +406,11 @@ mod tests {
                 assert_eq!(offset, dur(0.01));
                 assert!(duration > NtpDuration::ZERO);
                 let want = 1e6 * 0.01 / duration.to_seconds();
-                assert!((freq_of(&a) / want - 1.0).abs() < 1e-6, "{} vs {want}", freq_of(&a));
+                assert!(
+                    (freq_of(&a) / want - 1.0).abs() < 1e-6,
+                    "{} vs {want}",
+                    freq_of(&a)
+                );
             }
             _ => panic!("{o:?}"),
         }
@@ -429,7 +433,11 @@ mod tests {
         let e = offset_only(&d, at(0.0), 0.005, 1e-5);
         let (o, a) = d.update(at(0.0), e);
         assert!((slew_duration(o) - MIN_SLEW_DURATION).abs() < 1e-6);
-        assert!((freq_of(&a) / 50000.0 - 1.0).abs() < 1e-6, "{}", freq_of(&a));
+        assert!(
+            (freq_of(&a) / 50000.0 - 1.0).abs() < 1e-6,
+            "{}",
+            freq_of(&a)
+        );
     }
 
     #[test]

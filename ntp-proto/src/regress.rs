@@ -86,7 +86,12 @@ fn fit(points: &[Point], inv_w: &[f64]) -> Option<Fit> {
     let w: Vec<f64> = inv_w.iter().map(|v| 1.0 / v).collect();
     let ws: f64 = w.iter().sum();
     let t0 = points[n - 1].time;
-    let tm = points.iter().zip(&w).map(|(p, w)| w * (p.time - t0)).sum::<f64>() / ws;
+    let tm = points
+        .iter()
+        .zip(&w)
+        .map(|(p, w)| w * (p.time - t0))
+        .sum::<f64>()
+        / ws;
     let pm = points.iter().zip(&w).map(|(p, w)| w * p.phase).sum::<f64>() / ws;
     let (mut stt, mut stp) = (0.0, 0.0);
     for (p, w) in points.iter().zip(&w) {
@@ -142,9 +147,7 @@ fn runs_too_few(residuals: &[f64]) -> bool {
 
 /// Student's t at 95 % (two-sided) for `dof` degrees of freedom.
 fn t_coef(dof: usize) -> f64 {
-    const T: [f64; 10] = [
-        12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23,
-    ];
+    const T: [f64; 10] = [12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23];
     match dof {
         0 => T[0],
         1..=10 => T[dof - 1],
@@ -304,10 +307,20 @@ mod tests {
         assert!(s.estimate().is_none());
         for i in 0..20 {
             let t = i as f64 * 16.0;
-            s.add(at(t), d(0.001 + 20e-6 * t + 1e-5 * noise(i)), d(1e-3), d(0.0), d(1e-9));
+            s.add(
+                at(t),
+                d(0.001 + 20e-6 * t + 1e-5 * noise(i)),
+                d(1e-3),
+                d(0.0),
+                d(1e-9),
+            );
         }
         let e = s.estimate().unwrap();
-        assert!((e.frequency.ppm() - 20.0).abs() < 0.2, "{}", e.frequency.ppm());
+        assert!(
+            (e.frequency.ppm() - 20.0).abs() < 0.2,
+            "{}",
+            e.frequency.ppm()
+        );
         assert!(e.skew > 0.0 && e.skew < 0.5e-6, "{}", e.skew);
         let expect = 0.001 + 20e-6 * 304.0;
         assert!((e.phase.to_seconds() - expect).abs() < 1e-5);
@@ -339,7 +352,11 @@ mod tests {
         }
         let e = s.estimate().unwrap();
         assert!(e.samples < 40, "kept {} samples", e.samples);
-        assert!((e.frequency.ppm() - 50.0).abs() < 2.0, "{}", e.frequency.ppm());
+        assert!(
+            (e.frequency.ppm() - 50.0).abs() < 2.0,
+            "{}",
+            e.frequency.ppm()
+        );
     }
 
     #[test]
@@ -352,6 +369,10 @@ mod tests {
             s.add(at(i as f64 * 16.0), d(err), d(delay), d(0.0), d(1e-9));
         }
         let e = s.estimate().unwrap();
-        assert!(e.phase.to_seconds().abs() < 0.5e-3, "{}", e.phase.to_seconds());
+        assert!(
+            e.phase.to_seconds().abs() < 0.5e-3,
+            "{}",
+            e.phase.to_seconds()
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! register, RFC 5905 reply checks, Kiss-o'-Death handling and the clock filter.
 
 use crate::filter::{ClockFilter, Sample, PHI};
-use crate::regress::SourceStats;
 use crate::packet::{KissCode, LeapIndicator, Mode, NtpPacket, RefId};
+use crate::regress::SourceStats;
 use crate::server::ServerState;
 use crate::time::{NtpDuration, NtpInstant, NtpTimestamp};
 use rand::RngCore;

@@ -7,10 +7,10 @@
 //! start; timers are expressed in it), `clock` / `recv` are readings of the
 //! clock being disciplined, as NTP timestamps.
 
-use crate::regress::MIN_SAMPLES;
 use crate::discipline::{ClockAction, ClockEstimate, Discipline, DisciplineConfig, UpdateOutcome};
 use crate::filter::{Sample, PHI};
 use crate::packet::{KissCode, LeapIndicator, RefId};
+use crate::regress::MIN_SAMPLES;
 use crate::select::{self, Candidate, SelectError, Tally};
 use crate::server::ServerState;
 use crate::source::{
@@ -533,12 +533,7 @@ impl System {
             self.update_reason();
             // chrony: keep about POLL_TARGET samples in the regression; fewer
             // means the clock wanders faster than we sample it.
-            let n = self
-                .at(i)
-                .source
-                .stats
-                .estimate()
-                .map_or(0, |e| e.samples) as f64;
+            let n = self.at(i).source.stats.estimate().map_or(0, |e| e.samples) as f64;
             let mut adj = (n / POLL_TARGET - 1.0) / POLL_TARGET;
             if n < POLL_TARGET {
                 adj *= 2.0;
@@ -579,7 +574,10 @@ impl System {
                     )
                 }
                 None => match src.filter.output(&proj, precision) {
-                    Some(o) => ((o.offset + proj.correction).to_seconds(), o.jitter.to_seconds()),
+                    Some(o) => (
+                        (o.offset + proj.correction).to_seconds(),
+                        o.jitter.to_seconds(),
+                    ),
                     None => continue,
                 },
             };
@@ -955,9 +953,8 @@ mod tests {
         let first = sys.system_peer.unwrap();
         let first_addr = sys.at(first).source.config().address;
         let second = 1 - first;
-        let samples = |sys: &System, i: usize| {
-            sys.at(i).source.stats.estimate().map_or(0, |e| e.samples)
-        };
+        let samples =
+            |sys: &System, i: usize| sys.at(i).source.stats.estimate().map_or(0, |e| e.samples);
         let before = samples(&sys, second);
         assert!(before > MIN_SAMPLES, "{before}");
         let updates = sys.discipline.updates();
