@@ -562,7 +562,7 @@ mod tests {
             let noise = 2e-6 * (((i * 7919) % 13) as f64 / 6.0 - 1.0);
             // The clock loses err_ppm; the correction applied so far makes
             // up for part of it.
-            let offset = -err_ppm * 1e-6 * t + d.correction(now).to_seconds() * -1.0 + noise;
+            let offset = -err_ppm * 1e-6 * t - d.correction(now).to_seconds() + noise;
             let phase = dur(offset) + d.correction(now);
             stats.add(now, phase, dur(1e-3), dur(0.0), dur(1e-9));
             let est = match stats.estimate() {
